@@ -1,0 +1,227 @@
+/*
+ * alloc.c — the public allocation API: malloc, calloc, realloc, free,
+ * aligned allocation, usable size.  Fast paths are the inline helpers of
+ * internal.h; everything else is a call to heap.c, pool.c or large.c.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static inline ouro_pool_t *checked_pool(uintptr_t u, const char *fn)
+{
+    ouro_pool_t *pool = ouro__pool_of(u);
+    if (unlikely(pool == NULL || !ouro__pool_is_block(pool, u)))
+        ouro__report_invalid(fn, (void *)u);
+    if (unlikely(((ouro_block_t *)u)->cookie == (u ^ ouro__key)))
+        ouro__report_double_free((void *)u, pool);
+    return pool;
+}
+
+void *ouro_malloc(size_t size)
+{
+    if (likely(size <= OURO_LARGE_MAX))
+        return ouro__alloc_small(size);
+    return ouro__large_alloc(size, 16, NULL);
+}
+
+/* A block freed by a thread that does not own its pool: push it on the
+ * pool's lock-free stack and tell the owner. */
+static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b)
+{
+    b->cookie = (uintptr_t)b ^ ouro__key;
+    /* liburcu's push is a full barrier: the cookie and link are visible to
+     * the owner's pop_all, and it orders the push before the notify load */
+    cds_lfs_push(&pool->remote, &b->node);
+    ouro__pool_notify(pool);
+}
+
+static ouro_noinline void free_generic(void *p, int kind, const char *fn)
+{
+    if (p == NULL)
+        return;
+    if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
+        ouro_large_t *l = ouro__large_find(p, kind);
+        if (l == NULL)
+            ouro__report_invalid(fn, p);
+        ouro__large_free(l);
+        return;
+    }
+    ouro__report_invalid(fn, p);
+}
+
+void ouro_free(void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    int kind = ouro__unit_kind(u);
+    if (likely(kind == OURO_UNIT_ARENA)) {
+        ouro_pool_t *pool = checked_pool(u, "ouro_free");
+        ouro_block_t *b = p;
+        ouro_heap_t *heap = ouro__heap;
+        /* relaxed: if the pool is ours, we wrote `owner` ourselves */
+        if (likely(atomic_load_explicit(&pool->owner, memory_order_relaxed) == heap)) {
+            b->node.next = (struct cds_lfs_node *)pool->free;
+            b->cookie = u ^ ouro__key;
+            pool->free = b;
+            pool->free_is_zero = 0;
+            ouro__pool_used_add(pool, -1);
+            if (unlikely(atomic_load_explicit(&pool->used, memory_order_relaxed) == 0 || pool->in_full))
+                ouro__heap_free_slow(heap, pool);
+            return;
+        }
+        free_remote(pool, b);
+        return;
+    }
+    free_generic(p, kind, "ouro_free");
+}
+
+size_t ouro_usable_size(const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (p == NULL)
+        return 0;
+    int kind = ouro__unit_kind(u);
+    if (likely(kind == OURO_UNIT_ARENA))
+        return atomic_load_explicit(&checked_pool(u, "ouro_usable_size")->block_size, memory_order_relaxed);
+    if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
+        ouro_large_t *l = ouro__large_find(p, kind);
+        if (l)
+            return l->usable;
+    }
+    ouro__report_invalid("ouro_usable_size", p);
+}
+
+void ouro_free_sized(void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+    size_t usable = ouro_usable_size(p);
+    if (unlikely(size > usable))
+        ouro__fatal("ouro_free_sized(%p, %zu): the block holds only %zu bytes", p, size, usable);
+    ouro_free(p);
+}
+
+int ouro_owns(const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    int kind = ouro__unit_kind(u);
+    if (kind == OURO_UNIT_ARENA) {
+        ouro_pool_t *pool = ouro__pool_of(u);
+        return pool && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key);
+    }
+    if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV)
+        return ouro__large_find(p, kind) != NULL;
+    return 0;
+}
+
+void *ouro_calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (unlikely(__builtin_mul_overflow(n, size, &total))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    bool zero = false;
+    void *p;
+    if (likely(total <= OURO_LARGE_MAX)) {
+        ouro_heap_t *heap = ouro__heap;
+        int cls = ouro__size_class(total);
+        ouro_pool_t *pool = heap->cur[cls];
+        zero = pool->free_is_zero;
+        p = ouro__heap_pop(heap, cls);
+        if (p == NULL)
+            p = ouro__heap_alloc_slow(heap, cls, &zero);
+        if (p == NULL)
+            return NULL;
+        if (zero)
+            ((ouro_block_t *)p)->node.next = NULL; /* the only word a fresh block had written */
+        else
+            memset(p, 0, total);
+        return p;
+    }
+    return ouro__large_alloc(total, 16, &zero); /* fresh from the OS: zero */
+}
+
+/* The size class serving `size` bytes at `align` (> 16), or -1 for the large path. */
+static int aligned_class(size_t size, size_t align)
+{
+    size_t n = size < align ? align : size;
+    if (n > OURO_LARGE_MAX)
+        return -1;
+    int cls = ouro__size_class(n);
+    if (ouro__class_size(cls) & (align - 1)) {
+        /* power-of-two blocks sit at multiples of their size: aligned */
+        size_t pow2 = (size_t)1 << (64 - __builtin_clzll((unsigned long long)(n - 1)));
+        if (pow2 > OURO_LARGE_MAX)
+            return -1;
+        cls = ouro__size_class(pow2);
+    }
+    return cls;
+}
+
+void *ouro_aligned_alloc(size_t align, size_t size)
+{
+    if (unlikely(align == 0 || (align & (align - 1)) != 0)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (align <= 16)
+        return ouro_malloc(size);
+    int cls = aligned_class(size, align);
+    if (cls < 0)
+        return ouro__large_alloc(size, align, NULL);
+    ouro_heap_t *heap = ouro__heap;
+    void *p = ouro__heap_pop(heap, cls);
+    if (p == NULL)
+        p = ouro__heap_alloc_slow(heap, cls, NULL);
+    ouro_assert(p == NULL || ((uintptr_t)p & (align - 1)) == 0);
+    return p;
+}
+
+void *ouro_realloc(void *p, size_t size)
+{
+    if (p == NULL)
+        return ouro_malloc(size);
+    if (size == 0) {
+        ouro_free(p);
+        return NULL;
+    }
+    uintptr_t u = (uintptr_t)p;
+    int kind = ouro__unit_kind(u);
+    size_t old;
+    if (likely(kind == OURO_UNIT_ARENA)) {
+        old = atomic_load_explicit(&checked_pool(u, "ouro_realloc")->block_size, memory_order_relaxed);
+        /* in place while the block holds it and is not more than twice too big */
+        if (size <= old && (size > old / 2 || old <= 16))
+            return p;
+    } else if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
+        ouro_large_t *l = ouro__large_find(p, kind);
+        if (l == NULL)
+            ouro__report_invalid("ouro_realloc", p);
+        old = l->size;
+        if (size > OURO_LARGE_MAX || size > l->usable / 2) {
+            void *q = ouro__large_realloc(l, size);
+            if (q)
+                return q;
+        }
+    } else {
+        ouro__report_invalid("ouro_realloc", p);
+    }
+    void *q = ouro_malloc(size);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, size < old ? size : old);
+    ouro_free(p);
+    return q;
+}
+
+void ouro_collect(int force)
+{
+    ouro__heap_collect(force != 0);
+    ouro__arena_purge(force != 0);
+}
+
+size_t ouro_class_block_size(int cls)
+{
+    return cls < 0 || cls >= OURO_NCLASSES ? 0 : ouro__class_size(cls);
+}

@@ -1,0 +1,363 @@
+/*
+ * arena.c — the shared arena layer: 4 MiB arenas of 64 KiB slots, one list
+ * of arenas per NUMA node (found with hwloc), pools claimed and released
+ * with a CAS on an arena's slot bitmap, and purging of free slots after the
+ * purge delay.  Owns the unit map and the arena headers; never touches a
+ * pool's blocks or a heap's lists.
+ *
+ * No lock on a common path: claiming and releasing a pool is a CAS on one
+ * bitmap.  A per-node mutex serialises only the mapping of a new arena (so
+ * that two threads do not both map one when a single one would do).
+ *
+ * An arena is never unmapped: when all its slots are free and purged its
+ * physical memory is back with the OS and only its address space (and the
+ * pages of its header that were touched) remains.  This keeps every arena
+ * header readable for ever, which the unit map, the free path and the heap
+ * walk rely on without any reclamation protocol.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <hwloc.h>
+#include <string.h>
+
+_Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES];
+
+typedef struct node_arenas_s {
+    ouro_arena_t *_Atomic head;   /* append-only list; acquire loads see a full header */
+    ouro_arena_t *_Atomic tail;
+    ouro_arena_t *_Atomic hint;   /* where the last claim succeeded: start looking there */
+    pthread_mutex_t grow_lock;    /* serialises mapping new arenas of this node */
+} node_arenas_t;
+
+static node_arenas_t nodes[OURO_MAX_NODES] = {
+    [0 ... OURO_MAX_NODES - 1] = {.grow_lock = PTHREAD_MUTEX_INITIALIZER}};
+
+/* ---- topology (hwloc) ---- */
+static hwloc_topology_t topo;
+/* 0 unknown, 1 being loaded (allocations made meanwhile use node 0), 2 loaded */
+static _Atomic int topo_state;
+static int topo_nodes = 1;
+
+static void topology_load(void)
+{
+    int expected = 0;
+    /* acq_rel: the winner alone loads; others read node 0 until state 2 */
+    if (!atomic_compare_exchange_strong_explicit(&topo_state, &expected, 1, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return;
+    int n = 1;
+    if (ouro__options[OURO_OPTION_NUMA] && hwloc_topology_init(&topo) == 0) {
+        if (hwloc_topology_load(topo) == 0) {
+            n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+            if (n < 1)
+                n = 1;
+            if (n > OURO_MAX_NODES)
+                n = OURO_MAX_NODES;
+        } else {
+            hwloc_topology_destroy(topo);
+            topo = NULL;
+        }
+    }
+    topo_nodes = n;
+    /* release: topo and topo_nodes are visible to whoever reads state 2 */
+    atomic_store_explicit(&topo_state, 2, memory_order_release);
+}
+
+/* The NUMA node of the calling thread's CPU; -1 while the topology is not
+ * known yet (the caller asks again later). */
+int ouro__arena_current_node(void)
+{
+    if (atomic_load_explicit(&topo_state, memory_order_acquire) != 2)
+        return -1;
+    if (topo_nodes <= 1 || !topo)
+        return 0;
+    int node = 0;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    if (set && hwloc_get_last_cpu_location(topo, set, HWLOC_CPUBIND_THREAD) == 0) {
+        hwloc_obj_t obj = hwloc_get_next_obj_covering_cpuset_by_type(topo, set, HWLOC_OBJ_NUMANODE, NULL);
+        if (obj && obj->logical_index < OURO_MAX_NODES)
+            node = (int)obj->logical_index;
+    }
+    hwloc_bitmap_free(set);
+    return node;
+}
+
+static void arena_bind(void *base, int node)
+{
+    if (topo_nodes <= 1 || !topo)
+        return;
+    hwloc_obj_t obj = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)node);
+    if (obj)
+        hwloc_set_area_membind(topo, base, OURO_UNIT_SIZE, obj->nodeset, HWLOC_MEMBIND_BIND,
+                               HWLOC_MEMBIND_BYNODESET);
+}
+
+/* ---- arena creation ---- */
+static ouro_arena_t *arena_new(int node)
+{
+    ouro_arena_t *a = ouro__os_map_aligned(OURO_UNIT_SIZE, OURO_UNIT_SIZE);
+    if (a == NULL)
+        return NULL;
+    arena_bind(a, node);
+    atomic_init(&a->used, 1); /* slot 0 is the header */
+    atomic_init(&a->dirty, 1);
+    a->node = node;
+    for (unsigned i = 0; i < OURO_SLOTS; i++) {
+        ouro_pool_t *p = &a->pools[i];
+        __cds_lfs_init(&p->remote);
+        cds_wfcq_node_init(&p->qnode);
+        cds_lfs_node_init(&p->anode);
+        atomic_init(&p->queued, 0);
+        atomic_init(&p->owner, NULL);
+        p->slot = (uint8_t)i;
+    }
+    /* relaxed: the entry is read only for pointers into this arena, which
+     * reach other threads after the release that publishes the arena */
+    atomic_store_explicit(&ouro__unit_map[(uintptr_t)a >> OURO_UNIT_SHIFT], OURO_UNIT_ARENA,
+                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&ouro__counters.reserved, OURO_UNIT_SIZE, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ouro__counters.arenas, 1, memory_order_relaxed);
+    return a;
+}
+
+/* Append under the node's grow lock; the release store publishes the header. */
+static void arena_append(node_arenas_t *na, ouro_arena_t *a)
+{
+    ouro_arena_t *tail = atomic_load_explicit(&na->tail, memory_order_relaxed);
+    if (tail == NULL)
+        atomic_store_explicit(&na->head, a, memory_order_release);
+    else
+        atomic_store_explicit(&tail->next, a, memory_order_release);
+    atomic_store_explicit(&na->tail, a, memory_order_relaxed);
+}
+
+/* ---- slot claiming ---- */
+static inline uint64_t span_mask(unsigned span)
+{
+    return span >= 64 ? ~0ull : ((1ull << span) - 1);
+}
+
+/* Claim `span` free slots aligned to `span` in `a`; returns the first slot or -1. */
+static int arena_try_claim(ouro_arena_t *a, unsigned span)
+{
+    /* relaxed: the CAS below validates what we saw */
+    uint64_t used = atomic_load_explicit(&a->used, memory_order_relaxed);
+    for (;;) {
+        int found = -1;
+        for (unsigned i = span; i + span <= OURO_SLOTS; i += span) {
+            if ((used & (span_mask(span) << i)) == 0) {
+                found = (int)i;
+                break;
+            }
+        }
+        if (found < 0)
+            return -1;
+        /* acquire: we see what the thread that freed these slots wrote
+         * (free_at, purge state) before its release of the bits */
+        if (atomic_compare_exchange_weak_explicit(&a->used, &used,
+                                                  used | (span_mask(span) << found),
+                                                  memory_order_acquire, memory_order_relaxed))
+            return found;
+    }
+}
+
+static ouro_pool_t *pool_at(ouro_arena_t *a, int slot, unsigned span)
+{
+    ouro_pool_t *p = &a->pools[slot];
+    uint64_t bits = span_mask(span) << slot;
+    /* acq_rel: dirty bits are set by claimers and cleared by purgers; both
+     * hold the slots claimed in `used`, so any order would do for the bits
+     * themselves; acquire keeps the purge's madvise before our first write */
+    uint64_t was = atomic_fetch_or_explicit(&a->dirty, bits, memory_order_acq_rel);
+    p->start = (uint8_t *)a + ((size_t)slot << OURO_SLOT_SHIFT);
+    p->span = (uint8_t)span;
+    p->mem_is_zero = (was & bits) == 0;
+    return p;
+}
+
+ouro_pool_t *ouro__arena_claim_pool(int node, unsigned span)
+{
+    if (node < 0 || node >= OURO_MAX_NODES)
+        node = 0;
+    node_arenas_t *na = &nodes[node];
+    ouro_arena_t *hint = atomic_load_explicit(&na->hint, memory_order_acquire);
+    if (hint) {
+        int s = arena_try_claim(hint, span);
+        if (s >= 0)
+            return pool_at(hint, s, span);
+    }
+    /* acquire: pairs with the release in arena_append, so headers are whole */
+    for (ouro_arena_t *a = atomic_load_explicit(&na->head, memory_order_acquire); a;
+         a = atomic_load_explicit(&a->next, memory_order_acquire)) {
+        if (a == hint)
+            continue;
+        int s = arena_try_claim(a, span);
+        if (s >= 0) {
+            atomic_store_explicit(&na->hint, a, memory_order_release);
+            return pool_at(a, s, span);
+        }
+    }
+    /* none free: map a new arena.  The first growth also learns the topology
+     * (hwloc allocates; its allocations meanwhile see state 1 and use node 0). */
+    if (atomic_load_explicit(&topo_state, memory_order_acquire) == 0)
+        topology_load();
+    pthread_mutex_lock(&na->grow_lock);
+    /* another thread may have grown the node while we waited */
+    ouro_arena_t *tail = atomic_load_explicit(&na->tail, memory_order_acquire);
+    if (tail) {
+        int s = arena_try_claim(tail, span);
+        if (s >= 0) {
+            pthread_mutex_unlock(&na->grow_lock);
+            return pool_at(tail, s, span);
+        }
+    }
+    ouro_arena_t *a = arena_new(node);
+    if (a == NULL) {
+        pthread_mutex_unlock(&na->grow_lock);
+        return NULL;
+    }
+    int s = arena_try_claim(a, span); /* cannot fail on a fresh arena: span <= 32 */
+    arena_append(na, a);
+    atomic_store_explicit(&na->hint, a, memory_order_release);
+    pthread_mutex_unlock(&na->grow_lock);
+    return pool_at(a, s, span);
+}
+
+/* ---- release and purge ---- */
+static _Atomic uint64_t next_purge_ms;
+
+void ouro__arena_release_pool(ouro_pool_t *pool)
+{
+    ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
+    unsigned slot = pool->slot, span = pool->span;
+    for (unsigned i = 0; i < span; i++)
+        /* relaxed: nothing may use these entries once the pool is free; the
+         * release on `used` below orders them before any reclaimer */
+        atomic_store_explicit(&a->slot_pool[slot + i], NULL, memory_order_relaxed);
+    uint64_t now = ouro__now_ms();
+    for (unsigned i = 0; i < span; i++)
+        atomic_store_explicit(&a->free_at[slot + i], now, memory_order_relaxed);
+    /* release: pairs with the acquire CAS of the next claimer */
+    atomic_fetch_and_explicit(&a->used, ~(span_mask(span) << slot), memory_order_release);
+    long delay = ouro__options[OURO_OPTION_PURGE_DELAY];
+    if (delay == 0)
+        ouro__arena_purge(false);
+    else if (delay > 0 && now >= atomic_load_explicit(&next_purge_ms, memory_order_relaxed))
+        ouro__arena_purge(false);
+}
+
+/* Purge the free dirty slots of `a` freed at least `delay` ms ago. */
+static void arena_purge_one(ouro_arena_t *a, uint64_t now, long delay, bool force)
+{
+    uint64_t dirty = atomic_load_explicit(&a->dirty, memory_order_relaxed);
+    uint64_t used = atomic_load_explicit(&a->used, memory_order_relaxed);
+    uint64_t cand = dirty & ~used & ~1ull;
+    if (!cand)
+        return;
+    uint64_t want = 0;
+    for (unsigned i = 1; i < OURO_SLOTS; i++) {
+        if (!(cand >> i & 1))
+            continue;
+        uint64_t t = atomic_load_explicit(&a->free_at[i], memory_order_relaxed);
+        if (force || now >= t + (uint64_t)delay)
+            want |= 1ull << i;
+    }
+    if (!want)
+        return;
+    /* claim the slots so no thread allocates in them while we madvise;
+     * acquire: we see the writes of their last owner before we discard them */
+    uint64_t cur = atomic_load_explicit(&a->used, memory_order_relaxed);
+    uint64_t got;
+    do {
+        got = want & ~cur;
+        if (!got)
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&a->used, &cur, cur | got, memory_order_acquire,
+                                                    memory_order_relaxed));
+    for (unsigned i = 1; i < OURO_SLOTS;) {
+        if (!(got >> i & 1)) {
+            i++;
+            continue;
+        }
+        unsigned j = i;
+        while (j < OURO_SLOTS && (got >> j & 1))
+            j++;
+        ouro__os_purge((uint8_t *)a + ((size_t)i << OURO_SLOT_SHIFT), (size_t)(j - i) << OURO_SLOT_SHIFT);
+        atomic_fetch_add_explicit(&ouro__counters.purges, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ouro__counters.purged_bytes, (size_t)(j - i) << OURO_SLOT_SHIFT,
+                                  memory_order_relaxed);
+        i = j;
+    }
+    /* the slots are clean now; the claimer that next sets them dirty sees this */
+    atomic_fetch_and_explicit(&a->dirty, ~got, memory_order_release);
+    /* release: the madvise is done before anyone claims the slots again */
+    atomic_fetch_and_explicit(&a->used, ~got, memory_order_release);
+}
+
+void ouro__arena_purge(bool force)
+{
+    long delay = ouro__options[OURO_OPTION_PURGE_DELAY];
+    if (delay < 0 && !force)
+        return;
+    uint64_t now = ouro__now_ms();
+    uint64_t next = atomic_load_explicit(&next_purge_ms, memory_order_relaxed);
+    if (!force) {
+        if (now < next)
+            return;
+        /* relaxed: only rate-limits scans; a lost race just skips one */
+        if (!atomic_compare_exchange_strong_explicit(&next_purge_ms, &next,
+                                                     now + (uint64_t)(delay > 0 ? delay : 0),
+                                                     memory_order_relaxed, memory_order_relaxed))
+            return;
+    }
+    for (int n = 0; n < OURO_MAX_NODES; n++)
+        for (ouro_arena_t *a = atomic_load_explicit(&nodes[n].head, memory_order_acquire); a;
+             a = atomic_load_explicit(&a->next, memory_order_acquire))
+            arena_purge_one(a, now, delay < 0 ? 0 : delay, force);
+}
+
+/* ---- walking ---- */
+void ouro__arena_visit_pools(ouro_pool_visit_fn *fn, void *arg)
+{
+    for (int n = 0; n < OURO_MAX_NODES; n++)
+        for (ouro_arena_t *a = atomic_load_explicit(&nodes[n].head, memory_order_acquire); a;
+             a = atomic_load_explicit(&a->next, memory_order_acquire))
+            for (unsigned i = 1; i < OURO_SLOTS; i++) {
+                ouro_pool_t *p = atomic_load_explicit(&a->slot_pool[i], memory_order_acquire);
+                if (p && p->slot == i)
+                    fn(p, arg);
+            }
+}
+
+/* Bytes of arena memory that may be backed by RAM: headers and dirty slots. */
+size_t ouro__arena_dirty_bytes(void)
+{
+    size_t n = 0;
+    for (int i = 0; i < OURO_MAX_NODES; i++)
+        for (ouro_arena_t *a = atomic_load_explicit(&nodes[i].head, memory_order_acquire); a;
+             a = atomic_load_explicit(&a->next, memory_order_acquire))
+            /* relaxed: a snapshot; the bits change under us anyway */
+            n += (size_t)__builtin_popcountll(atomic_load_explicit(&a->dirty, memory_order_relaxed))
+                 << OURO_SLOT_SHIFT;
+    return n;
+}
+
+/* ---- fork ---- */
+void ouro__arena_fork_prepare(void)
+{
+    for (int n = 0; n < OURO_MAX_NODES; n++)
+        pthread_mutex_lock(&nodes[n].grow_lock);
+}
+
+void ouro__arena_fork_parent(void)
+{
+    for (int n = 0; n < OURO_MAX_NODES; n++)
+        pthread_mutex_unlock(&nodes[n].grow_lock);
+}
+
+void ouro__arena_fork_child(void)
+{
+    for (int n = 0; n < OURO_MAX_NODES; n++)
+        pthread_mutex_init(&nodes[n].grow_lock, NULL);
+}

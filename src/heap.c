@@ -1,0 +1,379 @@
+/*
+ * heap.c — per-thread pool caches.  A thread's heap holds, per size class,
+ * the pool it allocates from, the pools that may still have free blocks, and
+ * the pools found full; and a queue of pools to which other threads freed
+ * blocks.  Owns those lists, the heap registry and the abandoned pools of
+ * exited threads; never touches an arena's bitmaps (arena.c) or carves
+ * blocks (pool.c).
+ *
+ * Life of a pool: claimed fresh from the arena layer, or adopted from the
+ * abandoned stack of its class; owned by one heap; released to the arena
+ * layer when the owner finds it empty (unless it is the class's current
+ * pool), or abandoned when the owner exits.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+__thread ouro_heap_t *ouro__heap __attribute__((tls_model("initial-exec"))) = &ouro__empty_heap;
+
+/* The pool every class of a heap starts on: nothing to hand out, so the
+ * first allocation takes the slow path. */
+ouro_pool_t ouro__empty_pool;
+ouro_heap_t ouro__empty_heap = {.cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool}, .node = -1};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static ouro_heap_t *reg_all;   /* every heap ever made; heaps are never unmapped */
+static ouro_heap_t *reg_free;  /* heaps of exited threads, for reuse */
+static pthread_key_t heap_key; /* its destructor abandons the heap at thread exit */
+/* pools of exited threads still holding blocks, per class; pop takes the
+ * stack's mutex (adoption is a slow path), push is lock-free */
+static struct cds_lfs_stack abandoned[OURO_NCLASSES];
+
+static void heap_thread_done(void *arg);
+
+void ouro__heap_global_init(void)
+{
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        cds_lfs_init(&abandoned[c]);
+    if (pthread_key_create(&heap_key, heap_thread_done) != 0)
+        ouro__fatal("pthread_key_create failed");
+}
+
+/* ---- lists ---- */
+static void list_remove(ouro_pool_t **head, ouro_pool_t *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        *head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+static void list_push(ouro_pool_t **head, ouro_pool_t *p)
+{
+    p->prev = NULL;
+    p->next = *head;
+    if (*head)
+        (*head)->prev = p;
+    *head = p;
+}
+
+/* ---- heap life ---- */
+static ouro_heap_t *heap_new(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    ouro_heap_t *h = reg_free;
+    if (h) {
+        reg_free = h->free_next;
+    } else {
+        h = ouro__os_map(sizeof *h);
+        if (h == NULL) {
+            pthread_mutex_unlock(&reg_lock);
+            return NULL;
+        }
+        h->reg_next = reg_all;
+        reg_all = h;
+    }
+    for (int c = 0; c < OURO_NCLASSES; c++) {
+        h->cur[c] = &ouro__empty_pool;
+        h->avail[c] = h->full[c] = NULL;
+    }
+    __cds_wfcq_init(&h->rq_head, &h->rq_tail);
+    atomic_store_explicit(&h->notifiers, 0, memory_order_relaxed);
+    h->node = -1;
+    h->alive = true;
+    h->thread = pthread_self();
+    h->free_next = NULL;
+    pthread_mutex_unlock(&reg_lock);
+    atomic_fetch_add_explicit(&ouro__counters.threads, 1, memory_order_relaxed);
+    return h;
+}
+
+static ouro_heap_t *heap_init_thread(void)
+{
+    ouro__init();
+    ouro_heap_t *h = heap_new();
+    if (h == NULL)
+        return NULL;
+    ouro__heap = h;
+    pthread_setspecific(heap_key, h);
+    return h;
+}
+
+/* Give a pool up: it goes back to the arena layer.  Only with used == 0:
+ * then no block of it is outstanding and no thread may push to it. */
+static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
+{
+    ouro_assert(atomic_load_explicit(&pool->used, memory_order_relaxed) == 0);
+    list_remove(pool->in_full ? &heap->full[pool->cls] : &heap->avail[pool->cls], pool);
+    if (heap->cur[pool->cls] == pool)
+        heap->cur[pool->cls] = &ouro__empty_pool;
+    /* seq_cst: notifiers re-read the owner after announcing themselves */
+    atomic_store_explicit(&pool->owner, NULL, memory_order_seq_cst);
+    ouro__arena_release_pool(pool);
+}
+
+/* Take the pools off the heap's queue and the blocks freed to them. */
+static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
+{
+    while (!cds_wfcq_empty(&heap->rq_head, &heap->rq_tail)) {
+        struct cds_wfcq_node *n =
+            blocking ? __cds_wfcq_dequeue_blocking(&heap->rq_head, &heap->rq_tail)
+                     : __cds_wfcq_dequeue_nonblocking(&heap->rq_head, &heap->rq_tail);
+        if (n == NULL || n == CDS_WFCQ_WOULDBLOCK)
+            return; /* an enqueue is half done: we come back on a later slow path */
+        ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, qnode);
+        ouro__pool_unqueue(pool, heap);
+        /* seq_cst load pairs with our own stores: only we set owner to heap */
+        if (atomic_load_explicit(&pool->owner, memory_order_relaxed) != heap)
+            continue; /* released by us since it was queued */
+        ouro__pool_collect_remote(pool);
+        if (pool->in_full && pool->free) {
+            list_remove(&heap->full[pool->cls], pool);
+            pool->in_full = 0;
+            list_push(&heap->avail[pool->cls], pool);
+        }
+        if (atomic_load_explicit(&pool->used, memory_order_relaxed) == 0 &&
+            heap->cur[pool->cls] != pool)
+            pool_release(heap, pool);
+    }
+}
+
+/* Hand every pool of `heap` to the abandoned stacks (or the arena layer when
+ * empty).  Run by the exiting thread, or in a fork child for dead threads. */
+static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
+{
+    /* 1. no new notification may target this heap: clear every owner */
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        for (int l = 0; l < 2; l++)
+            for (ouro_pool_t *p = l ? heap->full[c] : heap->avail[c]; p; p = p->next)
+                atomic_store_explicit(&p->owner, NULL, memory_order_seq_cst);
+    /* 2. wait for the notifiers that read an owner before we cleared it;
+     * acquire pairs with their release decrement.  (In a fork child they
+     * are gone: their half-done enqueues are dropped below.) */
+    if (!in_fork_child)
+        while (atomic_load_explicit(&heap->notifiers, memory_order_acquire) != 0)
+            sched_yield();
+    /* 3. empty the queue: pools on it now belong to others or to nobody */
+    if (!in_fork_child)
+        heap_drain_queue(heap, true);
+    /* 4. take what was freed to our pools, and hand them on */
+    for (int c = 0; c < OURO_NCLASSES; c++) {
+        for (int l = 0; l < 2; l++) {
+            ouro_pool_t *p = l ? heap->full[c] : heap->avail[c];
+            while (p) {
+                ouro_pool_t *next = p->next;
+                if (in_fork_child) {
+                    /* no thread but us: nobody holds the queue node */
+                    atomic_store_explicit(&p->queued, 0, memory_order_relaxed);
+                    cds_wfcq_node_init(&p->qnode);
+                }
+                ouro__pool_collect_remote(p);
+                p->next = p->prev = NULL;
+                p->in_full = 0;
+                if (atomic_load_explicit(&p->used, memory_order_relaxed) == 0) {
+                    ouro__arena_release_pool(p);
+                } else {
+                    atomic_fetch_add_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
+                    /* liburcu's push is a full barrier: the adopter's pop sees
+                     * the pool's private fields as we leave them */
+                    cds_lfs_push(&abandoned[c], &p->anode);
+                }
+                p = next;
+            }
+            if (l)
+                heap->full[c] = NULL;
+            else
+                heap->avail[c] = NULL;
+        }
+        heap->cur[c] = &ouro__empty_pool;
+    }
+    if (in_fork_child)
+        __cds_wfcq_init(&heap->rq_head, &heap->rq_tail);
+}
+
+static void heap_retire(ouro_heap_t *heap)
+{
+    pthread_mutex_lock(&reg_lock);
+    heap->alive = false;
+    heap->free_next = reg_free;
+    reg_free = heap;
+    pthread_mutex_unlock(&reg_lock);
+    atomic_fetch_sub_explicit(&ouro__counters.threads, 1, memory_order_relaxed);
+}
+
+static void heap_thread_done(void *arg)
+{
+    ouro_heap_t *heap = arg;
+    heap_abandon(heap, false);
+    /* frees after this point (later TLS destructors) take the remote path */
+    ouro__heap = &ouro__empty_heap;
+    heap_retire(heap);
+    ouro__arena_purge(false);
+}
+
+/* ---- getting a pool ---- */
+static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
+{
+    if (cds_lfs_empty(&abandoned[cls]))
+        return NULL;
+    struct cds_lfs_node *n = cds_lfs_pop_blocking(&abandoned[cls]);
+    if (n == NULL)
+        return NULL;
+    atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
+    ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
+    /* seq_cst: a notifier that reads NULL re-checks the owner after
+     * resetting `queued` and passes the news on to us */
+    atomic_store_explicit(&pool->owner, heap, memory_order_seq_cst);
+    ouro__pool_collect_remote(pool);
+    return pool;
+}
+
+static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
+{
+    if (heap->node < 0)
+        heap->node = ouro__arena_current_node();
+    ouro_pool_t *pool = ouro__arena_claim_pool(heap->node < 0 ? 0 : heap->node, ouro__class_span(cls));
+    if (pool == NULL)
+        return NULL;
+    ouro__pool_init(pool, cls, pool->mem_is_zero);
+    atomic_store_explicit(&pool->owner, heap, memory_order_seq_cst);
+    return pool;
+}
+
+static inline void *pool_pop(ouro_pool_t *pool, bool *zero)
+{
+    ouro_block_t *b = pool->free;
+    pool->free = (ouro_block_t *)b->node.next;
+    if (zero)
+        *zero = pool->free_is_zero;
+    b->cookie = 0;
+    ouro__pool_used_add(pool, 1);
+    return b;
+}
+
+void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
+{
+    if (heap == &ouro__empty_heap) {
+        heap = heap_init_thread();
+        if (heap == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    heap_drain_queue(heap, false);
+    for (int attempt = 0;; attempt++) {
+        ouro_pool_t *pool = heap->avail[cls];
+        while (pool) {
+            if (pool->free == NULL)
+                ouro__pool_collect_remote(pool);
+            if (pool->free == NULL)
+                ouro__pool_extend(pool);
+            if (pool->free) {
+                heap->cur[cls] = pool;
+                return pool_pop(pool, zero);
+            }
+            ouro_pool_t *next = pool->next;
+            list_remove(&heap->avail[cls], pool);
+            list_push(&heap->full[cls], pool);
+            pool->in_full = 1;
+            pool = next;
+        }
+        heap->cur[cls] = &ouro__empty_pool;
+        pool = pool_adopt(heap, cls);
+        if (pool == NULL)
+            pool = pool_fresh(heap, cls);
+        if (pool == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        list_push(&heap->avail[cls], pool);
+    }
+}
+
+/* The owner freed into a pool that is empty now, or that sits on the full list. */
+void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool)
+{
+    if (pool->in_full) {
+        list_remove(&heap->full[pool->cls], pool);
+        pool->in_full = 0;
+        list_push(&heap->avail[pool->cls], pool);
+    }
+    if (atomic_load_explicit(&pool->used, memory_order_relaxed) == 0 && heap->cur[pool->cls] != pool)
+        pool_release(heap, pool);
+}
+
+/* Take back remote frees of this thread's pools and release empty pools
+ * (the current ones too when `release_empty`). */
+void ouro__heap_collect(bool release_empty)
+{
+    ouro_heap_t *heap = ouro__heap;
+    if (heap == &ouro__empty_heap)
+        return;
+    heap_drain_queue(heap, false);
+    for (int c = 0; c < OURO_NCLASSES; c++) {
+        for (int l = 0; l < 2; l++) {
+            ouro_pool_t *p = l ? heap->full[c] : heap->avail[c];
+            while (p) {
+                ouro_pool_t *next = p->next;
+                ouro__pool_collect_remote(p);
+                if (p->in_full && p->free) {
+                    list_remove(&heap->full[c], p);
+                    p->in_full = 0;
+                    list_push(&heap->avail[c], p);
+                }
+                if (atomic_load_explicit(&p->used, memory_order_relaxed) == 0 &&
+                    (release_empty || heap->cur[c] != p))
+                    pool_release(heap, p);
+                p = next;
+            }
+        }
+    }
+}
+
+size_t ouro__heap_count(void)
+{
+    return atomic_load_explicit(&ouro__counters.threads, memory_order_relaxed);
+}
+
+/* ---- fork: the child keeps only the forking thread ---- */
+void ouro__heap_fork_prepare(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        cds_lfs_pop_lock(&abandoned[c]);
+}
+
+void ouro__heap_fork_parent(void)
+{
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        cds_lfs_pop_unlock(&abandoned[c]);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ouro__heap_fork_child(void)
+{
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        pthread_mutex_init(&abandoned[c].lock, NULL);
+    pthread_mutex_init(&reg_lock, NULL);
+    /* the other threads are gone in the child: their pools pass to the
+     * abandoned stacks, so nothing they held is stranded */
+    size_t alive = 0;
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
+        if (!h->alive)
+            continue;
+        if (h == ouro__heap) {
+            alive++;
+            continue;
+        }
+        heap_abandon(h, true);
+        h->alive = false;
+        h->free_next = reg_free;
+        reg_free = h;
+    }
+    atomic_store_explicit(&ouro__counters.threads, alive, memory_order_relaxed);
+}

@@ -1,0 +1,104 @@
+/*
+ * init.c — process start and fork: the one-time setup (options, the free
+ * cookie key, the thread-exit key, fork handlers) and fatal reports.
+ */
+#include "config.h"
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+uintptr_t ouro__key;
+ouro_counters_t ouro__counters;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+    ouro__heap_fork_prepare();
+    ouro__arena_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+    ouro__arena_fork_parent();
+    ouro__heap_fork_parent();
+}
+
+static void fork_child(void)
+{
+    ouro__arena_fork_child();
+    ouro__heap_fork_child();
+}
+
+static void init_once(void)
+{
+    ouro__options_init();
+    uintptr_t key = 0;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        key = (uintptr_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&key ^ (uintptr_t)getpid();
+    }
+    ouro__key = key | 1; /* never 0: a zero cookie means "allocated" */
+    ouro__heap_global_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void ouro__init(void)
+{
+    pthread_once(&once, init_once);
+}
+
+__attribute__((constructor)) static void ouro_ctor(void)
+{
+    ouro__init();
+}
+
+__attribute__((destructor)) static void ouro_dtor(void)
+{
+    if (ouro__options[OURO_OPTION_SHOW_STATS])
+        ouro_stats_print(stderr);
+}
+
+static void vreport(const char *kind, const char *fmt, va_list ap)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "ouro: %s", kind);
+    n += vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+    if (n > (int)sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    ssize_t w = write(2, buf, (size_t)n);
+    (void)w;
+}
+
+void ouro__fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport("error: ", fmt, ap);
+    va_end(ap);
+    abort();
+}
+
+void ouro__assert_fail(const char *cond, const char *file, int line)
+{
+    ouro__fatal("assertion failed: %s (%s:%d)", cond, file, line);
+}
+
+uint64_t ouro__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+const char *ouro_version(void)
+{
+    return PACKAGE_VERSION;
+}

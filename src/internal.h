@@ -1,0 +1,316 @@
+/*
+ * internal.h — every internal type of the allocator, with the invariants
+ * each field keeps, and the static inline fast paths.
+ *
+ * Memory is layered as pymalloc's:
+ *
+ *   unit   4 MiB aligned region of address space.  The unit map (one byte per
+ *          unit of the 47-bit user address space) says what a unit is, so a
+ *          pointer is classified in O(1) without touching memory ouro does
+ *          not own.
+ *   arena  a unit whose first 64 KiB slot holds the arena header (the pool
+ *          headers of all its slots); slots 1..63 hold pools.
+ *   pool   1..16 aligned slots serving one size class, owned by one thread
+ *          heap at a time.
+ *   block  one allocation.
+ *
+ * Large requests (> OURO_LARGE_MAX) get a mapping of their own whose header
+ * sits at the base of the unit of the user pointer (unit kind LARGE), or, for
+ * alignments of a unit or more, one unit below it (LARGE_PREV).
+ *
+ * Concurrency: fields are annotated [owner] (only the thread owning the
+ * pool/heap touches them, plain accesses), [init] (written before the
+ * structure is published, read-only while published), [shared] (atomics,
+ * each access names its order and why).
+ */
+#ifndef OURO_INTERNAL_H
+#define OURO_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+/* ouro is LGPL-2.1-or-later like liburcu, so it may inline liburcu's
+ * lock-free stack and queue fast paths. */
+#define _LGPL_SOURCE
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <urcu/lfstack.h>
+#include <urcu/wfcqueue.h>
+
+#include "ouro.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define ouro_noinline __attribute__((noinline))
+#define ouro_hidden __attribute__((visibility("hidden")))
+#define ouro_cold __attribute__((cold, noinline))
+
+/* ---- assertions, in levels (mimalloc's) ---- */
+#ifdef OURO_DEBUG
+#define ouro_assert(c) ((c) ? (void)0 : ouro__assert_fail(#c, __FILE__, __LINE__))
+#else
+#define ouro_assert(c) ((void)0)
+#endif
+#if defined(OURO_DEBUG) && OURO_DEBUG > 1
+#define ouro_assert_expensive(c) ouro_assert(c)
+#else
+#define ouro_assert_expensive(c) ((void)0)
+#endif
+
+/* ---- geometry ---- */
+#define OURO_UNIT_SHIFT 22                       /* 4 MiB units and arenas */
+#define OURO_UNIT_SIZE ((size_t)1 << OURO_UNIT_SHIFT)
+#define OURO_UNIT_MASK (OURO_UNIT_SIZE - 1)
+#define OURO_SLOT_SHIFT 16                       /* 64 KiB slots */
+#define OURO_SLOT_SIZE ((size_t)1 << OURO_SLOT_SHIFT)
+#define OURO_SLOTS (OURO_UNIT_SIZE / OURO_SLOT_SIZE) /* 64, slot 0 = header */
+#define OURO_USER_BITS 47                        /* x86-64 user space */
+#define OURO_MAP_ENTRIES ((size_t)1 << (OURO_USER_BITS - OURO_UNIT_SHIFT))
+
+#define OURO_SMALL_MAX 512                       /* 16-byte classes up to here */
+#define OURO_LARGE_MAX ((size_t)128 << 10)       /* classes up to here, then the OS */
+#define OURO_NCLASSES OURO_NUM_CLASSES           /* 0..32 small, 33..64 geometric */
+#define OURO_EXTEND_BYTES 4096                   /* carve a fresh pool a page at a time */
+#define OURO_MAX_NODES 64
+
+enum { OURO_UNIT_NONE = 0, OURO_UNIT_ARENA = 1, OURO_UNIT_LARGE = 2, OURO_UNIT_LARGE_PREV = 3 };
+
+/* ---- blocks ---- */
+/* A free block: word 0 links it in a free list (or liburcu's lock-free
+ * stack, same layout), word 1 holds the free cookie: block address ^ the
+ * process key.  Allocation clears the cookie, so finding it on free means
+ * the block is already free (a double free), barring a 2^-64 coincidence. */
+typedef struct ouro_block_s {
+    struct cds_lfs_node node;  /* next free block */
+    uintptr_t cookie;          /* ouro__key ^ address while free, 0 while allocated */
+} ouro_block_t;
+
+struct ouro_heap_s;
+
+/* ---- pools ---- */
+typedef struct ouro_pool_s {
+    /* hot, [owner] */
+    ouro_block_t *free;          /* blocks ready to hand out */
+    _Atomic uint32_t used;       /* blocks handed out, not yet taken back. [owner] writes
+                                  * (relaxed load+store, not RMW), stats read relaxed */
+    uint32_t capacity;           /* blocks carved so far (lazily, a page at a time) */
+    uint32_t reserved;           /* blocks the pool can hold [init] */
+    _Atomic uint32_t block_size; /* [init]; atomic (relaxed) only so stats may read it */
+    uint8_t cls;                 /* size class [init] */
+    uint8_t in_full;             /* [owner] on the heap's full list */
+    uint8_t free_is_zero;        /* [owner] every block on `free` is fresh zero memory except word 0 */
+    uint8_t mem_is_zero;         /* [owner] the uncarved part of the pool is zero (fresh from the OS) */
+    uint8_t span;                /* slots covered [init] */
+    uint8_t slot;                /* index of the first slot in the arena */
+    uint64_t magic;              /* [init] floor(2^40 / block_size) + 1: exact division of offsets */
+    uint8_t *start;              /* first block [init] */
+    struct ouro_pool_s *next, *prev; /* [owner] in the heap's avail or full list of this class */
+    _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free */
+
+    /* [shared], written by other threads: keep off the owner's line */
+    struct __cds_lfs_stack remote __attribute__((aligned(64))); /* blocks freed by other threads */
+    _Atomic int queued;          /* 1 while a thread holds `qnode` (notifying, or queued on a heap) */
+    struct cds_wfcq_node qnode;  /* link in a heap's queue of pools with remote frees */
+    struct cds_lfs_node anode;   /* link in the abandoned stack of its class */
+} ouro_pool_t;
+
+/* ---- arenas ---- */
+typedef struct ouro_arena_s {
+    _Atomic uint64_t used;       /* [shared] bit i: slot i claimed (bit 0, the header, always) */
+    _Atomic uint64_t dirty;      /* [shared] bit i: slot i may hold non-zero pages (touched, not purged) */
+    _Atomic uint64_t free_at[OURO_SLOTS]; /* [shared] ms when slot i was freed, while dirty and free */
+    struct ouro_arena_s *_Atomic next; /* [shared] next arena of the node (append-only list) */
+    int node;                    /* NUMA node [init] */
+    _Atomic(ouro_pool_t *) slot_pool[OURO_SLOTS]; /* [shared] pool covering slot i, or NULL */
+    ouro_pool_t pools[OURO_SLOTS];                /* header of the pool starting at slot i */
+} ouro_arena_t;
+
+_Static_assert(sizeof(ouro_arena_t) <= OURO_SLOT_SIZE, "arena header fits slot 0");
+
+/* ---- large blocks ---- */
+#define OURO_LARGE_MAGIC 0x6f75726f4c524745ull   /* "ouroLRGE" */
+typedef struct ouro_large_s {
+    uint64_t magic;
+    void *user;          /* the pointer handed out */
+    void *map_base;      /* the mapping */
+    size_t map_size;
+    size_t usable;       /* bytes usable at `user` (to the end of the mapping) */
+    size_t size;         /* bytes last requested */
+} ouro_large_t;
+
+/* ---- thread heaps ---- */
+typedef struct ouro_heap_s {
+    ouro_pool_t *cur[OURO_NCLASSES];   /* [owner] pool to allocate from (ouro__empty_pool if none) */
+    ouro_pool_t *avail[OURO_NCLASSES]; /* [owner] pools that may have free blocks (cur among them) */
+    ouro_pool_t *full[OURO_NCLASSES];  /* [owner] pools found with nothing to hand out */
+    /* pools that got remote frees: other threads enqueue, the owner dequeues */
+    struct __cds_wfcq_head rq_head;
+    struct cds_wfcq_tail rq_tail;
+    _Atomic long notifiers;            /* [shared] threads between reading pool->owner == this
+                                        * heap and finishing their enqueue on rq */
+    int node;                          /* [owner] NUMA node, -1 until known */
+    bool alive;                        /* [registry lock] in use by a thread */
+    pthread_t thread;                  /* [init] */
+    struct ouro_heap_s *reg_next;      /* [registry lock] all heaps ever made */
+    struct ouro_heap_s *free_next;     /* [registry lock] heaps free for reuse */
+} ouro_heap_t;
+
+/* ---- globals ---- */
+extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
+extern uintptr_t ouro__key ouro_hidden;
+extern ouro_pool_t ouro__empty_pool ouro_hidden;
+extern ouro_heap_t ouro__empty_heap ouro_hidden;
+extern __thread ouro_heap_t *ouro__heap ouro_hidden __attribute__((tls_model("initial-exec")));
+
+/* counters kept by the arena layer, relaxed atomics: only summed for stats */
+typedef struct ouro_counters_s {
+    _Atomic size_t reserved, arenas, large_count, large_bytes, large_mapped, purges, purged_bytes,
+        threads, abandoned;
+} ouro_counters_t;
+extern ouro_counters_t ouro__counters ouro_hidden;
+
+/* ---- options (options.c) ---- */
+extern long ouro__options[OURO_OPTION_COUNT_] ouro_hidden;
+void ouro__options_init(void) ouro_hidden;
+void ouro__warn(const char *fmt, ...) ouro_hidden __attribute__((format(printf, 1, 2)));
+
+/* ---- init and errors (init.c) ---- */
+void ouro__init(void) ouro_hidden;
+_Noreturn void ouro__fatal(const char *fmt, ...) ouro_hidden __attribute__((format(printf, 1, 2)));
+_Noreturn void ouro__assert_fail(const char *cond, const char *file, int line) ouro_hidden;
+uint64_t ouro__now_ms(void) ouro_hidden;
+
+/* ---- os.c: the platform boundary ---- */
+void *ouro__os_map(size_t size) ouro_hidden;
+void *ouro__os_map_aligned(size_t size, size_t align) ouro_hidden;
+void ouro__os_unmap(void *p, size_t size) ouro_hidden;
+void ouro__os_purge(void *p, size_t size) ouro_hidden;
+size_t ouro__os_page_size(void) ouro_hidden;
+
+/* ---- arena.c: the shared arena layer ---- */
+ouro_pool_t *ouro__arena_claim_pool(int node, unsigned span) ouro_hidden;
+void ouro__arena_release_pool(ouro_pool_t *pool) ouro_hidden;
+void ouro__arena_purge(bool force) ouro_hidden;
+void ouro__arena_fork_prepare(void) ouro_hidden;
+void ouro__arena_fork_parent(void) ouro_hidden;
+void ouro__arena_fork_child(void) ouro_hidden;
+int ouro__arena_current_node(void) ouro_hidden;
+typedef void ouro_pool_visit_fn(ouro_pool_t *pool, void *arg);
+void ouro__arena_visit_pools(ouro_pool_visit_fn *fn, void *arg) ouro_hidden;
+size_t ouro__arena_dirty_bytes(void) ouro_hidden;
+
+/* ---- pool.c: one size class's blocks ---- */
+void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;
+bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
+uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
+void ouro__pool_notify(ouro_pool_t *pool) ouro_hidden;
+void ouro__pool_unqueue(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
+unsigned ouro__class_span(int cls) ouro_hidden;
+size_t ouro__class_size(int cls) ouro_hidden;
+_Noreturn void ouro__report_double_free(const void *p, const ouro_pool_t *pool) ouro_hidden;
+_Noreturn void ouro__report_invalid(const char *fn, const void *p) ouro_hidden;
+
+/* ---- heap.c: per-thread pool caches ---- */
+void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero) ouro_hidden;
+void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool) ouro_hidden;
+void ouro__heap_collect(bool release_empty) ouro_hidden;
+void ouro__heap_global_init(void) ouro_hidden;
+void ouro__heap_fork_prepare(void) ouro_hidden;
+void ouro__heap_fork_parent(void) ouro_hidden;
+void ouro__heap_fork_child(void) ouro_hidden;
+size_t ouro__heap_count(void) ouro_hidden;
+
+/* ---- large.c: blocks straight from the OS ---- */
+void *ouro__large_alloc(size_t size, size_t align, bool *zero) ouro_hidden;
+void ouro__large_free(ouro_large_t *l) ouro_hidden;
+void *ouro__large_realloc(ouro_large_t *l, size_t size) ouro_hidden;
+ouro_large_t *ouro__large_find(const void *p, int kind) ouro_hidden;
+
+/* ------------------------------------------------------------------ */
+/* fast paths                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Size class of a request of at most OURO_LARGE_MAX bytes. */
+static inline int ouro__size_class(size_t n)
+{
+    if (likely(n <= OURO_SMALL_MAX))
+        return (int)((n + 15) >> 4);
+    /* four classes per doubling: for n in (2^b, 2^(b+1)], steps of 2^(b-2) */
+    unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
+    unsigned sub = (unsigned)((n - 1) >> (b - 2)) & 3u;
+    return (int)(33u + (b - 9u) * 4u + sub);
+}
+
+/* The unit kind of an address; any value is safe to pass. */
+static inline int ouro__unit_kind(uintptr_t u)
+{
+    if (unlikely(u >> OURO_USER_BITS))
+        return OURO_UNIT_NONE;
+    /* relaxed: a pointer being freed or measured came to this thread through
+     * some synchronisation with the allocating thread, which set the entry
+     * before the pointer existed; for pointers ouro never handed out any
+     * value read is fine, as arena and large units are only ever mapped. */
+    return atomic_load_explicit(&ouro__unit_map[u >> OURO_UNIT_SHIFT], memory_order_relaxed);
+}
+
+static inline ouro_arena_t *ouro__arena_of(uintptr_t u)
+{
+    return (ouro_arena_t *)(u & ~(uintptr_t)OURO_UNIT_MASK);
+}
+
+/* The pool covering `u` in an arena unit, or NULL if its slot is free. */
+static inline ouro_pool_t *ouro__pool_of(uintptr_t u)
+{
+    ouro_arena_t *a = ouro__arena_of(u);
+    /* acquire pairs with the release store in arena claim: the pool's [init]
+     * fields are visible before the pool is */
+    return atomic_load_explicit(&a->slot_pool[(u >> OURO_SLOT_SHIFT) & (OURO_SLOTS - 1)],
+                                memory_order_acquire);
+}
+
+/* Whether `u` is the start of a carved block of `pool`. */
+static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
+{
+    uintptr_t off = u - (uintptr_t)pool->start;
+    if (unlikely(u < (uintptr_t)pool->start))
+        return false;
+    uint64_t idx = ((uint64_t)off * pool->magic) >> 40;
+    return idx < pool->capacity &&
+           idx * atomic_load_explicit(&pool->block_size, memory_order_relaxed) == off;
+}
+
+static inline void ouro__pool_used_add(ouro_pool_t *pool, int32_t d)
+{
+    /* only the owner writes `used`: a relaxed load and store, no RMW, is
+     * exact; relaxed because stats readers only need some recent value */
+    uint32_t u = atomic_load_explicit(&pool->used, memory_order_relaxed);
+    atomic_store_explicit(&pool->used, (uint32_t)(u + (uint32_t)d), memory_order_relaxed);
+}
+
+/* Pop a block of class `cls`; NULL if the heap's current pool is empty. */
+static inline void *ouro__heap_pop(ouro_heap_t *heap, int cls)
+{
+    ouro_pool_t *pool = heap->cur[cls];
+    ouro_block_t *b = pool->free;
+    if (unlikely(b == NULL))
+        return NULL;
+    pool->free = (ouro_block_t *)b->node.next;
+    b->cookie = 0;
+    ouro__pool_used_add(pool, 1);
+    return b;
+}
+
+static inline void *ouro__alloc_small(size_t n)
+{
+    ouro_heap_t *heap = ouro__heap;
+    int cls = ouro__size_class(n);
+    void *p = ouro__heap_pop(heap, cls);
+    if (likely(p != NULL))
+        return p;
+    return ouro__heap_alloc_slow(heap, cls, NULL);
+}
+
+#endif /* OURO_INTERNAL_H */

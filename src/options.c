@@ -1,0 +1,87 @@
+/*
+ * options.c — every OURO_* option in one table: its variable, default,
+ * range and meaning.  Read once at start; settable by API.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct option_desc_s {
+    const char *env;
+    long def, min, max;
+    const char *what;
+} option_desc_t;
+
+static const option_desc_t table[OURO_OPTION_COUNT_] = {
+    [OURO_OPTION_PURGE_DELAY] = {"OURO_PURGE_DELAY", 10, -1, 3600000,
+                                 "ms a free pool keeps its memory before it is returned to the OS (-1 never)"},
+    [OURO_OPTION_SHOW_STATS] = {"OURO_SHOW_STATS", 0, 0, 1, "print statistics to stderr at exit"},
+    [OURO_OPTION_VERBOSE] = {"OURO_VERBOSE", 1, 0, 2, "0 silent, 1 warnings, 2 informational"},
+    [OURO_OPTION_NUMA] = {"OURO_NUMA", 1, 0, 1, "one set of arenas per NUMA node (hwloc)"},
+};
+
+long ouro__options[OURO_OPTION_COUNT_] = {
+    [OURO_OPTION_PURGE_DELAY] = 10,
+    [OURO_OPTION_SHOW_STATS] = 0,
+    [OURO_OPTION_VERBOSE] = 1,
+    [OURO_OPTION_NUMA] = 1,
+};
+
+void ouro__options_init(void)
+{
+    for (int i = 0; i < OURO_OPTION_COUNT_; i++) {
+        ouro__options[i] = table[i].def;
+        const char *s = getenv(table[i].env);
+        if (s == NULL || *s == '\0')
+            continue;
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || *end != '\0' || v < table[i].min || v > table[i].max) {
+            ouro__warn("%s=\"%s\" is not a number in [%ld, %ld] (%s); keeping %ld", table[i].env, s,
+                       table[i].min, table[i].max, table[i].what, table[i].def);
+            continue;
+        }
+        ouro__options[i] = v;
+    }
+}
+
+long ouro_option_get(ouro_option_t option)
+{
+    if ((unsigned)option >= OURO_OPTION_COUNT_) {
+        errno = EINVAL;
+        return -1;
+    }
+    return ouro__options[option];
+}
+
+int ouro_option_set(ouro_option_t option, long value)
+{
+    if ((unsigned)option >= OURO_OPTION_COUNT_ || value < table[option].min || value > table[option].max) {
+        errno = EINVAL;
+        return -1;
+    }
+    ouro__options[option] = value;
+    return 0;
+}
+
+void ouro__warn(const char *fmt, ...)
+{
+    if (ouro__options[OURO_OPTION_VERBOSE] < 1)
+        return;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "ouro: warning: ");
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    ssize_t w = write(2, buf, (size_t)n);
+    (void)w;
+}

@@ -1,0 +1,83 @@
+/*
+ * stats.c — statistics: a snapshot of the heap readable by programs
+ * (ouro_stats_get) and printable (ouro_stats_print).  Reads pools only
+ * through their atomic fields; never changes anything.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+static void visit_pool(ouro_pool_t *pool, void *arg)
+{
+    ouro_stats_t *st = arg;
+    size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+    if (bs == 0)
+        return;
+    /* the class is derived from the (atomic) block size; malloc(0)'s class 0
+     * shares class 1's block size and is counted there */
+    int cls = ouro__size_class(bs);
+    size_t used = atomic_load_explicit(&pool->used, memory_order_relaxed);
+    size_t total = ((size_t)ouro__class_span(cls) << OURO_SLOT_SHIFT) / bs;
+    ouro_class_stats_t *c = &st->classes[cls];
+    c->pools++;
+    c->blocks_used += used;
+    c->blocks_total += total;
+    st->pools++;
+    st->in_use += used * bs;
+}
+
+void ouro_stats_get(ouro_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        out->classes[c].block_size = ouro__class_size(c);
+    ouro__arena_visit_pools(visit_pool, out);
+    ouro_counters_t *k = &ouro__counters;
+    /* relaxed: independent counters, a snapshot needs no order among them */
+    out->reserved = atomic_load_explicit(&k->reserved, memory_order_relaxed);
+    out->arenas = atomic_load_explicit(&k->arenas, memory_order_relaxed);
+    out->large_count = atomic_load_explicit(&k->large_count, memory_order_relaxed);
+    out->large_bytes = atomic_load_explicit(&k->large_bytes, memory_order_relaxed);
+    out->purges = atomic_load_explicit(&k->purges, memory_order_relaxed);
+    out->purged_bytes = atomic_load_explicit(&k->purged_bytes, memory_order_relaxed);
+    out->threads = atomic_load_explicit(&k->threads, memory_order_relaxed);
+    out->abandoned_pools = atomic_load_explicit(&k->abandoned, memory_order_relaxed);
+    out->in_use += out->large_bytes;
+    out->committed = ouro__arena_dirty_bytes() + atomic_load_explicit(&k->large_mapped, memory_order_relaxed);
+}
+
+static void human(char *buf, size_t n, size_t bytes)
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+void ouro_stats_print(FILE *out)
+{
+    if (out == NULL)
+        out = stderr;
+    ouro_stats_t st;
+    ouro_stats_get(&st);
+    char a[32], b[32], c[32];
+    human(a, sizeof a, st.reserved);
+    human(b, sizeof b, st.committed);
+    human(c, sizeof c, st.in_use);
+    fprintf(out, "ouro %s: reserved %s, committed %s, in use %s\n", ouro_version(), a, b, c);
+    fprintf(out, "  arenas %zu, pools %zu (abandoned %zu), threads %zu, large blocks %zu (%zu bytes)\n",
+            st.arenas, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes);
+    fprintf(out, "  purges %zu (%zu bytes returned)\n", st.purges, st.purged_bytes);
+    fprintf(out, "  %5s %9s %7s %12s %12s\n", "class", "block", "pools", "used", "capacity");
+    for (int i = 0; i < OURO_NCLASSES; i++) {
+        const ouro_class_stats_t *k = &st.classes[i];
+        if (k->pools == 0)
+            continue;
+        fprintf(out, "  %5d %9zu %7zu %12zu %12zu\n", i, k->block_size, k->pools, k->blocks_used,
+                k->blocks_total);
+    }
+}
