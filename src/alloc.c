@@ -32,6 +32,7 @@ static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b)
     b->cookie = (uintptr_t)b ^ ouro__key;
     /* liburcu's push is a full barrier: the cookie and link are visible to
      * the owner's pop_all, and it orders the push before the notify load */
+    ouro_tsan_release(&pool->remote);
     cds_lfs_push(&pool->remote, &b->node);
     ouro__pool_notify(pool);
 }

@@ -32,6 +32,7 @@ static pthread_key_t heap_key; /* its destructor abandons the heap at thread exi
 static struct cds_lfs_stack abandoned[OURO_NCLASSES];
 
 static void heap_thread_done(void *arg);
+static void sweep_abandoned(bool force);
 
 void ouro__heap_global_init(void)
 {
@@ -126,6 +127,7 @@ static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
                      : __cds_wfcq_dequeue_nonblocking(&heap->rq_head, &heap->rq_tail);
         if (n == NULL || n == CDS_WFCQ_WOULDBLOCK)
             return; /* an enqueue is half done: we come back on a later slow path */
+        ouro_tsan_acquire(&heap->rq_head);
         ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, qnode);
         ouro__pool_unqueue(pool, heap);
         /* seq_cst load pairs with our own stores: only we set owner to heap */
@@ -181,6 +183,7 @@ static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
                     atomic_fetch_add_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
                     /* liburcu's push is a full barrier: the adopter's pop sees
                      * the pool's private fields as we leave them */
+                    ouro_tsan_release(&abandoned[c]);
                     cds_lfs_push(&abandoned[c], &p->anode);
                 }
                 p = next;
@@ -213,7 +216,52 @@ static void heap_thread_done(void *arg)
     /* frees after this point (later TLS destructors) take the remote path */
     ouro__heap = &ouro__empty_heap;
     heap_retire(heap);
+    sweep_abandoned(false);
     ouro__arena_purge(false);
+}
+
+/* ---- abandoned pools ---- */
+static _Atomic uint64_t next_sweep_ms;
+
+/* Take back what other threads freed to abandoned pools, and release those
+ * that are empty now to the arena layer, so memory of exited threads is not
+ * stranded until some thread happens to adopt a pool of the same class.
+ * Rate-limited to once per purge delay unless `force`. */
+static void sweep_abandoned(bool force)
+{
+    if (!force) {
+        uint64_t now = ouro__now_ms(), next = atomic_load_explicit(&next_sweep_ms, memory_order_relaxed);
+        long delay = ouro__options[OURO_OPTION_PURGE_DELAY];
+        if (now < next)
+            return;
+        /* relaxed: only rate-limits sweeps; losing the race skips one */
+        if (!atomic_compare_exchange_strong_explicit(&next_sweep_ms, &next,
+                                                     now + (uint64_t)(delay > 0 ? delay : 1),
+                                                     memory_order_relaxed, memory_order_relaxed))
+            return;
+    }
+    for (int c = 0; c < OURO_NCLASSES; c++) {
+        if (cds_lfs_empty(&abandoned[c]))
+            continue;
+        struct cds_lfs_head *head = cds_lfs_pop_all_blocking(&abandoned[c]);
+        if (head == NULL)
+            continue;
+        ouro_tsan_acquire(&abandoned[c]);
+        struct cds_lfs_node *n, *next;
+        for (n = &head->node; n; n = next) {
+            next = n->next;
+            ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
+            /* popped: its private fields are ours until we push it back */
+            ouro__pool_collect_remote(pool);
+            if (atomic_load_explicit(&pool->used, memory_order_relaxed) == 0) {
+                atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
+                ouro__arena_release_pool(pool);
+            } else {
+                ouro_tsan_release(&abandoned[c]);
+                cds_lfs_push(&abandoned[c], &pool->anode);
+            }
+        }
+    }
 }
 
 /* ---- getting a pool ---- */
@@ -224,6 +272,7 @@ static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
     struct cds_lfs_node *n = cds_lfs_pop_blocking(&abandoned[cls]);
     if (n == NULL)
         return NULL;
+    ouro_tsan_acquire(&abandoned[cls]);
     atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
     ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
     /* seq_cst: a notifier that reads NULL re-checks the owner after
@@ -235,6 +284,7 @@ static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
 
 static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
 {
+    sweep_abandoned(false); /* empty abandoned pools make room first */
     if (heap->node < 0)
         heap->node = ouro__arena_current_node();
     ouro_pool_t *pool = ouro__arena_claim_pool(heap->node < 0 ? 0 : heap->node, ouro__class_span(cls));
@@ -311,6 +361,7 @@ void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool)
  * (the current ones too when `release_empty`). */
 void ouro__heap_collect(bool release_empty)
 {
+    sweep_abandoned(true);
     ouro_heap_t *heap = ouro__heap;
     if (heap == &ouro__empty_heap)
         return;

@@ -48,6 +48,29 @@
 #define ouro_hidden __attribute__((visibility("hidden")))
 #define ouro_cold __attribute__((cold, noinline))
 
+/* ---- ThreadSanitizer and liburcu ----
+ * liburcu 0.13's x86 atomics are inline asm, which TSan cannot see.  Where a
+ * liburcu stack or queue carries a happens-before edge that ouro relies on
+ * (a block's contents written before its push, read after the pop), we state
+ * that edge to TSan by hand on the address of the stack or queue.  Races
+ * inside liburcu's own inline functions are listed in tests/tsan.supp. */
+#if defined(__SANITIZE_THREAD__)
+#define OURO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define OURO_TSAN 1
+#endif
+#endif
+#ifdef OURO_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define ouro_tsan_release(a) __tsan_release((void *)(a))
+#define ouro_tsan_acquire(a) __tsan_acquire((void *)(a))
+#else
+#define ouro_tsan_release(a) ((void)0)
+#define ouro_tsan_acquire(a) ((void)0)
+#endif
+
 /* ---- assertions, in levels (mimalloc's) ---- */
 #ifdef OURO_DEBUG
 #define ouro_assert(c) ((c) ? (void)0 : ouro__assert_fail(#c, __FILE__, __LINE__))

@@ -97,6 +97,7 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
     struct cds_lfs_head *head = __cds_lfs_pop_all(&pool->remote);
     if (head == NULL)
         return 0;
+    ouro_tsan_acquire(&pool->remote);
     uint32_t n = 1;
     struct cds_lfs_node *last = &head->node;
     while (last->next) {
@@ -113,6 +114,12 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
 
 void ouro__pool_notify(ouro_pool_t *pool)
 {
+    /* No owner: nobody to tell.  seq_cst, pairing with the adopter's
+     * seq_cst store of itself as owner, which precedes its pop_all: if we
+     * read NULL, that store comes later, so its pop_all sees our push.  A
+     * sweeper or adopter collects remote frees of ownerless pools itself. */
+    if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) == NULL)
+        return;
     /* seq_cst: the load side of the Dekker pattern above */
     if (atomic_load_explicit(&pool->queued, memory_order_seq_cst))
         return;
@@ -129,6 +136,7 @@ void ouro__pool_notify(ouro_pool_t *pool)
             atomic_fetch_add_explicit(&heap->notifiers, 1, memory_order_seq_cst);
             if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) == heap) {
                 cds_wfcq_node_init(&pool->qnode);
+                ouro_tsan_release(&heap->rq_head);
                 cds_wfcq_enqueue(&heap->rq_head, &heap->rq_tail, &pool->qnode);
                 /* release: the enqueue is complete before the heap sees 0 */
                 atomic_fetch_sub_explicit(&heap->notifiers, 1, memory_order_release);

@@ -1,0 +1,417 @@
+/* test_alloc.c — the allocation API on one thread: sizes and classes,
+ * alignment, calloc, realloc, bad sizes, ownership, statistics, purging. */
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ouro.h"
+
+/* sizes through a volatile, so the compiler does not warn at the call */
+static volatile size_t size_max = SIZE_MAX;
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(seed * 131u + i * 7u);
+}
+
+static int check_fill(const unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(seed * 131u + i * 7u))
+            return 0;
+    return 1;
+}
+
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+START_TEST(malloc_sizes_aligned_and_usable)
+{
+    for (size_t n = 0; n <= 300000; n = n < 1100 ? n + 1 : n * 9 / 8) {
+        unsigned char *p = ouro_malloc(n);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_uint_eq((uintptr_t)p % 16, 0);
+        ck_assert_uint_ge(ouro_usable_size(p), n);
+        ck_assert(ouro_owns(p));
+        fill(p, n, (unsigned)n);
+        ck_assert(check_fill(p, n, (unsigned)n));
+        ouro_free(p);
+    }
+}
+END_TEST
+
+START_TEST(size_classes_are_pymalloc_then_geometric)
+{
+    for (int c = 1; c <= 32; c++)
+        ck_assert_uint_eq(ouro_class_block_size(c), (size_t)c * 16);
+    for (int c = 33; c < OURO_NUM_CLASSES; c++) {
+        size_t prev = ouro_class_block_size(c - 1), cur = ouro_class_block_size(c);
+        ck_assert_uint_gt(cur, prev);
+        ck_assert_uint_le(cur * 4, prev * 5); /* at most 25% apart */
+    }
+    ck_assert_uint_eq(ouro_class_block_size(OURO_NUM_CLASSES - 1), 128 * 1024);
+    ck_assert_uint_eq(ouro_class_block_size(OURO_NUM_CLASSES), 0);
+    ck_assert_uint_eq(ouro_class_block_size(-1), 0);
+    /* every request gets the smallest class that holds it */
+    for (size_t n = 1; n <= 128 * 1024; n += (n < 600 ? 1 : 97)) {
+        void *p = ouro_malloc(n);
+        size_t u = ouro_usable_size(p);
+        int c = 1;
+        while (ouro_class_block_size(c) < n)
+            c++;
+        ck_assert_uint_eq(u, ouro_class_block_size(c));
+        ouro_free(p);
+    }
+}
+END_TEST
+
+START_TEST(malloc_zero_gives_distinct_blocks)
+{
+    void *a = ouro_malloc(0), *b = ouro_malloc(0);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_ne(a, b);
+    ouro_free(a);
+    ouro_free(b);
+}
+END_TEST
+
+START_TEST(freed_block_is_reused_first)
+{
+    void *a = ouro_malloc(100);
+    ouro_free(a);
+    void *b = ouro_malloc(100);
+    ck_assert_ptr_eq(a, b);
+    ouro_free(b);
+}
+END_TEST
+
+START_TEST(many_blocks_distinct_and_intact)
+{
+    enum { N = 20000 };
+    unsigned char **v = calloc(N, sizeof *v);
+    for (unsigned i = 0; i < N; i++) {
+        size_t n = 1 + (i * 2654435761u) % 700;
+        v[i] = ouro_malloc(n);
+        ck_assert_ptr_nonnull(v[i]);
+        fill(v[i], n, i);
+    }
+    for (unsigned i = 0; i < N; i += 2) {
+        ck_assert(check_fill(v[i], 1 + (i * 2654435761u) % 700, i));
+        ouro_free(v[i]);
+    }
+    for (unsigned i = 1; i < N; i += 2) {
+        ck_assert(check_fill(v[i], 1 + (i * 2654435761u) % 700, i));
+        ouro_free(v[i]);
+    }
+    free(v);
+}
+END_TEST
+
+START_TEST(calloc_zeroes_reused_and_fresh_memory)
+{
+    enum { N = 512 };
+    void *v[N];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            size_t n = (size_t)(16 + (i % 40) * 16);
+            unsigned char *p = ouro_calloc(1, n);
+            ck_assert_ptr_nonnull(p);
+            for (size_t k = 0; k < n; k++)
+                ck_assert_uint_eq(p[k], 0);
+            memset(p, 0xAB, n);
+            v[i] = p;
+        }
+        for (int i = 0; i < N; i++)
+            ouro_free(v[i]);
+    }
+    unsigned char *big = ouro_calloc(3, 200000);
+    ck_assert_ptr_nonnull(big);
+    for (size_t k = 0; k < 600000; k += 4096)
+        ck_assert_uint_eq(big[k], 0);
+    ouro_free(big);
+}
+END_TEST
+
+START_TEST(calloc_overflow_is_enomem)
+{
+    errno = 0;
+    ck_assert_ptr_null(ouro_calloc(size_max / 2, 3));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(ouro_calloc(size_max >> 31, size_max >> 31));
+    ck_assert_int_eq(errno, ENOMEM);
+}
+END_TEST
+
+START_TEST(huge_malloc_is_enomem)
+{
+    errno = 0;
+    ck_assert_ptr_null(ouro_malloc(size_max));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(ouro_malloc(size_max / 2));
+    ck_assert_int_eq(errno, ENOMEM);
+    errno = 0;
+    ck_assert_ptr_null(ouro_malloc((size_t)1 << 47));
+    ck_assert_int_eq(errno, ENOMEM);
+}
+END_TEST
+
+START_TEST(aligned_alloc_every_power_of_two)
+{
+    for (size_t a = 1; a <= ((size_t)8 << 20); a *= 2) {
+        size_t sizes[] = {1, a / 2 + 1, a, a + 1, 3 * a + 5, 1000};
+        for (unsigned k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+            size_t n = sizes[k];
+            if (n > ((size_t)40 << 20))
+                continue;
+            unsigned char *p = ouro_aligned_alloc(a, n);
+            ck_assert_msg(p != NULL, "align %zu size %zu", a, n);
+            ck_assert_msg((uintptr_t)p % a == 0, "align %zu size %zu -> %p", a, n, (void *)p);
+            ck_assert_uint_ge(ouro_usable_size(p), n);
+            ck_assert(ouro_owns(p));
+            fill(p, n < 4096 ? n : 4096, (unsigned)a);
+            ck_assert(check_fill(p, n < 4096 ? n : 4096, (unsigned)a));
+            ouro_free(p);
+        }
+    }
+}
+END_TEST
+
+START_TEST(aligned_alloc_bad_alignment_is_einval)
+{
+    size_t bad[] = {0, 3, 24, 48, 100, ((size_t)1 << 20) + 1};
+    for (unsigned i = 0; i < sizeof bad / sizeof *bad; i++) {
+        errno = 0;
+        ck_assert_ptr_null(ouro_aligned_alloc(bad[i], 64));
+        ck_assert_int_eq(errno, EINVAL);
+    }
+    errno = 0;
+    ck_assert_ptr_null(ouro_aligned_alloc(64, size_max - 10));
+    ck_assert_int_eq(errno, ENOMEM);
+}
+END_TEST
+
+START_TEST(realloc_null_and_zero)
+{
+    void *p = ouro_realloc(NULL, 40);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_ge(ouro_usable_size(p), 40);
+    ck_assert_ptr_null(ouro_realloc(p, 0));
+    ck_assert(!ouro_owns(p));
+}
+END_TEST
+
+START_TEST(realloc_in_place_within_class)
+{
+    unsigned char *p = ouro_malloc(100); /* class of 112 */
+    fill(p, 100, 5);
+    ck_assert_ptr_eq(ouro_realloc(p, 112), p);
+    ck_assert_ptr_eq(ouro_realloc(p, 60), p);
+    ck_assert(check_fill(p, 60, 5));
+    unsigned char *q = ouro_realloc(p, 20); /* far smaller: moves to a fitting class */
+    ck_assert_uint_lt(ouro_usable_size(q), 112);
+    ck_assert(check_fill(q, 20, 5));
+    ouro_free(q);
+}
+END_TEST
+
+START_TEST(realloc_grow_and_shrink_keep_contents)
+{
+    size_t n = 1;
+    unsigned char *p = ouro_malloc(n);
+    fill(p, n, 9);
+    while (n < ((size_t)20 << 20)) {
+        size_t m = n * 3 / 2 + 1;
+        p = ouro_realloc(p, m);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_msg(check_fill(p, n, 9), "lost contents growing %zu -> %zu", n, m);
+        fill(p, m, 9);
+        n = m;
+    }
+    while (n > 1) {
+        size_t m = n / 3;
+        p = ouro_realloc(p, m ? m : 1);
+        n = m ? m : 1;
+        ck_assert(check_fill(p, n, 9));
+    }
+    ouro_free(p);
+}
+END_TEST
+
+START_TEST(realloc_large_grows_in_place_within_mapping)
+{
+    unsigned char *p = ouro_malloc(300000);
+    fill(p, 300000, 3);
+    unsigned char *q = ouro_realloc(p, 1000000); /* same 4 MiB mapping */
+    ck_assert_ptr_eq(p, q);
+    ck_assert(check_fill(q, 300000, 3));
+    ouro_free(q);
+}
+END_TEST
+
+START_TEST(owns_rejects_foreign_pointers_safely)
+{
+    int local;
+    static int global;
+    void *libc = malloc(32);
+    unsigned char *p = ouro_malloc(64);
+    ck_assert(ouro_owns(p));
+    ck_assert(!ouro_owns(p + 16));
+    ck_assert(!ouro_owns(p + 1));
+    ck_assert(!ouro_owns(&local));
+    ck_assert(!ouro_owns(&global));
+    ck_assert(!ouro_owns(libc));
+    ck_assert(!ouro_owns(NULL));
+    ck_assert(!ouro_owns((void *)1));
+    ck_assert(!ouro_owns((void *)-1));
+    ck_assert(!ouro_owns((void *)((uintptr_t)1 << 50)));
+    ouro_free(p);
+    ck_assert(!ouro_owns(p));
+    unsigned char *big = ouro_malloc(1 << 20);
+    ck_assert(ouro_owns(big));
+    ck_assert(!ouro_owns(big + 4096));
+    ouro_free(big);
+    ck_assert_uint_eq(ouro_usable_size(NULL), 0);
+    free(libc);
+}
+END_TEST
+
+START_TEST(free_null_and_free_sized)
+{
+    ouro_free(NULL);
+    ouro_free_sized(NULL, 10);
+    void *p = ouro_malloc(300);
+    ouro_free_sized(p, 300);
+    void *q = ouro_malloc(500000);
+    ouro_free_sized(q, 500000);
+}
+END_TEST
+
+START_TEST(stats_follow_allocations)
+{
+    ouro_stats_t a, b, c;
+    enum { N = 1000 };
+    void *v[N];
+    ouro_stats_get(&a);
+    for (int i = 0; i < N; i++)
+        v[i] = ouro_malloc(200); /* class 13: 208 bytes */
+    void *big = ouro_malloc(1 << 20);
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.classes[13].block_size, 208);
+    ck_assert_uint_eq(b.classes[13].blocks_used - a.classes[13].blocks_used, N);
+    ck_assert_uint_ge(b.in_use - a.in_use, (size_t)N * 208 + (1 << 20));
+    ck_assert_uint_eq(b.large_count, a.large_count + 1);
+    ck_assert_uint_ge(b.reserved, b.committed);
+    ck_assert_uint_ge(b.committed, b.in_use - b.large_bytes);
+    ck_assert_uint_ge(b.threads, 1);
+    for (int i = 0; i < N; i++)
+        ouro_free(v[i]);
+    ouro_free(big);
+    ouro_stats_get(&c);
+    ck_assert_uint_eq(c.classes[13].blocks_used, a.classes[13].blocks_used);
+    ck_assert_uint_eq(c.large_count, a.large_count);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ouro_stats_print(f);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(buf, "reserved"));
+    free(buf);
+}
+END_TEST
+
+START_TEST(idle_memory_goes_back_to_the_os)
+{
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 0), 0);
+    enum { N = 64 * 1024 };
+    void **v = malloc(N * sizeof *v);
+    for (int i = 0; i < N; i++) {
+        v[i] = ouro_malloc(256);
+        memset(v[i], 1, 256); /* 16 MiB touched */
+    }
+    ouro_stats_t a, b;
+    ouro_stats_get(&a);
+    size_t rss_full = rss_bytes();
+    for (int i = 0; i < N; i++)
+        ouro_free(v[i]);
+    ouro_collect(1);
+    ouro_stats_get(&b);
+    size_t rss_empty = rss_bytes();
+    ck_assert_uint_gt(b.purged_bytes, a.purged_bytes);
+    ck_assert_uint_ge(b.purged_bytes - a.purged_bytes, (size_t)12 << 20);
+    ck_assert_uint_le(b.committed + ((size_t)12 << 20), a.committed);
+    ck_assert_msg(rss_full > rss_empty + ((size_t)12 << 20), "rss %zu -> %zu", rss_full, rss_empty);
+    /* and it is usable again */
+    for (int i = 0; i < N; i++)
+        v[i] = ouro_calloc(1, 256);
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(((unsigned char *)v[i])[255], 0);
+        ouro_free(v[i]);
+    }
+    free(v);
+}
+END_TEST
+
+START_TEST(options_reject_bad_values)
+{
+    long old = ouro_option_get(OURO_OPTION_PURGE_DELAY);
+    errno = 0;
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, -5), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_PURGE_DELAY), old);
+    errno = 0;
+    ck_assert_int_eq(ouro_option_set((ouro_option_t)99, 1), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 250), 0);
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_PURGE_DELAY), 250);
+    ck_assert_str_eq(ouro_version(), "0.1.0");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("alloc");
+    TCase *tc = tcase_create("api");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, malloc_sizes_aligned_and_usable);
+    tcase_add_test(tc, size_classes_are_pymalloc_then_geometric);
+    tcase_add_test(tc, malloc_zero_gives_distinct_blocks);
+    tcase_add_test(tc, freed_block_is_reused_first);
+    tcase_add_test(tc, many_blocks_distinct_and_intact);
+    tcase_add_test(tc, calloc_zeroes_reused_and_fresh_memory);
+    tcase_add_test(tc, calloc_overflow_is_enomem);
+    tcase_add_test(tc, huge_malloc_is_enomem);
+    tcase_add_test(tc, aligned_alloc_every_power_of_two);
+    tcase_add_test(tc, aligned_alloc_bad_alignment_is_einval);
+    tcase_add_test(tc, realloc_null_and_zero);
+    tcase_add_test(tc, realloc_in_place_within_class);
+    tcase_add_test(tc, realloc_grow_and_shrink_keep_contents);
+    tcase_add_test(tc, realloc_large_grows_in_place_within_mapping);
+    tcase_add_test(tc, owns_rejects_foreign_pointers_safely);
+    tcase_add_test(tc, free_null_and_free_sized);
+    tcase_add_test(tc, stats_follow_allocations);
+    tcase_add_test(tc, idle_memory_goes_back_to_the_os);
+    tcase_add_test(tc, options_reject_bad_values);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

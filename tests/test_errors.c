@@ -1,0 +1,218 @@
+/* test_errors.c — misuse is reported, never a crash: each test runs the
+ * misuse in a child process and checks that it aborts with a message naming
+ * the address. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ouro.h"
+
+typedef void misuse_fn(void *arg);
+
+/* Run fn(arg) in a child; assert it dies of SIGABRT and that its stderr
+ * contains each of the given strings (NULL-terminated list). */
+static void expect_abort(misuse_fn *fn, void *arg, const char *needle1, const char *needle2)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        fn(arg);
+        _exit(0); /* not reached if the misuse was caught */
+    }
+    close(fds[1]);
+    char buf[4096];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fds[0]);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+                  "child did not abort (status %#x); stderr: %s", status, buf);
+    ck_assert_msg(strstr(buf, needle1) != NULL, "stderr lacks \"%s\": %s", needle1, buf);
+    if (needle2)
+        ck_assert_msg(strstr(buf, needle2) != NULL, "stderr lacks \"%s\": %s", needle2, buf);
+}
+
+static char *addr(const void *p)
+{
+    static char s[64];
+    snprintf(s, sizeof s, "%p", p);
+    return s;
+}
+
+static void do_free(void *p)
+{
+    ouro_free(p);
+}
+
+static void do_double_free(void *p)
+{
+    ouro_free(p);
+    ouro_free(p);
+}
+
+START_TEST(free_of_stack_pointer_aborts)
+{
+    int local;
+    expect_abort(do_free, &local, "not allocated by ouro", addr(&local));
+}
+END_TEST
+
+START_TEST(free_of_libc_pointer_aborts)
+{
+    void *p = malloc(64);
+    expect_abort(do_free, p, "not allocated by ouro", addr(p));
+    free(p);
+}
+END_TEST
+
+START_TEST(free_of_interior_pointer_aborts)
+{
+    char *p = ouro_malloc(64);
+    expect_abort(do_free, p + 16, "not allocated by ouro", addr(p + 16));
+    expect_abort(do_free, p + 1, "not allocated by ouro", addr(p + 1));
+    char *big = ouro_malloc(1 << 20);
+    expect_abort(do_free, big + 4096, "not allocated by ouro", addr(big + 4096));
+    ouro_free(p);
+    ouro_free(big);
+}
+END_TEST
+
+START_TEST(free_of_wild_pointers_aborts)
+{
+    expect_abort(do_free, (void *)0x10, "not allocated by ouro", addr((void *)0x10));
+    expect_abort(do_free, (void *)-16, "not allocated by ouro", addr((void *)-16));
+    /* inside an arena but in a slot no pool holds */
+    char *p = ouro_malloc(32);
+    char *arena_tail = (char *)(((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1)) + (4 << 20) - 4096);
+    expect_abort(do_free, arena_tail, "not allocated by ouro", addr(arena_tail));
+    ouro_free(p);
+}
+END_TEST
+
+START_TEST(double_free_small_aborts)
+{
+    void *p = ouro_malloc(48);
+    expect_abort(do_double_free, p, "double free", addr(p));
+    ouro_free(p);
+}
+END_TEST
+
+START_TEST(double_free_after_other_frees_aborts)
+{
+    /* the block is deep in its pool's free list, not on top */
+    void *v[10];
+    for (int i = 0; i < 10; i++)
+        v[i] = ouro_malloc(1000);
+    ouro_free(v[3]);
+    for (int i = 4; i < 10; i++)
+        ouro_free(v[i]);
+    expect_abort(do_free, v[3], "double free", addr(v[3]));
+}
+END_TEST
+
+static void *free_in_thread(void *p)
+{
+    ouro_free(p);
+    return NULL;
+}
+
+static void do_remote_double_free(void *p)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, free_in_thread, p);
+    pthread_join(t, NULL);
+    ouro_free(p); /* second free, by the owner, of a block freed remotely */
+}
+
+START_TEST(double_free_across_threads_aborts)
+{
+    void *p = ouro_malloc(80);
+    expect_abort(do_remote_double_free, p, "double free", addr(p));
+}
+END_TEST
+
+START_TEST(double_free_large_aborts)
+{
+    void *p = ouro_malloc(1 << 20);
+    expect_abort(do_double_free, p, "not allocated by ouro", addr(p));
+    ouro_free(p);
+}
+END_TEST
+
+static void do_realloc_freed(void *p)
+{
+    ouro_free(p);
+    void *q = ouro_realloc(p, 100);
+    (void)q;
+}
+
+START_TEST(realloc_of_freed_block_aborts)
+{
+    void *p = ouro_malloc(64);
+    expect_abort(do_realloc_freed, p, "double free", addr(p));
+}
+END_TEST
+
+static void do_usable_size(void *p)
+{
+    (void)ouro_usable_size(p);
+}
+
+START_TEST(usable_size_of_foreign_pointer_aborts)
+{
+    int local;
+    expect_abort(do_usable_size, &local, "not allocated by ouro", addr(&local));
+}
+END_TEST
+
+static void do_free_sized_wrong(void *p)
+{
+    ouro_free_sized(p, 4000);
+}
+
+START_TEST(free_sized_with_wrong_size_aborts)
+{
+    void *p = ouro_malloc(100);
+    expect_abort(do_free_sized_wrong, p, "holds only 112 bytes", addr(p));
+    ouro_free(p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("errors");
+    TCase *tc = tcase_create("misuse");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, free_of_stack_pointer_aborts);
+    tcase_add_test(tc, free_of_libc_pointer_aborts);
+    tcase_add_test(tc, free_of_interior_pointer_aborts);
+    tcase_add_test(tc, free_of_wild_pointers_aborts);
+    tcase_add_test(tc, double_free_small_aborts);
+    tcase_add_test(tc, double_free_after_other_frees_aborts);
+    tcase_add_test(tc, double_free_across_threads_aborts);
+    tcase_add_test(tc, double_free_large_aborts);
+    tcase_add_test(tc, realloc_of_freed_block_aborts);
+    tcase_add_test(tc, usable_size_of_foreign_pointer_aborts);
+    tcase_add_test(tc, free_sized_with_wrong_size_aborts);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
