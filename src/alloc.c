@@ -18,18 +18,34 @@ static inline ouro_pool_t *checked_pool(uintptr_t u, const char *fn)
     return pool;
 }
 
-void *ouro_malloc(size_t size)
+/* Medium and large requests, out of line so ouro_malloc stays small. */
+static ouro_noinline void *malloc_generic(size_t size)
 {
-    if (likely(size <= OURO_LARGE_MAX))
+    if (size <= OURO_LARGE_MAX)
         return ouro__alloc_small(size);
     return ouro__large_alloc(size, 16, NULL);
 }
 
+#define OURO_FAST __attribute__((aligned(64))) /* steady timings: see bench/README */
+
+OURO_FAST void *ouro_malloc(size_t size)
+{
+    if (likely(size <= OURO_SMALL_MAX)) {
+        ouro_heap_t *heap = ouro__heap;
+        size_t cls = (size + 15) >> 4;
+        void *p = ouro__heap_pop(heap, cls);
+        if (likely(p != NULL))
+            return p;
+        return ouro__heap_alloc_slow(heap, (int)cls, NULL);
+    }
+    return malloc_generic(size);
+}
+
 /* A block freed by a thread that does not own its pool: push it on the
  * pool's lock-free stack and tell the owner. */
-static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b)
+static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
 {
-    b->cookie = (uintptr_t)b ^ ouro__key;
+    b->cookie = (uintptr_t)b ^ key;
     /* liburcu's push is a full barrier: the cookie and link are visible to
      * the owner's pop_all, and it orders the push before the notify load */
     ouro_tsan_release(&pool->remote);
@@ -37,43 +53,58 @@ static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b)
     ouro__pool_notify(pool);
 }
 
-static ouro_noinline void free_generic(void *p, int kind, const char *fn)
+/* Everything but a valid small block: NULL, large blocks, and misuse.
+ * Not noreturn, so ouro_free reaches it by a plain tail call. */
+static ouro_noinline void free_generic(void *p)
 {
     if (p == NULL)
         return;
-    if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
-        ouro_large_t *l = ouro__large_find(p, kind);
-        if (l == NULL)
-            ouro__report_invalid(fn, p);
-        ouro__large_free(l);
-        return;
-    }
-    ouro__report_invalid(fn, p);
-}
-
-void ouro_free(void *p)
-{
     uintptr_t u = (uintptr_t)p;
     int kind = ouro__unit_kind(u);
-    if (likely(kind == OURO_UNIT_ARENA)) {
-        ouro_pool_t *pool = checked_pool(u, "ouro_free");
-        ouro_block_t *b = p;
-        ouro_heap_t *heap = ouro__heap;
-        /* relaxed: if the pool is ours, we wrote `owner` ourselves */
-        if (likely(atomic_load_explicit(&pool->owner, memory_order_relaxed) == heap)) {
-            b->node.next = (struct cds_lfs_node *)pool->free;
-            b->cookie = u ^ ouro__key;
-            pool->free = b;
-            pool->free_is_zero = 0;
-            ouro__pool_used_add(pool, -1);
-            if (unlikely(atomic_load_explicit(&pool->used, memory_order_relaxed) == 0 || pool->in_full))
-                ouro__heap_free_slow(heap, pool);
+    if (kind == OURO_UNIT_ARENA) {
+        (void)checked_pool(u, "ouro_free"); /* reports what is wrong */
+        ouro__fatal("ouro_free(%p): inconsistent block", p);
+    }
+    if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
+        ouro_large_t *l = ouro__large_find(p, kind);
+        if (l != NULL) {
+            ouro__large_free(l);
             return;
         }
-        free_remote(pool, b);
-        return;
     }
-    free_generic(p, kind, "ouro_free");
+    ouro__report_invalid("ouro_free", p);
+}
+
+/* The owner emptied its pool, or freed into a pool on the full list. */
+static ouro_noinline void free_owner_slow(ouro_pool_t *pool)
+{
+    ouro__heap_free_slow(ouro__heap, pool);
+}
+
+OURO_FAST void ouro_free(void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (likely(ouro__unit_kind(u) == OURO_UNIT_ARENA)) {
+        ouro_pool_t *pool = ouro__pool_of(u);
+        ouro_block_t *b = p;
+        uintptr_t key = ouro__key;
+        if (likely(pool != NULL && ouro__pool_is_block(pool, u) && b->cookie != (u ^ key))) {
+            /* relaxed: if the pool is ours, we wrote owner_tp ourselves */
+            if (likely(atomic_load_explicit(&pool->owner_tp, memory_order_relaxed) == ouro__thread_id())) {
+                b->node.next = (struct cds_lfs_node *)pool->free;
+                b->cookie = u ^ key;
+                pool->free = b;
+                uint32_t used = ouro__pool_used_add(pool, -1);
+                /* one branch for "now empty" and "on the full list" */
+                if (unlikely((int32_t)used <= 0))
+                    free_owner_slow(pool);
+                return;
+            }
+            free_remote(pool, b, key);
+            return;
+        }
+    }
+    free_generic(p);
 }
 
 size_t ouro_usable_size(const void *p)
@@ -128,8 +159,8 @@ void *ouro_calloc(size_t n, size_t size)
         ouro_heap_t *heap = ouro__heap;
         int cls = ouro__size_class(total);
         ouro_pool_t *pool = heap->cur[cls];
-        zero = pool->free_is_zero;
-        p = ouro__heap_pop(heap, cls);
+        zero = pool->free != NULL && ouro__block_is_fresh(pool, pool->free);
+        p = ouro__heap_pop(heap, (size_t)cls);
         if (p == NULL)
             p = ouro__heap_alloc_slow(heap, cls, &zero);
         if (p == NULL)
@@ -172,7 +203,7 @@ void *ouro_aligned_alloc(size_t align, size_t size)
     if (cls < 0)
         return ouro__large_alloc(size, align, NULL);
     ouro_heap_t *heap = ouro__heap;
-    void *p = ouro__heap_pop(heap, cls);
+    void *p = ouro__heap_pop(heap, (size_t)cls);
     if (p == NULL)
         p = ouro__heap_alloc_slow(heap, cls, NULL);
     ouro_assert(p == NULL || ((uintptr_t)p & (align - 1)) == 0);

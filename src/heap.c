@@ -88,6 +88,7 @@ static ouro_heap_t *heap_new(void)
     h->node = -1;
     h->alive = true;
     h->thread = pthread_self();
+    h->tid = ouro__thread_id();
     h->free_next = NULL;
     pthread_mutex_unlock(&reg_lock);
     atomic_fetch_add_explicit(&ouro__counters.threads, 1, memory_order_relaxed);
@@ -105,16 +106,28 @@ static ouro_heap_t *heap_init_thread(void)
     return h;
 }
 
+/* Make `heap` (or nobody) the pool's owner. */
+void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap)
+{
+    /* relaxed: owner_tp only answers "is it mine?" for the thread whose id
+     * it holds, and that thread wrote it itself (or it was cleared before
+     * the pool reached anyone else, through a release/acquire hand-off) */
+    atomic_store_explicit(&pool->owner_tp, heap ? heap->tid : 0, memory_order_relaxed);
+    /* seq_cst: notifiers re-read the owner after announcing themselves, and
+     * an adopter's store pairs with the freer's load (see pool.c) */
+    atomic_store_explicit(&pool->owner, heap, memory_order_seq_cst);
+}
+
 /* Give a pool up: it goes back to the arena layer.  Only with used == 0:
  * then no block of it is outstanding and no thread may push to it. */
 static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
 {
-    ouro_assert(atomic_load_explicit(&pool->used, memory_order_relaxed) == 0);
-    list_remove(pool->in_full ? &heap->full[pool->cls] : &heap->avail[pool->cls], pool);
+    ouro_assert(ouro__pool_used(pool) == 0);
+    list_remove(ouro__pool_in_full(pool) ? &heap->full[pool->cls] : &heap->avail[pool->cls], pool);
+    ouro__pool_set_full(pool, false);
     if (heap->cur[pool->cls] == pool)
         heap->cur[pool->cls] = &ouro__empty_pool;
-    /* seq_cst: notifiers re-read the owner after announcing themselves */
-    atomic_store_explicit(&pool->owner, NULL, memory_order_seq_cst);
+    ouro__heap_set_owner(pool, NULL);
     ouro__arena_release_pool(pool);
 }
 
@@ -134,13 +147,12 @@ static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
         if (atomic_load_explicit(&pool->owner, memory_order_relaxed) != heap)
             continue; /* released by us since it was queued */
         ouro__pool_collect_remote(pool);
-        if (pool->in_full && pool->free) {
+        if (ouro__pool_in_full(pool) && pool->free) {
             list_remove(&heap->full[pool->cls], pool);
-            pool->in_full = 0;
+            ouro__pool_set_full(pool, false);
             list_push(&heap->avail[pool->cls], pool);
         }
-        if (atomic_load_explicit(&pool->used, memory_order_relaxed) == 0 &&
-            heap->cur[pool->cls] != pool)
+        if (ouro__pool_used(pool) == 0 && heap->cur[pool->cls] != pool)
             pool_release(heap, pool);
     }
 }
@@ -153,7 +165,7 @@ static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
     for (int c = 0; c < OURO_NCLASSES; c++)
         for (int l = 0; l < 2; l++)
             for (ouro_pool_t *p = l ? heap->full[c] : heap->avail[c]; p; p = p->next)
-                atomic_store_explicit(&p->owner, NULL, memory_order_seq_cst);
+                ouro__heap_set_owner(p, NULL);
     /* 2. wait for the notifiers that read an owner before we cleared it;
      * acquire pairs with their release decrement.  (In a fork child they
      * are gone: their half-done enqueues are dropped below.) */
@@ -176,8 +188,8 @@ static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
                 }
                 ouro__pool_collect_remote(p);
                 p->next = p->prev = NULL;
-                p->in_full = 0;
-                if (atomic_load_explicit(&p->used, memory_order_relaxed) == 0) {
+                ouro__pool_set_full(p, false);
+                if (ouro__pool_used(p) == 0) {
                     ouro__arena_release_pool(p);
                 } else {
                     atomic_fetch_add_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
@@ -253,7 +265,7 @@ static void sweep_abandoned(bool force)
             ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
             /* popped: its private fields are ours until we push it back */
             ouro__pool_collect_remote(pool);
-            if (atomic_load_explicit(&pool->used, memory_order_relaxed) == 0) {
+            if (ouro__pool_used(pool) == 0) {
                 atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
                 ouro__arena_release_pool(pool);
             } else {
@@ -275,9 +287,9 @@ static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
     ouro_tsan_acquire(&abandoned[cls]);
     atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
     ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
-    /* seq_cst: a notifier that reads NULL re-checks the owner after
-     * resetting `queued` and passes the news on to us */
-    atomic_store_explicit(&pool->owner, heap, memory_order_seq_cst);
+    /* seq_cst inside: a freer that reads NULL after its push leaves the
+     * block to us, and our pop_all below sees it */
+    ouro__heap_set_owner(pool, heap);
     ouro__pool_collect_remote(pool);
     return pool;
 }
@@ -291,7 +303,7 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
     if (pool == NULL)
         return NULL;
     ouro__pool_init(pool, cls, pool->mem_is_zero);
-    atomic_store_explicit(&pool->owner, heap, memory_order_seq_cst);
+    ouro__heap_set_owner(pool, heap);
     return pool;
 }
 
@@ -300,7 +312,7 @@ static inline void *pool_pop(ouro_pool_t *pool, bool *zero)
     ouro_block_t *b = pool->free;
     pool->free = (ouro_block_t *)b->node.next;
     if (zero)
-        *zero = pool->free_is_zero;
+        *zero = ouro__block_is_fresh(pool, b);
     b->cookie = 0;
     ouro__pool_used_add(pool, 1);
     return b;
@@ -330,7 +342,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             ouro_pool_t *next = pool->next;
             list_remove(&heap->avail[cls], pool);
             list_push(&heap->full[cls], pool);
-            pool->in_full = 1;
+            ouro__pool_set_full(pool, true);
             pool = next;
         }
         heap->cur[cls] = &ouro__empty_pool;
@@ -348,12 +360,14 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
 /* The owner freed into a pool that is empty now, or that sits on the full list. */
 void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool)
 {
-    if (pool->in_full) {
+    if (ouro__pool_used(pool) == 0 && !ouro__pool_in_full(pool) && heap->cur[pool->cls] == pool)
+        return; /* the current pool stays, empty or not */
+    if (ouro__pool_in_full(pool)) {
         list_remove(&heap->full[pool->cls], pool);
-        pool->in_full = 0;
+        ouro__pool_set_full(pool, false);
         list_push(&heap->avail[pool->cls], pool);
     }
-    if (atomic_load_explicit(&pool->used, memory_order_relaxed) == 0 && heap->cur[pool->cls] != pool)
+    if (ouro__pool_used(pool) == 0 && heap->cur[pool->cls] != pool)
         pool_release(heap, pool);
 }
 
@@ -372,12 +386,12 @@ void ouro__heap_collect(bool release_empty)
             while (p) {
                 ouro_pool_t *next = p->next;
                 ouro__pool_collect_remote(p);
-                if (p->in_full && p->free) {
+                if (ouro__pool_in_full(p) && p->free) {
                     list_remove(&heap->full[c], p);
-                    p->in_full = 0;
+                    ouro__pool_set_full(p, false);
                     list_push(&heap->avail[c], p);
                 }
-                if (atomic_load_explicit(&p->used, memory_order_relaxed) == 0 &&
+                if (ouro__pool_used(p) == 0 &&
                     (release_empty || heap->cur[c] != p))
                     pool_release(heap, p);
                 p = next;

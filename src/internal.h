@@ -114,31 +114,43 @@ typedef struct ouro_block_s {
 struct ouro_heap_s;
 
 /* ---- pools ---- */
+#define OURO_POOL_FULL 0x80000000u /* bit of `used`: the pool is on its heap's full list */
+
 typedef struct ouro_pool_s {
-    /* hot, [owner] */
-    ouro_block_t *free;          /* blocks ready to hand out */
-    _Atomic uint32_t used;       /* blocks handed out, not yet taken back. [owner] writes
-                                  * (relaxed load+store, not RMW), stats read relaxed */
-    uint32_t capacity;           /* blocks carved so far (lazily, a page at a time) */
-    uint32_t reserved;           /* blocks the pool can hold [init] */
+    /* first cache line: everything the owner's malloc and free touch */
+    ouro_block_t *free;          /* [owner] blocks ready to hand out */
+    _Atomic uint32_t used;       /* [owner] blocks handed out and not taken back, | OURO_POOL_FULL
+                                  * while on the full list (so free tests both with one branch).
+                                  * Only the owner writes it (relaxed load and store, no RMW);
+                                  * stats read it relaxed. */
+    uint32_t capacity;           /* [owner] blocks carved so far (lazily, a page at a time) */
+    uint8_t *start;              /* [init] first block */
+    uint64_t limit;              /* [owner] capacity * block_size: offsets below it are carved */
+    uint64_t divc;               /* [init] UINT64_MAX / block_size + 1: off is a multiple of the
+                                  * block size iff off * divc < divc (mod 2^64; Lemire et al. 2019) */
+    _Atomic uintptr_t owner_tp;  /* [shared] thread pointer of the owning thread, 0 if none: the
+                                  * free fast path compares it with its own in one load */
     _Atomic uint32_t block_size; /* [init]; atomic (relaxed) only so stats may read it */
-    uint8_t cls;                 /* size class [init] */
-    uint8_t in_full;             /* [owner] on the heap's full list */
-    uint8_t free_is_zero;        /* [owner] every block on `free` is fresh zero memory except word 0 */
-    uint8_t mem_is_zero;         /* [owner] the uncarved part of the pool is zero (fresh from the OS) */
-    uint8_t span;                /* slots covered [init] */
-    uint8_t slot;                /* index of the first slot in the arena */
-    uint64_t magic;              /* [init] floor(2^40 / block_size) + 1: exact division of offsets */
-    uint8_t *start;              /* first block [init] */
-    struct ouro_pool_s *next, *prev; /* [owner] in the heap's avail or full list of this class */
+    uint32_t reserved;           /* [init] blocks the pool can hold */
+    uint8_t cls;                 /* [init] size class */
+    uint8_t mem_is_zero;         /* [init] the pool's memory was zero when claimed (fresh from the
+                                  * OS or purged): then a block on `free` whose cookie is not set
+                                  * was never handed out, and is zero but for its link word */
+    uint8_t span;                /* [init] slots covered */
+    uint8_t slot;                /* [arena] index of the first slot in the arena */
+
+    /* second line, [owner], colder */
+    struct ouro_pool_s *next, *prev;     /* in the heap's avail or full list of this class */
     _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free */
 
-    /* [shared], written by other threads: keep off the owner's line */
+    /* [shared], written by other threads: keep off the owner's lines */
     struct __cds_lfs_stack remote __attribute__((aligned(64))); /* blocks freed by other threads */
     _Atomic int queued;          /* 1 while a thread holds `qnode` (notifying, or queued on a heap) */
     struct cds_wfcq_node qnode;  /* link in a heap's queue of pools with remote frees */
     struct cds_lfs_node anode;   /* link in the abandoned stack of its class */
 } ouro_pool_t;
+
+_Static_assert(offsetof(ouro_pool_t, next) <= 64, "the fast-path fields share one cache line");
 
 /* ---- arenas ---- */
 typedef struct ouro_arena_s {
@@ -177,6 +189,7 @@ typedef struct ouro_heap_s {
     int node;                          /* [owner] NUMA node, -1 until known */
     bool alive;                        /* [registry lock] in use by a thread */
     pthread_t thread;                  /* [init] */
+    uintptr_t tid;                     /* [init] the thread's thread pointer (pool->owner_tp) */
     struct ouro_heap_s *reg_next;      /* [registry lock] all heaps ever made */
     struct ouro_heap_s *free_next;     /* [registry lock] heaps free for reuse */
 } ouro_heap_t;
@@ -238,6 +251,7 @@ _Noreturn void ouro__report_invalid(const char *fn, const void *p) ouro_hidden;
 
 /* ---- heap.c: per-thread pool caches ---- */
 void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero) ouro_hidden;
+void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
 void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool) ouro_hidden;
 void ouro__heap_collect(bool release_empty) ouro_hidden;
 void ouro__heap_global_init(void) ouro_hidden;
@@ -294,27 +308,58 @@ static inline ouro_pool_t *ouro__pool_of(uintptr_t u)
                                 memory_order_acquire);
 }
 
-/* Whether `u` is the start of a carved block of `pool`. */
+/* Whether `u` is the start of a carved block of `pool`: below the carved
+ * limit (an address below `start` wraps to a huge offset) and a multiple of
+ * the block size (one multiply, no division). */
 static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
 {
-    uintptr_t off = u - (uintptr_t)pool->start;
-    if (unlikely(u < (uintptr_t)pool->start))
-        return false;
-    uint64_t idx = ((uint64_t)off * pool->magic) >> 40;
-    return idx < pool->capacity &&
-           idx * atomic_load_explicit(&pool->block_size, memory_order_relaxed) == off;
+    uint64_t off = (uint64_t)(u - (uintptr_t)pool->start);
+    return off < pool->limit && off * pool->divc < pool->divc;
 }
 
-static inline void ouro__pool_used_add(ouro_pool_t *pool, int32_t d)
+/* Add `d` to the pool's used count and return the new value (with the FULL
+ * bit).  Only the owner writes `used`: a relaxed load and store, no RMW, is
+ * exact; relaxed because stats readers only need some recent value. */
+static inline uint32_t ouro__pool_used_add(ouro_pool_t *pool, int32_t d)
 {
-    /* only the owner writes `used`: a relaxed load and store, no RMW, is
-     * exact; relaxed because stats readers only need some recent value */
+    uint32_t u = atomic_load_explicit(&pool->used, memory_order_relaxed) + (uint32_t)d;
+    atomic_store_explicit(&pool->used, u, memory_order_relaxed);
+    return u;
+}
+
+/* Blocks handed out and not taken back. */
+static inline uint32_t ouro__pool_used(const ouro_pool_t *pool)
+{
+    return atomic_load_explicit(&pool->used, memory_order_relaxed) & ~OURO_POOL_FULL;
+}
+
+static inline bool ouro__pool_in_full(const ouro_pool_t *pool)
+{
+    return (atomic_load_explicit(&pool->used, memory_order_relaxed) & OURO_POOL_FULL) != 0;
+}
+
+static inline void ouro__pool_set_full(ouro_pool_t *pool, bool full)
+{
     uint32_t u = atomic_load_explicit(&pool->used, memory_order_relaxed);
-    atomic_store_explicit(&pool->used, (uint32_t)(u + (uint32_t)d), memory_order_relaxed);
+    u = full ? (u | OURO_POOL_FULL) : (u & ~OURO_POOL_FULL);
+    atomic_store_explicit(&pool->used, u, memory_order_relaxed);
+}
+
+/* The calling thread's thread pointer: a per-thread word, one instruction. */
+static inline uintptr_t ouro__thread_id(void)
+{
+    return (uintptr_t)__builtin_thread_pointer();
+}
+
+/* Whether block `b`, on the free list of `pool`, is zero but for its link
+ * word: carved from zero memory and never freed since (frees set the cookie). */
+static inline bool ouro__block_is_fresh(const ouro_pool_t *pool, const ouro_block_t *b)
+{
+    return pool->mem_is_zero && b->cookie != ((uintptr_t)b ^ ouro__key);
 }
 
 /* Pop a block of class `cls`; NULL if the heap's current pool is empty. */
-static inline void *ouro__heap_pop(ouro_heap_t *heap, int cls)
+static inline void *ouro__heap_pop(ouro_heap_t *heap, size_t cls)
 {
     ouro_pool_t *pool = heap->cur[cls];
     ouro_block_t *b = pool->free;
@@ -329,8 +374,8 @@ static inline void *ouro__heap_pop(ouro_heap_t *heap, int cls)
 static inline void *ouro__alloc_small(size_t n)
 {
     ouro_heap_t *heap = ouro__heap;
-    int cls = ouro__size_class(n);
-    void *p = ouro__heap_pop(heap, cls);
+    int cls = ouro__size_class(n); /* n <= OURO_LARGE_MAX */
+    void *p = ouro__heap_pop(heap, (size_t)cls);
     if (likely(p != NULL))
         return p;
     return ouro__heap_alloc_slow(heap, cls, NULL);

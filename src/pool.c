@@ -48,13 +48,12 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     pool->free = NULL;
     atomic_store_explicit(&pool->used, 0, memory_order_relaxed);
     pool->capacity = 0;
+    pool->limit = 0;
     pool->reserved = (uint32_t)(((size_t)pool->span << OURO_SLOT_SHIFT) / bs);
     atomic_store_explicit(&pool->block_size, (uint32_t)bs, memory_order_relaxed);
     pool->cls = (uint8_t)cls;
-    pool->in_full = 0;
-    pool->free_is_zero = 0;
     pool->mem_is_zero = mem_is_zero;
-    pool->magic = ((uint64_t)1 << 40) / bs + 1;
+    pool->divc = UINT64_MAX / bs + 1;
     pool->next = pool->prev = NULL;
     ouro_assert(cds_lfs_empty(&pool->remote));
     ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
@@ -83,7 +82,7 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     ((ouro_block_t *)b)->node.next = NULL;
     pool->free = (ouro_block_t *)first;
     pool->capacity += n;
-    pool->free_is_zero = pool->mem_is_zero;
+    pool->limit = (uint64_t)pool->capacity * bs;
     return true;
 }
 
@@ -106,8 +105,7 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
     }
     last->next = (struct cds_lfs_node *)pool->free;
     pool->free = (ouro_block_t *)&head->node;
-    pool->free_is_zero = 0;
-    ouro_assert(atomic_load_explicit(&pool->used, memory_order_relaxed) >= n);
+    ouro_assert(ouro__pool_used(pool) >= n);
     ouro__pool_used_add(pool, -(int32_t)n);
     return n;
 }

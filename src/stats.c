@@ -16,7 +16,7 @@ static void visit_pool(ouro_pool_t *pool, void *arg)
     /* the class is derived from the (atomic) block size; malloc(0)'s class 0
      * shares class 1's block size and is counted there */
     int cls = ouro__size_class(bs);
-    size_t used = atomic_load_explicit(&pool->used, memory_order_relaxed);
+    size_t used = ouro__pool_used(pool);
     size_t total = ((size_t)ouro__class_span(cls) << OURO_SLOT_SHIFT) / bs;
     ouro_class_stats_t *c = &st->classes[cls];
     c->pools++;
