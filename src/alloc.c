@@ -78,7 +78,8 @@ static ouro_noinline void free_generic(void *p)
 /* The owner emptied its pool, or freed into a pool on the full list. */
 static ouro_noinline void free_owner_slow(ouro_pool_t *pool)
 {
-    ouro__heap_free_slow(ouro__heap, pool);
+    /* relaxed: the pool is ours, we wrote its owner ourselves */
+    ouro__heap_free_slow(atomic_load_explicit(&pool->owner, memory_order_relaxed), pool);
 }
 
 OURO_FAST void ouro_free(void *p)

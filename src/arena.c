@@ -25,13 +25,14 @@ _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES];
 
 typedef struct node_arenas_s {
     ouro_arena_t *_Atomic head;   /* append-only list; acquire loads see a full header */
-    ouro_arena_t *_Atomic tail;
+    ouro_arena_t *_Atomic tail;   /* [grow_lock] */
     ouro_arena_t *_Atomic hint;   /* where the last claim succeeded: start looking there */
-    pthread_mutex_t grow_lock;    /* serialises mapping new arenas of this node */
 } node_arenas_t;
 
-static node_arenas_t nodes[OURO_MAX_NODES] = {
-    [0 ... OURO_MAX_NODES - 1] = {.grow_lock = PTHREAD_MUTEX_INITIALIZER}};
+static node_arenas_t nodes[OURO_MAX_NODES];
+/* Serialises mapping new arenas (once per 4 MiB of growth, never on a
+ * common path), so two threads do not both map one when one would do. */
+static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- topology (hwloc) ---- */
 static hwloc_topology_t topo;
@@ -85,7 +86,8 @@ int ouro__arena_current_node(void)
 
 static void arena_bind(void *base, int node)
 {
-    if (topo_nodes <= 1 || !topo)
+    /* acquire: topo and topo_nodes are written before state 2 (release) */
+    if (atomic_load_explicit(&topo_state, memory_order_acquire) != 2 || topo_nodes <= 1 || !topo)
         return;
     hwloc_obj_t obj = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)node);
     if (obj)
@@ -121,7 +123,7 @@ static ouro_arena_t *arena_new(int node)
     return a;
 }
 
-/* Append under the node's grow lock; the release store publishes the header. */
+/* Append under the grow lock; the release store publishes the header. */
 static void arena_append(node_arenas_t *na, ouro_arena_t *a)
 {
     ouro_arena_t *tail = atomic_load_explicit(&na->tail, memory_order_relaxed);
@@ -202,25 +204,25 @@ ouro_pool_t *ouro__arena_claim_pool(int node, unsigned span)
      * (hwloc allocates; its allocations meanwhile see state 1 and use node 0). */
     if (atomic_load_explicit(&topo_state, memory_order_acquire) == 0)
         topology_load();
-    pthread_mutex_lock(&na->grow_lock);
+    pthread_mutex_lock(&grow_lock);
     /* another thread may have grown the node while we waited */
     ouro_arena_t *tail = atomic_load_explicit(&na->tail, memory_order_acquire);
     if (tail) {
         int s = arena_try_claim(tail, span);
         if (s >= 0) {
-            pthread_mutex_unlock(&na->grow_lock);
+            pthread_mutex_unlock(&grow_lock);
             return pool_at(tail, s, span);
         }
     }
     ouro_arena_t *a = arena_new(node);
     if (a == NULL) {
-        pthread_mutex_unlock(&na->grow_lock);
+        pthread_mutex_unlock(&grow_lock);
         return NULL;
     }
     int s = arena_try_claim(a, span); /* cannot fail on a fresh arena: span <= 32 */
     arena_append(na, a);
     atomic_store_explicit(&na->hint, a, memory_order_release);
-    pthread_mutex_unlock(&na->grow_lock);
+    pthread_mutex_unlock(&grow_lock);
     return pool_at(a, s, span);
 }
 
@@ -346,18 +348,16 @@ size_t ouro__arena_dirty_bytes(void)
 /* ---- fork ---- */
 void ouro__arena_fork_prepare(void)
 {
-    for (int n = 0; n < OURO_MAX_NODES; n++)
-        pthread_mutex_lock(&nodes[n].grow_lock);
+    pthread_mutex_lock(&grow_lock);
 }
 
 void ouro__arena_fork_parent(void)
 {
-    for (int n = 0; n < OURO_MAX_NODES; n++)
-        pthread_mutex_unlock(&nodes[n].grow_lock);
+    pthread_mutex_unlock(&grow_lock);
 }
 
+/* The child is a copy of the forking thread, which holds the lock. */
 void ouro__arena_fork_child(void)
 {
-    for (int n = 0; n < OURO_MAX_NODES; n++)
-        pthread_mutex_init(&nodes[n].grow_lock, NULL);
+    pthread_mutex_unlock(&grow_lock);
 }

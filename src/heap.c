@@ -17,29 +17,57 @@
 #include <string.h>
 
 __thread ouro_heap_t *ouro__heap __attribute__((tls_model("initial-exec"))) = &ouro__empty_heap;
+__thread ouro_heap_t *ouro__oheap __attribute__((tls_model("initial-exec"))) = &ouro__empty_oheap;
 
 /* The pool every class of a heap starts on: nothing to hand out, so the
  * first allocation takes the slow path. */
 ouro_pool_t ouro__empty_pool;
-ouro_heap_t ouro__empty_heap = {.cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool}, .node = -1};
+ouro_heap_t ouro__empty_heap = {
+    .cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool}, .node = -1, .kind = OURO_KIND_PLAIN};
+ouro_heap_t ouro__empty_oheap = {
+    .cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool}, .node = -1, .kind = OURO_KIND_OBJECT};
+
+static inline bool heap_is_sentinel(const ouro_heap_t *h)
+{
+    return h == &ouro__empty_heap || h == &ouro__empty_oheap;
+}
+
+static inline ouro_heap_t **tls_heap(int kind)
+{
+    return kind == OURO_KIND_OBJECT ? &ouro__oheap : &ouro__heap;
+}
+
+static inline ouro_heap_t *sentinel(int kind)
+{
+    return kind == OURO_KIND_OBJECT ? &ouro__empty_oheap : &ouro__empty_heap;
+}
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static ouro_heap_t *reg_all;   /* every heap ever made; heaps are never unmapped */
 static ouro_heap_t *reg_free;  /* heaps of exited threads, for reuse */
-static pthread_key_t heap_key; /* its destructor abandons the heap at thread exit */
-/* pools of exited threads still holding blocks, per class; pop takes the
- * stack's mutex (adoption is a slow path), push is lock-free */
-static struct cds_lfs_stack abandoned[OURO_NCLASSES];
+static pthread_key_t heap_key[OURO_KINDS]; /* destructors abandon the heaps at thread exit */
+static void (*exit_hook[OURO_KINDS])(ouro_heap_t *heap);
+/* pools of exited threads still holding blocks, per kind and class; push
+ * is lock-free, pops (adoption and sweeping, slow paths) take one lock */
+static struct __cds_lfs_stack abandoned[OURO_KINDS][OURO_NCLASSES];
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void heap_thread_done(void *arg);
 static void sweep_abandoned(bool force);
 
 void ouro__heap_global_init(void)
 {
-    for (int c = 0; c < OURO_NCLASSES; c++)
-        cds_lfs_init(&abandoned[c]);
-    if (pthread_key_create(&heap_key, heap_thread_done) != 0)
-        ouro__fatal("pthread_key_create failed");
+    for (int k = 0; k < OURO_KINDS; k++) {
+        for (int c = 0; c < OURO_NCLASSES; c++)
+            __cds_lfs_init(&abandoned[k][c]);
+        if (pthread_key_create(&heap_key[k], heap_thread_done) != 0)
+            ouro__fatal("pthread_key_create failed");
+    }
+}
+
+void ouro__heap_set_exit_hook(int kind, void (*fn)(ouro_heap_t *heap))
+{
+    exit_hook[kind] = fn;
 }
 
 /* ---- lists ---- */
@@ -64,7 +92,7 @@ static void list_push(ouro_pool_t **head, ouro_pool_t *p)
 }
 
 /* ---- heap life ---- */
-static ouro_heap_t *heap_new(void)
+static ouro_heap_t *heap_new(int kind)
 {
     pthread_mutex_lock(&reg_lock);
     ouro_heap_t *h = reg_free;
@@ -84,8 +112,10 @@ static ouro_heap_t *heap_new(void)
         h->avail[c] = h->full[c] = NULL;
     }
     __cds_wfcq_init(&h->rq_head, &h->rq_tail);
-    atomic_store_explicit(&h->notifiers, 0, memory_order_relaxed);
+    /* `notifiers` is not reset: a late notifier of the heap's previous
+     * thread may still be between its increment and its decrement */
     h->node = -1;
+    h->kind = kind;
     h->alive = true;
     h->thread = pthread_self();
     h->tid = ouro__thread_id();
@@ -95,14 +125,14 @@ static ouro_heap_t *heap_new(void)
     return h;
 }
 
-static ouro_heap_t *heap_init_thread(void)
+static ouro_heap_t *heap_init_thread(int kind)
 {
     ouro__init();
-    ouro_heap_t *h = heap_new();
+    ouro_heap_t *h = heap_new(kind);
     if (h == NULL)
         return NULL;
-    ouro__heap = h;
-    pthread_setspecific(heap_key, h);
+    *tls_heap(kind) = h;
+    pthread_setspecific(heap_key[kind], h);
     return h;
 }
 
@@ -195,8 +225,8 @@ static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
                     atomic_fetch_add_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
                     /* liburcu's push is a full barrier: the adopter's pop sees
                      * the pool's private fields as we leave them */
-                    ouro_tsan_release(&abandoned[c]);
-                    cds_lfs_push(&abandoned[c], &p->anode);
+                    ouro_tsan_release(&abandoned[heap->kind][c]);
+                    cds_lfs_push(&abandoned[heap->kind][c], &p->anode);
                 }
                 p = next;
             }
@@ -224,9 +254,11 @@ static void heap_retire(ouro_heap_t *heap)
 static void heap_thread_done(void *arg)
 {
     ouro_heap_t *heap = arg;
+    if (exit_hook[heap->kind])
+        exit_hook[heap->kind](heap);
     heap_abandon(heap, false);
     /* frees after this point (later TLS destructors) take the remote path */
-    ouro__heap = &ouro__empty_heap;
+    *tls_heap(heap->kind) = sentinel(heap->kind);
     heap_retire(heap);
     sweep_abandoned(false);
     ouro__arena_purge(false);
@@ -252,13 +284,16 @@ static void sweep_abandoned(bool force)
                                                      memory_order_relaxed, memory_order_relaxed))
             return;
     }
+    for (int k = 0; k < OURO_KINDS; k++)
     for (int c = 0; c < OURO_NCLASSES; c++) {
-        if (cds_lfs_empty(&abandoned[c]))
+        if (cds_lfs_empty(&abandoned[k][c]))
             continue;
-        struct cds_lfs_head *head = cds_lfs_pop_all_blocking(&abandoned[c]);
+        pthread_mutex_lock(&abandoned_lock);
+        struct cds_lfs_head *head = __cds_lfs_pop_all(&abandoned[k][c]);
+        pthread_mutex_unlock(&abandoned_lock);
         if (head == NULL)
             continue;
-        ouro_tsan_acquire(&abandoned[c]);
+        ouro_tsan_acquire(&abandoned[k][c]);
         struct cds_lfs_node *n, *next;
         for (n = &head->node; n; n = next) {
             next = n->next;
@@ -269,8 +304,8 @@ static void sweep_abandoned(bool force)
                 atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
                 ouro__arena_release_pool(pool);
             } else {
-                ouro_tsan_release(&abandoned[c]);
-                cds_lfs_push(&abandoned[c], &pool->anode);
+                ouro_tsan_release(&abandoned[k][c]);
+                cds_lfs_push(&abandoned[k][c], &pool->anode);
             }
         }
     }
@@ -279,12 +314,15 @@ static void sweep_abandoned(bool force)
 /* ---- getting a pool ---- */
 static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
 {
-    if (cds_lfs_empty(&abandoned[cls]))
+    struct __cds_lfs_stack *stack = &abandoned[heap->kind][cls];
+    if (cds_lfs_empty(stack))
         return NULL;
-    struct cds_lfs_node *n = cds_lfs_pop_blocking(&abandoned[cls]);
+    pthread_mutex_lock(&abandoned_lock);
+    struct cds_lfs_node *n = __cds_lfs_pop(stack);
+    pthread_mutex_unlock(&abandoned_lock);
     if (n == NULL)
         return NULL;
-    ouro_tsan_acquire(&abandoned[cls]);
+    ouro_tsan_acquire(stack);
     atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
     ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
     /* seq_cst inside: a freer that reads NULL after its push leaves the
@@ -303,6 +341,7 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
     if (pool == NULL)
         return NULL;
     ouro__pool_init(pool, cls, pool->mem_is_zero);
+    pool->kind = (uint8_t)heap->kind;
     ouro__heap_set_owner(pool, heap);
     return pool;
 }
@@ -320,8 +359,8 @@ static inline void *pool_pop(ouro_pool_t *pool, bool *zero)
 
 void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
 {
-    if (heap == &ouro__empty_heap) {
-        heap = heap_init_thread();
+    if (heap_is_sentinel(heap)) {
+        heap = heap_init_thread(heap->kind);
         if (heap == NULL) {
             errno = ENOMEM;
             return NULL;
@@ -373,11 +412,9 @@ void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool)
 
 /* Take back remote frees of this thread's pools and release empty pools
  * (the current ones too when `release_empty`). */
-void ouro__heap_collect(bool release_empty)
+static void heap_collect(ouro_heap_t *heap, bool release_empty)
 {
-    sweep_abandoned(true);
-    ouro_heap_t *heap = ouro__heap;
-    if (heap == &ouro__empty_heap)
+    if (heap_is_sentinel(heap))
         return;
     heap_drain_queue(heap, false);
     for (int c = 0; c < OURO_NCLASSES; c++) {
@@ -400,6 +437,31 @@ void ouro__heap_collect(bool release_empty)
     }
 }
 
+void ouro__heap_collect(bool release_empty)
+{
+    sweep_abandoned(true);
+    heap_collect(ouro__heap, release_empty);
+    heap_collect(ouro__oheap, release_empty);
+}
+
+/* Visit every block of `heap`'s pools that is handed out: carved, and not
+ * free (free blocks, local or remote, carry the free cookie).  Only the
+ * owning thread may call it: it reads blocks other threads may be freeing,
+ * and a block being freed concurrently may be seen either way. */
+void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg)
+{
+    for (int c = 0; c < OURO_NCLASSES; c++)
+        for (int l = 0; l < 2; l++)
+            for (ouro_pool_t *p = l ? heap->full[c] : heap->avail[c]; p; p = p->next) {
+                size_t bs = atomic_load_explicit(&p->block_size, memory_order_relaxed);
+                for (uint32_t i = 0; i < p->capacity; i++) {
+                    ouro_block_t *b = (ouro_block_t *)(p->start + (size_t)i * bs);
+                    if (b->cookie != ((uintptr_t)b ^ ouro__key))
+                        fn(b, p, arg);
+                }
+            }
+}
+
 size_t ouro__heap_count(void)
 {
     return atomic_load_explicit(&ouro__counters.threads, memory_order_relaxed);
@@ -409,30 +471,28 @@ size_t ouro__heap_count(void)
 void ouro__heap_fork_prepare(void)
 {
     pthread_mutex_lock(&reg_lock);
-    for (int c = 0; c < OURO_NCLASSES; c++)
-        cds_lfs_pop_lock(&abandoned[c]);
+    pthread_mutex_lock(&abandoned_lock);
 }
 
 void ouro__heap_fork_parent(void)
 {
-    for (int c = 0; c < OURO_NCLASSES; c++)
-        cds_lfs_pop_unlock(&abandoned[c]);
+    pthread_mutex_unlock(&abandoned_lock);
     pthread_mutex_unlock(&reg_lock);
 }
 
 void ouro__heap_fork_child(void)
 {
-    for (int c = 0; c < OURO_NCLASSES; c++)
-        pthread_mutex_init(&abandoned[c].lock, NULL);
-    pthread_mutex_init(&reg_lock, NULL);
+    /* the child is a copy of the forking thread, which holds both */
+    pthread_mutex_unlock(&abandoned_lock);
+    pthread_mutex_unlock(&reg_lock);
     /* the other threads are gone in the child: their pools pass to the
      * abandoned stacks, so nothing they held is stranded */
     size_t alive = 0;
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
-        if (h == ouro__heap) {
-            alive++;
+        if (h == ouro__heap || h == ouro__oheap) {
+            alive += h == ouro__heap;
             continue;
         }
         heap_abandon(h, true);

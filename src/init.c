@@ -3,7 +3,7 @@
  * cookie key, the thread-exit key, fork handlers) and fatal reports.
  */
 #include "config.h"
-#include "internal.h"
+#include "object.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,8 +17,14 @@ ouro_counters_t ouro__counters;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
+/* Fork holds every lock of ouro (36 in all), always in this order, so the
+ * child starts with consistent structures; the child then hands the pools of
+ * the threads it lost to the abandoned stacks. */
 static void fork_prepare(void)
 {
+    ouro__qsbr_fork_prepare();
+    ouro__weakref_fork_prepare();
+    ouro__brc_fork_prepare();
     ouro__heap_fork_prepare();
     ouro__arena_fork_prepare();
 }
@@ -27,12 +33,18 @@ static void fork_parent(void)
 {
     ouro__arena_fork_parent();
     ouro__heap_fork_parent();
+    ouro__brc_fork_parent();
+    ouro__weakref_fork_parent();
+    ouro__qsbr_fork_parent();
 }
 
 static void fork_child(void)
 {
     ouro__arena_fork_child();
     ouro__heap_fork_child();
+    ouro__brc_fork_parent();
+    ouro__weakref_fork_parent();
+    ouro__qsbr_fork_child();
 }
 
 static void init_once(void)
@@ -46,6 +58,7 @@ static void init_once(void)
     }
     ouro__key = key | 1; /* never 0: a zero cookie means "allocated" */
     ouro__heap_global_init();
+    ouro__brc_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 

@@ -99,6 +99,11 @@ void __tsan_release(void *addr);
 #define OURO_EXTEND_BYTES 4096                   /* carve a fresh pool a page at a time */
 #define OURO_MAX_NODES 64
 
+/* Each thread has one heap per kind, and pools serve one kind: objects live
+ * apart from plain malloc blocks, so walking a thread's objects (at its exit,
+ * and for the collector) never meets a plain block. */
+enum { OURO_KIND_PLAIN = 0, OURO_KIND_OBJECT = 1, OURO_KINDS = 2 };
+
 enum { OURO_UNIT_NONE = 0, OURO_UNIT_ARENA = 1, OURO_UNIT_LARGE = 2, OURO_UNIT_LARGE_PREV = 3 };
 
 /* ---- blocks ---- */
@@ -125,7 +130,8 @@ typedef struct ouro_pool_s {
                                   * stats read it relaxed. */
     uint32_t capacity;           /* [owner] blocks carved so far (lazily, a page at a time) */
     uint8_t *start;              /* [init] first block */
-    uint64_t limit;              /* [owner] capacity * block_size: offsets below it are carved */
+    _Atomic uint64_t limit;      /* [owner] capacity * block_size: offsets below it are carved;
+                                  * atomic (relaxed) because any thread's free validates against it */
     uint64_t divc;               /* [init] UINT64_MAX / block_size + 1: off is a multiple of the
                                   * block size iff off * divc < divc (mod 2^64; Lemire et al. 2019) */
     _Atomic uintptr_t owner_tp;  /* [shared] thread pointer of the owning thread, 0 if none: the
@@ -137,6 +143,7 @@ typedef struct ouro_pool_s {
                                   * OS or purged): then a block on `free` whose cookie is not set
                                   * was never handed out, and is zero but for its link word */
     uint8_t span;                /* [init] slots covered */
+    uint8_t kind;                /* [init] OURO_KIND_*: which kind of heap it serves */
     uint8_t slot;                /* [arena] index of the first slot in the arena */
 
     /* second line, [owner], colder */
@@ -187,6 +194,7 @@ typedef struct ouro_heap_s {
     _Atomic long notifiers;            /* [shared] threads between reading pool->owner == this
                                         * heap and finishing their enqueue on rq */
     int node;                          /* [owner] NUMA node, -1 until known */
+    int kind;                          /* [init] OURO_KIND_* */
     bool alive;                        /* [registry lock] in use by a thread */
     pthread_t thread;                  /* [init] */
     uintptr_t tid;                     /* [init] the thread's thread pointer (pool->owner_tp) */
@@ -198,8 +206,10 @@ typedef struct ouro_heap_s {
 extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
 extern uintptr_t ouro__key ouro_hidden;
 extern ouro_pool_t ouro__empty_pool ouro_hidden;
-extern ouro_heap_t ouro__empty_heap ouro_hidden;
+extern ouro_heap_t ouro__empty_heap ouro_hidden;  /* sentinel: no thread heap yet (plain) */
+extern ouro_heap_t ouro__empty_oheap ouro_hidden; /* sentinel: no thread heap yet (objects) */
 extern __thread ouro_heap_t *ouro__heap ouro_hidden __attribute__((tls_model("initial-exec")));
+extern __thread ouro_heap_t *ouro__oheap ouro_hidden __attribute__((tls_model("initial-exec")));
 
 /* counters kept by the arena layer, relaxed atomics: only summed for stats */
 typedef struct ouro_counters_s {
@@ -254,6 +264,10 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero) ouro_hidden;
 void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
 void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool) ouro_hidden;
 void ouro__heap_collect(bool release_empty) ouro_hidden;
+/* Called in an exiting thread before its heap of `kind` is abandoned. */
+void ouro__heap_set_exit_hook(int kind, void (*fn)(ouro_heap_t *heap)) ouro_hidden;
+typedef void ouro_block_visit_fn(void *block, ouro_pool_t *pool, void *arg);
+void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg) ouro_hidden;
 void ouro__heap_global_init(void) ouro_hidden;
 void ouro__heap_fork_prepare(void) ouro_hidden;
 void ouro__heap_fork_parent(void) ouro_hidden;
@@ -314,7 +328,8 @@ static inline ouro_pool_t *ouro__pool_of(uintptr_t u)
 static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
 {
     uint64_t off = (uint64_t)(u - (uintptr_t)pool->start);
-    return off < pool->limit && off * pool->divc < pool->divc;
+    /* relaxed: a valid block was carved before its pointer reached us */
+    return off < atomic_load_explicit(&pool->limit, memory_order_relaxed) && off * pool->divc < pool->divc;
 }
 
 /* Add `d` to the pool's used count and return the new value (with the FULL

@@ -48,7 +48,7 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     pool->free = NULL;
     atomic_store_explicit(&pool->used, 0, memory_order_relaxed);
     pool->capacity = 0;
-    pool->limit = 0;
+    atomic_store_explicit(&pool->limit, 0, memory_order_relaxed);
     pool->reserved = (uint32_t)(((size_t)pool->span << OURO_SLOT_SHIFT) / bs);
     atomic_store_explicit(&pool->block_size, (uint32_t)bs, memory_order_relaxed);
     pool->cls = (uint8_t)cls;
@@ -82,7 +82,7 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     ((ouro_block_t *)b)->node.next = NULL;
     pool->free = (ouro_block_t *)first;
     pool->capacity += n;
-    pool->limit = (uint64_t)pool->capacity * bs;
+    atomic_store_explicit(&pool->limit, (uint64_t)pool->capacity * bs, memory_order_relaxed);
     return true;
 }
 

@@ -1,0 +1,179 @@
+/*
+ * qsbr.c — registration with RCU (liburcu, QSBR flavor) and the deferred
+ * reuse of freed objects' memory.  Owns the per-thread batches of freed
+ * blocks; never touches counts.
+ *
+ * A freed object's block goes into its thread's batch; a full batch (or
+ * one flushed at a quiescent state or exit) is handed to call_rcu as one
+ * callback, which frees every block of the batch after a grace period: no
+ * online thread can still be reading any of them.  The callback runs on
+ * liburcu's call_rcu thread, so the frees are remote frees, lock-free.
+ */
+#include "object.h"
+
+#include <urcu-qsbr.h>
+
+#define BATCH 254
+
+typedef struct defer_batch_s {
+    struct rcu_head rcu;
+    size_t n;
+    void *blocks[BATCH];
+} defer_batch_t;
+
+_Atomic size_t ouro__deferred;
+
+void ouro__qsbr_register(ouro_tstate_t *ts)
+{
+    if (ts->registered)
+        return;
+    urcu_qsbr_register_thread();
+    /* offline by default: such a thread never holds up a grace period */
+    urcu_qsbr_thread_offline();
+    ts->registered = true;
+    ts->online = false;
+}
+
+void ouro__qsbr_unregister(ouro_tstate_t *ts)
+{
+    if (!ts->registered)
+        return;
+    if (!ts->online && ts->read_depth == 0)
+        urcu_qsbr_thread_online();
+    urcu_qsbr_unregister_thread();
+    ts->registered = ts->online = false;
+    ts->read_depth = 0;
+}
+
+static void batch_free(struct rcu_head *head)
+{
+    defer_batch_t *b = caa_container_of(head, defer_batch_t, rcu);
+    ouro_tsan_acquire(b);
+    for (size_t i = 0; i < b->n; i++)
+        ouro_free(b->blocks[i]);
+    atomic_fetch_sub_explicit(&ouro__deferred, b->n, memory_order_relaxed);
+    ouro_free(b);
+}
+
+void ouro__defer_flush(ouro_tstate_t *ts)
+{
+    defer_batch_t *b = ts->batch;
+    if (b == NULL || b->n == 0)
+        return;
+    ts->batch = NULL;
+    /* call_rcu's enqueue publishes the batch (its implementation orders it
+     * with a full barrier); the callback runs after a grace period */
+    ouro_tsan_release(b);
+    urcu_qsbr_call_rcu(&b->rcu, batch_free);
+}
+
+void ouro__defer_free(ouro_tstate_t *ts, void *block)
+{
+    defer_batch_t *b = ts->batch;
+    if (b == NULL) {
+        b = ouro_malloc(sizeof *b);
+        if (b == NULL) {
+            /* no memory for a batch: wait for the grace period here */
+            bool online = ts->online || ts->read_depth;
+            if (online)
+                urcu_qsbr_thread_offline();
+            urcu_qsbr_synchronize_rcu();
+            if (online)
+                urcu_qsbr_thread_online();
+            ouro_free(block);
+            return;
+        }
+        b->n = 0;
+        ts->batch = b;
+    }
+    b->blocks[b->n++] = block;
+    atomic_fetch_add_explicit(&ouro__deferred, 1, memory_order_relaxed);
+    if (b->n == BATCH)
+        ouro__defer_flush(ts);
+}
+
+int ouro_thread_register(void)
+{
+    return ouro__tstate_get() ? 0 : -1;
+}
+
+void ouro_quiescent(void)
+{
+    ouro_tstate_t *ts = ouro__tstate_get();
+    if (ts == NULL)
+        return;
+    if (ts->online)
+        urcu_qsbr_quiescent_state();
+    ouro__brc_merge_pending(ts);
+    ouro__defer_flush(ts);
+}
+
+void ouro_thread_online(void)
+{
+    ouro_tstate_t *ts = ouro__tstate_get();
+    if (ts == NULL || ts->online)
+        return;
+    if (ts->read_depth == 0)
+        urcu_qsbr_thread_online();
+    ts->online = true;
+}
+
+void ouro_thread_offline(void)
+{
+    ouro_tstate_t *ts = ouro__tstate;
+    if (ts == NULL || !ts->online)
+        return;
+    ts->online = false;
+    if (ts->read_depth == 0)
+        urcu_qsbr_thread_offline();
+}
+
+void ouro_read_begin(void)
+{
+    ouro_tstate_t *ts = ouro__tstate_get();
+    if (ts == NULL)
+        return;
+    if (ts->read_depth++ == 0 && !ts->online)
+        urcu_qsbr_thread_online();
+}
+
+void ouro_read_end(void)
+{
+    ouro_tstate_t *ts = ouro__tstate;
+    if (ts == NULL || ts->read_depth == 0)
+        return;
+    if (--ts->read_depth == 0 && !ts->online)
+        urcu_qsbr_thread_offline();
+}
+
+void ouro_barrier(void)
+{
+    ouro_tstate_t *ts = ouro__tstate_get();
+    if (ts == NULL)
+        return;
+    ouro__brc_merge_pending(ts);
+    ouro__defer_flush(ts);
+    /* rcu_barrier waits for grace periods: we must not hold one up */
+    bool online = ts->online || ts->read_depth;
+    if (online)
+        urcu_qsbr_thread_offline();
+    urcu_qsbr_barrier();
+    if (online)
+        urcu_qsbr_thread_online();
+}
+
+/* call_rcu's worker threads and fork (liburcu's documented protocol) */
+void ouro__qsbr_fork_prepare(void)
+{
+    urcu_qsbr_call_rcu_before_fork();
+}
+
+void ouro__qsbr_fork_parent(void)
+{
+    urcu_qsbr_call_rcu_after_fork_parent();
+}
+
+void ouro__qsbr_fork_child(void)
+{
+    urcu_qsbr_call_rcu_after_fork_child();
+}

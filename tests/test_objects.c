@@ -1,0 +1,299 @@
+/* test_objects.c — objects on one thread: creation, counts, deallocation,
+ * immortal objects, weak references, try_incref, deep chains, statistics. */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ouro.h"
+
+typedef struct node_s {
+    ouro_object_t ob;
+    struct node_s *next; /* a reference, or NULL */
+    uint64_t payload[4];
+} node_t;
+
+static int deallocs;
+static void node_dealloc(ouro_object_t *self)
+{
+    node_t *n = (node_t *)self;
+    deallocs++;
+    if (n->next)
+        ouro_decref(&n->next->ob);
+    n->next = NULL;
+}
+
+static int node_traverse(ouro_object_t *self, ouro_visit_fn *visit, void *arg)
+{
+    node_t *n = (node_t *)self;
+    return n->next ? visit(&n->next->ob, arg) : 0;
+}
+
+static const ouro_type_t node_type = {
+    .name = "node", .basic_size = sizeof(node_t), .traverse = node_traverse, .dealloc = node_dealloc};
+
+static node_t *node_new(void)
+{
+    return (node_t *)ouro_new(&node_type);
+}
+
+START_TEST(new_object_has_one_reference_and_zero_body)
+{
+    for (int i = 0; i < 1000; i++) {
+        node_t *n = node_new();
+        ck_assert_ptr_nonnull(n);
+        ck_assert_uint_eq(ouro_refcount(&n->ob), 1);
+        ck_assert_ptr_eq(n->ob.type, &node_type);
+        ck_assert_ptr_null(n->next);
+        for (int k = 0; k < 4; k++)
+            ck_assert_uint_eq(n->payload[k], 0);
+        ck_assert_uint_ge(ouro_sizeof(&n->ob), sizeof(node_t));
+        ck_assert(ouro_owns(n));
+        memset(n->payload, 0xEE, sizeof n->payload); /* dirty it for the next round's reuse */
+        ouro_decref(&n->ob);
+    }
+}
+END_TEST
+
+START_TEST(new_rejects_bad_types)
+{
+    ouro_type_t small = {.name = "small", .basic_size = 8};
+    ouro_type_t huge = {.name = "huge", .basic_size = 1 << 20};
+    errno = 0;
+    ck_assert_ptr_null(ouro_new(NULL));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(ouro_new(&small));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(ouro_new(&huge));
+    ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
+START_TEST(counts_follow_incref_and_decref)
+{
+    node_t *n = node_new();
+    int before = deallocs;
+    for (int i = 0; i < 10; i++)
+        ouro_incref(&n->ob);
+    ck_assert_uint_eq(ouro_refcount(&n->ob), 11);
+    for (int i = 0; i < 10; i++)
+        ouro_decref(&n->ob);
+    ck_assert_uint_eq(ouro_refcount(&n->ob), 1);
+    ck_assert_int_eq(deallocs, before);
+    ouro_decref(&n->ob);
+    ck_assert_int_eq(deallocs, before + 1);
+}
+END_TEST
+
+START_TEST(freed_memory_waits_for_a_grace_period)
+{
+    ouro_object_stats_t a, b, c;
+    ouro_barrier();
+    ouro_object_stats_get(&a);
+    node_t *n = node_new();
+    ouro_decref(&n->ob);
+    ouro_object_stats_get(&b);
+    ck_assert_uint_eq(b.freed, a.freed + 1);
+    ck_assert_uint_eq(b.deferred, a.deferred + 1);
+    ck_assert(ouro_owns(n)); /* not handed back to the allocator yet */
+    ouro_barrier();
+    ouro_object_stats_get(&c);
+    ck_assert_uint_eq(c.deferred, 0);
+    ck_assert(!ouro_owns(n)); /* now it is free */
+}
+END_TEST
+
+START_TEST(dealloc_drops_references_in_chains)
+{
+    enum { N = 200000 }; /* deep enough to overflow the stack if recursive */
+    node_t *head = NULL;
+    for (int i = 0; i < N; i++) {
+        node_t *n = node_new();
+        n->next = head; /* takes over our reference to head */
+        head = n;
+    }
+    int before = deallocs;
+    ouro_decref(&head->ob);
+    ck_assert_int_eq(deallocs - before, N);
+    ouro_barrier();
+}
+END_TEST
+
+START_TEST(immortal_objects_never_die)
+{
+    node_t *n = node_new();
+    ck_assert_int_eq(ouro_make_immortal(&n->ob), 0);
+    ck_assert(ouro_is_immortal(&n->ob));
+    int before = deallocs;
+    for (int i = 0; i < 100; i++)
+        ouro_decref(&n->ob);
+    ouro_incref(&n->ob);
+    ck_assert_int_eq(deallocs, before);
+    ck_assert_uint_gt(ouro_refcount(&n->ob), 1u << 30);
+    ck_assert(ouro_try_incref(&n->ob));
+    node_t *m = node_new();
+    ck_assert(!ouro_is_immortal(&m->ob));
+    ouro_decref(&m->ob);
+}
+END_TEST
+
+static void *try_immortalize(void *arg)
+{
+    return (void *)(intptr_t)ouro_make_immortal(arg);
+}
+
+START_TEST(only_the_owner_makes_an_object_immortal)
+{
+    node_t *n = node_new();
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, try_immortalize, &n->ob);
+    pthread_join(t, &r);
+    ck_assert_int_eq((int)(intptr_t)r, -1);
+    ck_assert(!ouro_is_immortal(&n->ob));
+    ck_assert_uint_eq(ouro_refcount(&n->ob), 1);
+    ouro_decref(&n->ob);
+}
+END_TEST
+
+static int callbacks;
+static void on_gone(ouro_weakref_t *ref, void *arg)
+{
+    callbacks++;
+    *(int *)arg += 1;
+}
+
+START_TEST(weak_references_see_the_object_go)
+{
+    node_t *n = node_new();
+    int flag = 0;
+    ouro_weakref_t *w = ouro_weakref_new(&n->ob, on_gone, &flag);
+    ouro_weakref_t *w2 = ouro_weakref_new(&n->ob, NULL, NULL);
+    ck_assert_ptr_nonnull(w);
+    ouro_object_t *got = ouro_weakref_get(w);
+    ck_assert_ptr_eq(got, &n->ob);
+    ck_assert_uint_eq(ouro_refcount(&n->ob), 2);
+    ouro_decref(got);
+    int before = callbacks;
+    ouro_decref(&n->ob);
+    ck_assert_int_eq(callbacks, before + 1);
+    ck_assert_int_eq(flag, 1);
+    ck_assert_ptr_null(ouro_weakref_get(w));
+    ck_assert_ptr_null(ouro_weakref_get(w2));
+    ouro_weakref_free(w);
+    ouro_weakref_free(w2);
+    errno = 0;
+    ck_assert_ptr_null(ouro_weakref_new(NULL, NULL, NULL));
+    ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
+START_TEST(weakref_freed_before_referent_runs_no_callback)
+{
+    node_t *n = node_new();
+    int flag = 0;
+    ouro_weakref_t *w = ouro_weakref_new(&n->ob, on_gone, &flag);
+    ouro_weakref_free(w);
+    ouro_decref(&n->ob);
+    ck_assert_int_eq(flag, 0);
+}
+END_TEST
+
+static void *make_and_hand_over(void *arg)
+{
+    node_t *n = node_new();
+    ouro_share(&n->ob);
+    *(node_t **)arg = n;
+    return NULL;
+}
+
+START_TEST(try_incref_succeeds_while_alive_and_fails_after)
+{
+    node_t *mine = node_new();
+    ck_assert(ouro_try_incref(&mine->ob)); /* owner path */
+    ck_assert_uint_eq(ouro_refcount(&mine->ob), 2);
+    ouro_decref(&mine->ob);
+    ouro_decref(&mine->ob);
+
+    /* an object owned by a thread that has exited: counts merged, shared */
+    node_t *theirs = NULL;
+    pthread_t t;
+    pthread_create(&t, NULL, make_and_hand_over, &theirs);
+    pthread_join(t, NULL);
+    ck_assert_uint_eq(ouro_refcount(&theirs->ob), 1);
+    ouro_read_begin();
+    ck_assert(ouro_try_incref(&theirs->ob));
+    ck_assert_uint_eq(ouro_refcount(&theirs->ob), 2);
+    ouro_decref(&theirs->ob);
+    ouro_decref(&theirs->ob); /* count zero: dead, memory kept by our read section */
+    ck_assert(!ouro_try_incref(&theirs->ob));
+    ouro_read_end();
+    ouro_barrier();
+}
+END_TEST
+
+START_TEST(thread_states_and_quiescence)
+{
+    ck_assert_int_eq(ouro_thread_register(), 0);
+    ck_assert_int_eq(ouro_thread_register(), 0);
+    ouro_thread_online();
+    node_t *n = node_new();
+    ouro_quiescent();
+    ouro_decref(&n->ob);
+    ouro_quiescent();
+    ouro_thread_offline();
+    ouro_read_begin();
+    ouro_read_begin();
+    ouro_read_end();
+    ouro_read_end();
+    ouro_barrier(); /* must not wait for ourselves */
+    ouro_thread_unregister();
+    node_t *m = node_new(); /* registers again */
+    ouro_decref(&m->ob);
+    ouro_barrier();
+}
+END_TEST
+
+START_TEST(object_stats_count_births_and_deaths)
+{
+    ouro_object_stats_t a, b;
+    ouro_object_stats_get(&a);
+    node_t *v[100];
+    for (int i = 0; i < 100; i++)
+        v[i] = node_new();
+    for (int i = 0; i < 100; i++)
+        ouro_decref(&v[i]->ob);
+    ouro_object_stats_get(&b);
+    ck_assert_uint_eq(b.created - a.created, 100);
+    ck_assert_uint_eq(b.freed - a.freed, 100);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("objects");
+    TCase *tc = tcase_create("objects");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, new_object_has_one_reference_and_zero_body);
+    tcase_add_test(tc, new_rejects_bad_types);
+    tcase_add_test(tc, counts_follow_incref_and_decref);
+    tcase_add_test(tc, freed_memory_waits_for_a_grace_period);
+    tcase_add_test(tc, dealloc_drops_references_in_chains);
+    tcase_add_test(tc, immortal_objects_never_die);
+    tcase_add_test(tc, only_the_owner_makes_an_object_immortal);
+    tcase_add_test(tc, weak_references_see_the_object_go);
+    tcase_add_test(tc, weakref_freed_before_referent_runs_no_callback);
+    tcase_add_test(tc, try_incref_succeeds_while_alive_and_fails_after);
+    tcase_add_test(tc, thread_states_and_quiescence);
+    tcase_add_test(tc, object_stats_count_births_and_deaths);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,140 @@
+/*
+ * testutil.h — small helpers shared by the tests: a deterministic byte
+ * pattern to fill blocks with and check them against, a tiny xorshift RNG,
+ * and the scale-down switch for sanitizer builds.  Everything is static
+ * inline, so each test includes only what it uses.
+ */
+#ifndef OURO_TESTUTIL_H
+#define OURO_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- mixing ---- */
+
+/* splitmix64's finaliser: a bijection on 64-bit words with good avalanche. */
+static inline uint64_t tu_mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* ---- pattern ---- */
+
+/* The pattern word at word index `i` for `seed`.  Byte j of a pattern is
+ * byte (j % 8) of word j / 8, so the pattern of n bytes is a prefix of the
+ * pattern of any m > n bytes (what a realloc must preserve). */
+static inline uint64_t tu_pattern_word(uint64_t seed, size_t i)
+{
+    return tu_mix64(seed * 0xd6e8feb86659fd93ull + (uint64_t)i);
+}
+
+/* Fill `n` bytes at `p` with the pattern of `seed`. */
+static inline void fill_pattern(void *p, size_t n, uint64_t seed)
+{
+    unsigned char *b = p;
+    size_t words = n / 8, i;
+    for (i = 0; i < words; i++) {
+        uint64_t w = tu_pattern_word(seed, i);
+        memcpy(b + i * 8, &w, 8);
+    }
+    if (n % 8) {
+        uint64_t w = tu_pattern_word(seed, words);
+        memcpy(b + words * 8, &w, n % 8); /* little-endian or not: same as check */
+    }
+}
+
+/* Offset of the first byte of the `n` bytes at `p` that differs from the
+ * pattern of `seed`, or `n` if they all match. */
+static inline size_t pattern_mismatch(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    size_t words = n / 8, i;
+    for (i = 0; i < words; i++) {
+        uint64_t w = tu_pattern_word(seed, i);
+        if (memcmp(b + i * 8, &w, 8) != 0)
+            break;
+    }
+    size_t from = i * 8;
+    for (size_t j = from; j < n; j++) {
+        uint64_t w = tu_pattern_word(seed, j / 8);
+        unsigned char want;
+        memcpy(&want, (const unsigned char *)&w + j % 8, 1);
+        if (b[j] != want)
+            return j;
+    }
+    return n;
+}
+
+/* Whether the `n` bytes at `p` hold the pattern of `seed`. */
+static inline bool check_pattern(const void *p, size_t n, uint64_t seed)
+{
+    return pattern_mismatch(p, n, seed) == n;
+}
+
+/* Whether the `n` bytes at `p` are all zero. */
+static inline bool tu_is_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return false;
+    return true;
+}
+
+/* ---- random numbers: xorshift64* ---- */
+
+typedef struct tu_rng_s {
+    uint64_t s;
+} tu_rng_t;
+
+static inline tu_rng_t tu_rng_make(uint64_t seed)
+{
+    tu_rng_t r = {tu_mix64(seed) | 1}; /* never 0: xorshift's fixed point */
+    return r;
+}
+
+static inline uint64_t tu_rng_next(tu_rng_t *r)
+{
+    uint64_t x = r->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+/* Uniform in [lo, hi] (hi >= lo; a negligible modulo bias is fine here). */
+static inline uint64_t tu_rng_range(tu_rng_t *r, uint64_t lo, uint64_t hi)
+{
+    return lo + tu_rng_next(r) % (hi - lo + 1);
+}
+
+/* True with probability `percent` / 100. */
+static inline bool tu_rng_chance(tu_rng_t *r, unsigned percent)
+{
+    return tu_rng_next(r) % 100 < percent;
+}
+
+/* ---- sizing ---- */
+
+/* Whether the tests run under a sanitizer (make check exports
+ * OURO_SANITIZED with the sanitizer flags, empty otherwise). */
+static inline bool tu_sanitized(void)
+{
+    const char *s = getenv("OURO_SANITIZED");
+    return s && *s;
+}
+
+/* `normal` iterations, or `sanitized` under a sanitizer. */
+static inline unsigned long tu_scale(unsigned long normal, unsigned long sanitized)
+{
+    return tu_sanitized() ? sanitized : normal;
+}
+
+#endif /* OURO_TESTUTIL_H */
