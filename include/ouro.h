@@ -175,6 +175,11 @@ void ouro_stats_print(FILE *out);
 /* The block size of size class `cls`, or 0 if out of range. */
 size_t ouro_class_block_size(int cls);
 
+/* Testing: let the next `pass` requests for memory from the OS through, then
+ * fail the `fail` after them (ENOMEM), then succeed again.  fail <= 0 turns
+ * fault injection off.  For fault tests: every API must then fail cleanly. */
+void ouro_test_fail_maps(long pass, long fail);
+
 /* The version string, "MAJOR.MINOR.PATCH". */
 const char *ouro_version(void);
 

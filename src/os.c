@@ -20,9 +20,40 @@ size_t ouro__os_page_size(void)
     return p;
 }
 
+/* Fault injection (ouro_test_fail_maps): mapping requests to let through
+ * before failing (-1: never fail), and how many to fail then. */
+static _Atomic long fault_pass = -1, fault_fail;
+
+void ouro_test_fail_maps(long pass, long fail)
+{
+    /* relaxed: a test sets this between its own calls */
+    atomic_store_explicit(&fault_fail, fail, memory_order_relaxed);
+    atomic_store_explicit(&fault_pass, fail > 0 ? pass : -1, memory_order_relaxed);
+}
+
+static bool fault_now(void)
+{
+    long pass = atomic_load_explicit(&fault_pass, memory_order_relaxed);
+    if (likely(pass < 0))
+        return false;
+    if (pass > 0) {
+        /* relaxed RMWs: exact on one thread, approximate under races (a
+         * test of concurrent failures only needs some to fail); no order */
+        atomic_fetch_sub_explicit(&fault_pass, 1, memory_order_relaxed);
+        return false;
+    }
+    if (atomic_fetch_sub_explicit(&fault_fail, 1, memory_order_relaxed) <= 1)
+        atomic_store_explicit(&fault_pass, -1, memory_order_relaxed);
+    return true;
+}
+
 /* Fresh zeroed read-write memory, or NULL with errno = ENOMEM. */
 void *ouro__os_map(size_t size)
 {
+    if (unlikely(fault_now())) {
+        errno = ENOMEM;
+        return NULL;
+    }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (p == MAP_FAILED) {
