@@ -116,7 +116,7 @@ typedef enum ouro_option_e {
      * (returned to the OS with madvise).  Env: OURO_PURGE_DELAY.  Default 10;
      * 0 purges at once; -1 never purges. */
     OURO_OPTION_PURGE_DELAY = 0,
-    /* Print statistics to stderr at exit (1) or not (0).  Env: OURO_SHOW_STATS. */
+    /* Print statistics to stderr at exit: 0 no, 1 as text, 2 as JSON.  Env: OURO_SHOW_STATS. */
     OURO_OPTION_SHOW_STATS,
     /* Verbosity of warnings: 0 silent, 1 warnings (default), 2 informational. Env: OURO_VERBOSE. */
     OURO_OPTION_VERBOSE,
@@ -171,6 +171,10 @@ void ouro_stats_get(ouro_stats_t *out);
 
 /* Print the statistics to `out` (stderr if NULL) as readable text. */
 void ouro_stats_print(FILE *out);
+
+/* Print the allocator's and the object layer's statistics to `out` (stderr
+ * if NULL) as one JSON object on one line. */
+void ouro_stats_print_json(FILE *out);
 
 /* The block size of size class `cls`, or 0 if out of range. */
 size_t ouro_class_block_size(int cls);

@@ -74,8 +74,10 @@ __attribute__((constructor)) static void ouro_ctor(void)
 
 __attribute__((destructor)) static void ouro_dtor(void)
 {
-    if (ouro__options[OURO_OPTION_SHOW_STATS])
+    if (ouro__options[OURO_OPTION_SHOW_STATS] == 1)
         ouro_stats_print(stderr);
+    else if (ouro__options[OURO_OPTION_SHOW_STATS] == 2)
+        ouro_stats_print_json(stderr);
 }
 
 static void vreport(const char *kind, const char *fmt, va_list ap)

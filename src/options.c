@@ -19,7 +19,7 @@ typedef struct option_desc_s {
 static const option_desc_t table[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_PURGE_DELAY] = {"OURO_PURGE_DELAY", 10, -1, 3600000,
                                  "ms a free pool keeps its memory before it is returned to the OS (-1 never)"},
-    [OURO_OPTION_SHOW_STATS] = {"OURO_SHOW_STATS", 0, 0, 1, "print statistics to stderr at exit"},
+    [OURO_OPTION_SHOW_STATS] = {"OURO_SHOW_STATS", 0, 0, 2, "print statistics to stderr at exit: 1 text, 2 JSON"},
     [OURO_OPTION_VERBOSE] = {"OURO_VERBOSE", 1, 0, 2, "0 silent, 1 warnings, 2 informational"},
     [OURO_OPTION_NUMA] = {"OURO_NUMA", 1, 0, 1, "one set of arenas per NUMA node (hwloc)"},
 };

@@ -3,7 +3,7 @@
  * (ouro_stats_get) and printable (ouro_stats_print).  Reads pools only
  * through their atomic fields; never changes anything.
  */
-#include "internal.h"
+#include "object.h"
 
 #include <string.h>
 
@@ -80,4 +80,35 @@ void ouro_stats_print(FILE *out)
         fprintf(out, "  %5d %9zu %7zu %12zu %12zu\n", i, k->block_size, k->pools, k->blocks_used,
                 k->blocks_total);
     }
+}
+
+/* The same figures as JSON, one object, for programs and dashboards. */
+void ouro_stats_print_json(FILE *out)
+{
+    if (out == NULL)
+        out = stderr;
+    ouro_stats_t st;
+    ouro_object_stats_t ob;
+    ouro_stats_get(&st);
+    ouro_object_stats_get(&ob);
+    fprintf(out,
+            "{\"version\":\"%s\",\"reserved\":%zu,\"committed\":%zu,\"in_use\":%zu,"
+            "\"arenas\":%zu,\"pools\":%zu,\"abandoned_pools\":%zu,\"threads\":%zu,"
+            "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,",
+            ouro_version(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
+            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes);
+    fprintf(out,
+            "\"objects\":{\"created\":%zu,\"freed\":%zu,\"merges_queued\":%zu,\"merges_done\":%zu,"
+            "\"deferred\":%zu,\"weakrefs\":%zu},\"classes\":[",
+            ob.created, ob.freed, ob.merges_queued, ob.merges_done, ob.deferred, ob.weakrefs);
+    int first = 1;
+    for (int i = 0; i < OURO_NCLASSES; i++) {
+        const ouro_class_stats_t *k = &st.classes[i];
+        if (k->pools == 0)
+            continue;
+        fprintf(out, "%s{\"class\":%d,\"block_size\":%zu,\"pools\":%zu,\"blocks_used\":%zu,\"blocks_total\":%zu}",
+                first ? "" : ",", i, k->block_size, k->pools, k->blocks_used, k->blocks_total);
+        first = 0;
+    }
+    fprintf(out, "]}\n");
 }

@@ -333,6 +333,14 @@ START_TEST(stats_follow_allocations)
     fclose(f);
     ck_assert_ptr_nonnull(strstr(buf, "reserved"));
     free(buf);
+    f = open_memstream(&buf, &len);
+    ouro_stats_print_json(f);
+    fclose(f);
+    ck_assert_int_eq(buf[0], '{');
+    ck_assert_int_eq(buf[len - 2], '}');
+    ck_assert_ptr_nonnull(strstr(buf, "\"in_use\":"));
+    ck_assert_ptr_nonnull(strstr(buf, "\"objects\":{"));
+    free(buf);
 }
 END_TEST
 
