@@ -45,7 +45,8 @@ OURO_FAST void *ouro_malloc(size_t size)
  * pool's lock-free stack and tell the owner. */
 static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
 {
-    b->cookie = (uintptr_t)b ^ key;
+    /* relaxed atomic: the owner's heap walk may read the word meanwhile */
+    __atomic_store_n(&b->cookie, (uintptr_t)b ^ key, __ATOMIC_RELAXED);
     /* liburcu's push is a full barrier: the cookie and link are visible to
      * the owner's pop_all, and it orders the push before the notify load */
     ouro_tsan_release(&pool->remote);

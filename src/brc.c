@@ -108,24 +108,32 @@ void ouro__tstates_visit(void (*fn)(ouro_tstate_t *ts, void *arg), void *arg)
 }
 
 /* Merge the owner's count into the shared one (adding `extra`), mark the
- * object MERGED and ownerless; returns the merged count.  Run by the owner,
- * or by anyone once the owner has gone (under its bucket lock). */
+ * object MERGED and ownerless; returns the merged count, and the caller
+ * frees the object if it is 0.  Run by the owner, or by anyone once the
+ * owner has gone (under its bucket lock).
+ *
+ * Every write to the object happens before the CAS: once the merged count
+ * is published another thread may take it to zero and free the object, and
+ * a late store would land in a freed (or reused) block.  A thief that reads
+ * tid == 0 early decrements the shared count itself instead of queueing,
+ * which the CAS below folds in. */
 int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra)
 {
     _Atomic int64_t *sh = (_Atomic int64_t *)&o->shared;
+    int64_t local = (int64_t)__atomic_load_n(&o->local, __ATOMIC_RELAXED);
+    /* relaxed: only the owner (or, once it has gone, nobody) writes local;
+     * tid 0 sends the former owner's own calls to the shared path */
+    __atomic_store_n(&o->local, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&o->tid, 0, __ATOMIC_RELAXED);
     int64_t shared = atomic_load_explicit(sh, memory_order_relaxed), rc, nw;
     do {
-        rc = (shared >> REF_SHIFT) + (int64_t)__atomic_load_n(&o->local, __ATOMIC_RELAXED) + extra;
+        rc = (shared >> REF_SHIFT) + local + extra;
         nw = (rc << REF_SHIFT) | REF_MERGED;
         /* acq_rel: a merge that reaches zero frees the object, so it must
          * see every write made before the other threads' decrements
          * (release), and publish ours */
     } while (!atomic_compare_exchange_weak_explicit(sh, &shared, nw, memory_order_acq_rel,
                                                     memory_order_relaxed));
-    /* relaxed: once MERGED nobody counts in local; tid 0 sends the former
-     * owner to the shared path (it only ever compares tid with itself) */
-    __atomic_store_n(&o->local, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&o->tid, 0, __ATOMIC_RELAXED);
     return rc;
 }
 
@@ -205,9 +213,11 @@ static void merge_owned(void *block, ouro_pool_t *pool, void *arg)
         return;
     if (__atomic_load_n(&o->tid, __ATOMIC_RELAXED) != ts->tid)
         return; /* already merged */
-    /* a count of zero here means the object is queued to us: the queue's
-     * entry, processed below, takes it to zero and frees it */
-    ouro__brc_explicit_merge(o, 0);
+    /* zero: other threads dropped every reference, decrementing directly
+     * once they saw tid 0; an object queued to us keeps the queue's
+     * reference until step 3 below */
+    if (ouro__brc_explicit_merge(o, 0) == 0)
+        ouro__object_dealloc(o);
     stat_inc(&ts->merges_done);
 }
 

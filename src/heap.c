@@ -456,7 +456,9 @@ void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg
                 size_t bs = atomic_load_explicit(&p->block_size, memory_order_relaxed);
                 for (uint32_t i = 0; i < p->capacity; i++) {
                     ouro_block_t *b = (ouro_block_t *)(p->start + (size_t)i * bs);
-                    if (b->cookie != ((uintptr_t)b ^ ouro__key))
+                    /* relaxed: another thread may be freeing the block right
+                     * now (free_remote stores the cookie atomically too) */
+                    if (__atomic_load_n(&b->cookie, __ATOMIC_RELAXED) != ((uintptr_t)b ^ ouro__key))
                         fn(b, p, arg);
                 }
             }

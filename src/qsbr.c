@@ -23,6 +23,13 @@ typedef struct defer_batch_s {
 
 _Atomic size_t ouro__deferred;
 
+/* For TSan: a grace period orders every reader's accesses before its
+ * quiescent state (or read_end, or going offline) ahead of the callbacks
+ * that run after it.  liburcu's QSBR is not instrumented, so we state that
+ * edge on this address: release at each quiescent point, acquire in the
+ * callback.  Compiles to nothing outside TSan builds. */
+static char gp_edge __attribute__((unused));
+
 void ouro__qsbr_register(ouro_tstate_t *ts)
 {
     if (ts->registered)
@@ -40,6 +47,7 @@ void ouro__qsbr_unregister(ouro_tstate_t *ts)
         return;
     if (!ts->online && ts->read_depth == 0)
         urcu_qsbr_thread_online();
+    ouro_tsan_release(&gp_edge);
     urcu_qsbr_unregister_thread();
     ts->registered = ts->online = false;
     ts->read_depth = 0;
@@ -49,8 +57,10 @@ static void batch_free(struct rcu_head *head)
 {
     defer_batch_t *b = caa_container_of(head, defer_batch_t, rcu);
     ouro_tsan_acquire(b);
+    ouro_tsan_acquire(&gp_edge);
     for (size_t i = 0; i < b->n; i++)
         ouro_free(b->blocks[i]);
+    ouro_tsan_release(&ouro__deferred); /* ouro_barrier acquires it */
     atomic_fetch_sub_explicit(&ouro__deferred, b->n, memory_order_relaxed);
     ouro_free(b);
 }
@@ -102,8 +112,10 @@ void ouro_quiescent(void)
     ouro_tstate_t *ts = ouro__tstate_get();
     if (ts == NULL)
         return;
-    if (ts->online)
+    if (ts->online) {
+        ouro_tsan_release(&gp_edge);
         urcu_qsbr_quiescent_state();
+    }
     ouro__brc_merge_pending(ts);
     ouro__defer_flush(ts);
 }
@@ -124,8 +136,10 @@ void ouro_thread_offline(void)
     if (ts == NULL || !ts->online)
         return;
     ts->online = false;
-    if (ts->read_depth == 0)
+    if (ts->read_depth == 0) {
+        ouro_tsan_release(&gp_edge);
         urcu_qsbr_thread_offline();
+    }
 }
 
 void ouro_read_begin(void)
@@ -142,8 +156,10 @@ void ouro_read_end(void)
     ouro_tstate_t *ts = ouro__tstate;
     if (ts == NULL || ts->read_depth == 0)
         return;
-    if (--ts->read_depth == 0 && !ts->online)
+    if (--ts->read_depth == 0 && !ts->online) {
+        ouro_tsan_release(&gp_edge);
         urcu_qsbr_thread_offline();
+    }
 }
 
 void ouro_barrier(void)
@@ -157,7 +173,9 @@ void ouro_barrier(void)
     bool online = ts->online || ts->read_depth;
     if (online)
         urcu_qsbr_thread_offline();
+    ouro_tsan_release(&gp_edge);
     urcu_qsbr_barrier();
+    ouro_tsan_acquire(&ouro__deferred); /* the frees it waited for */
     if (online)
         urcu_qsbr_thread_online();
 }
