@@ -6,31 +6,54 @@
  * does at exit so that none of its objects is stranded or freed early.
  * Owns the thread-state registry; never touches pools or counts' fast paths.
  *
- * Locking: one mutex per registry bucket, taken only on slow paths (a
- * queued object, a thread registering or exiting) and never while another
- * bucket's is held.
+ * No lock on the queueing path: owners are found in liburcu's RCU hash table
+ * and objects reach them on liburcu's wait-free queue.  One mutex guards
+ * the list of all thread states (registration, exit, statistics).
  */
 #include "object.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <urcu-qsbr.h>
+#include <urcu/rculfhash.h>
 
 __thread ouro_tstate_t *ouro__tstate __attribute__((tls_model("initial-exec")));
 
-#define BUCKETS 16 /* few: fork holds them all (TSan tracks at most 64 locks) */
-static struct bucket_s {
-    pthread_mutex_t lock;
-    ouro_tstate_t *head;
-} buckets[BUCKETS] = {[0 ... BUCKETS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
+/* Thread states by tid: liburcu's RCU lock-free hash table (QSBR flavor).
+ * A thief looks its object's owner up inside a read section and enqueues
+ * on the owner's wait-free queue; an exiting owner removes itself and waits
+ * a grace period, after which no thief can still hold it. */
+static struct cds_lfht *owners;
+static pthread_once_t owners_once = PTHREAD_ONCE_INIT;
+
+static void owners_create(void)
+{
+    /* created lazily, not in ouro__init: it allocates, and under the malloc
+     * override an allocation inside ouro__init would re-enter it */
+    owners = cds_lfht_new_flavor(64, 64, 0, CDS_LFHT_AUTO_RESIZE, &urcu_qsbr_flavor, NULL);
+    if (owners == NULL)
+        ouro__fatal("cannot create the thread-state table");
+}
+
+static unsigned long tid_hash(uintptr_t tid)
+{
+    return (unsigned long)((tid >> 12) * 0x9e3779b97f4a7c15ull);
+}
+
+static int tid_match(struct cds_lfht_node *node, const void *key)
+{
+    return caa_container_of(node, ouro_tstate_t, node)->tid == *(const uintptr_t *)key;
+}
 
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static ouro_tstate_t *all_states; /* every state ever made; recycled, never freed */
 
-static struct bucket_s *bucket_of(uintptr_t tid)
-{
-    return &buckets[(tid >> 12) % BUCKETS];
-}
+/* One object queued to its owner. */
+typedef struct merge_node_s {
+    struct cds_wfcq_node node;
+    ouro_object_t *o;
+} merge_node_t;
 
 static void tstate_exit(ouro_heap_t *heap);
 static void tstate_key_done(void *arg);
@@ -52,6 +75,7 @@ ouro_tstate_t *ouro__tstate_get(void)
     if (likely(ts != NULL))
         return ts;
     ouro__init();
+    pthread_once(&owners_once, owners_create);
     pthread_mutex_lock(&all_lock);
     for (ts = all_states; ts; ts = ts->all_next)
         if (!ts->alive)
@@ -68,35 +92,22 @@ ouro_tstate_t *ouro__tstate_get(void)
     ts->alive = true;
     pthread_mutex_unlock(&all_lock);
     ts->tid = ouro__thread_id();
-    ts->queue_len = 0;
     ts->read_depth = ts->dealloc_depth = 0;
     ts->trash = NULL;
     ts->batch = NULL;
+    __cds_wfcq_init(&ts->mq_head, &ts->mq_tail);
+    cds_lfht_node_init(&ts->node);
     atomic_store_explicit(&ts->merge_pending, 0, memory_order_relaxed);
-    struct bucket_s *b = bucket_of(ts->tid);
-    pthread_mutex_lock(&b->lock);
-    ts->bucket_next = b->head;
-    b->head = ts;
-    pthread_mutex_unlock(&b->lock);
     ouro__tstate = ts;
     pthread_setspecific(tstate_key, ts);
     ouro__qsbr_register(ts);
+    /* publish: thieves find us from now on (cds_lfht_add is a full barrier;
+     * the TSan edge pairs with the acquire after a thief's lookup) */
+    ouro_tsan_release(ts);
+    ouro_read_begin();
+    cds_lfht_add(owners, tid_hash(ts->tid), &ts->node);
+    ouro_read_end();
     return ts;
-}
-
-/* fork: hold every lock of the object layer across it */
-void ouro__brc_fork_prepare(void)
-{
-    pthread_mutex_lock(&all_lock);
-    for (int i = 0; i < BUCKETS; i++)
-        pthread_mutex_lock(&buckets[i].lock);
-}
-
-void ouro__brc_fork_parent(void)
-{
-    for (int i = BUCKETS - 1; i >= 0; i--)
-        pthread_mutex_unlock(&buckets[i].lock);
-    pthread_mutex_unlock(&all_lock);
 }
 
 void ouro__tstates_visit(void (*fn)(ouro_tstate_t *ts, void *arg), void *arg)
@@ -107,10 +118,21 @@ void ouro__tstates_visit(void (*fn)(ouro_tstate_t *ts, void *arg), void *arg)
     pthread_mutex_unlock(&all_lock);
 }
 
+/* fork: hold the registry lock across it */
+void ouro__brc_fork_prepare(void)
+{
+    pthread_mutex_lock(&all_lock);
+}
+
+void ouro__brc_fork_parent(void)
+{
+    pthread_mutex_unlock(&all_lock);
+}
+
 /* Merge the owner's count into the shared one (adding `extra`), mark the
  * object MERGED and ownerless; returns the merged count, and the caller
  * frees the object if it is 0.  Run by the owner, or by anyone once the
- * owner has gone (under its bucket lock).
+ * owner has gone (then every write to the object is a CAS or follows one).
  *
  * Every write to the object happens before the CAS: once the merged count
  * is published another thread may take it to zero and free the object, and
@@ -141,66 +163,75 @@ int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra)
  * QUEUED: hand the stolen reference to the owner. */
 void ouro__brc_queue(ouro_object_t *o)
 {
+    ouro_tstate_t *me = ouro__tstate_get();
+    merge_node_t *mn = me ? ouro_malloc(sizeof *mn) : NULL;
+    if (mn == NULL)
+        ouro__fatal("out of memory queueing %p to its owner", (void *)o);
     uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_ACQUIRE);
     if (tid == 0) {
         /* the owner merged concurrently: the count is shared now; drop the
          * reference like any other */
+        ouro_free(mn);
         ouro__decref_shared(o);
         return;
     }
-    struct bucket_s *b = bucket_of(tid);
-    pthread_mutex_lock(&b->lock);
-    ouro_tstate_t *ts = b->head;
-    while (ts && ts->tid != tid)
-        ts = ts->bucket_next;
-    if (ts == NULL) {
-        /* the owner has exited (it merged all its objects first, so this
-         * object is MERGED unless we raced its walk): merge ourselves,
-         * subtracting the reference we stole */
-        int64_t rc = ouro__brc_explicit_merge(o, -1);
-        pthread_mutex_unlock(&b->lock);
-        if (rc == 0)
+    struct cds_lfht_iter iter;
+    ouro_read_begin();
+    cds_lfht_lookup(owners, tid_hash(tid), tid_match, &tid, &iter);
+    struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
+    if (node == NULL) {
+        ouro_read_end();
+        ouro_free(mn);
+        /* the owner has exited: it merged all its objects before leaving
+         * the table, so we merge ourselves, subtracting the reference we
+         * stole */
+        if (ouro__brc_explicit_merge(o, -1) == 0)
             ouro__object_dealloc(o);
         return;
     }
-    if (ts->queue_len == ts->queue_cap) {
-        size_t cap = ts->queue_cap ? ts->queue_cap * 2 : 64;
-        ouro_object_t **q = ouro_realloc(ts->queue, cap * sizeof *q);
-        if (q == NULL)
-            ouro__fatal("out of memory queueing an object to its owner");
-        ts->queue = q;
-        ts->queue_cap = cap;
-    }
-    ts->queue[ts->queue_len++] = o;
-    /* release: pairs with the owner's acquire load; the queue itself is
-     * read under the bucket lock */
+    ouro_tstate_t *ts = caa_container_of(node, ouro_tstate_t, node);
+    ouro_tsan_acquire(ts);
+    mn->o = o;
+    cds_wfcq_node_init(&mn->node);
+    ouro_tsan_release(&ts->mq_head);
+    cds_wfcq_enqueue(&ts->mq_head, &ts->mq_tail, &mn->node);
+    /* release: the owner's acquire load then finds the node */
     atomic_store_explicit(&ts->merge_pending, 1, memory_order_release);
-    pthread_mutex_unlock(&b->lock);
-    ouro_tstate_t *me = ouro__tstate_get();
-    if (me)
-        stat_inc(&me->merges_queued);
+    ouro_read_end(); /* after this the owner may leave and drain */
+    stat_inc(&me->merges_queued);
 }
 
-/* The owner merges what other threads queued to it. */
-void ouro__brc_merge_pending(ouro_tstate_t *ts)
+/* The owner merges what other threads queued to it.  `blocking`: wait for
+ * enqueues in progress (at exit, after the grace period, none are). */
+static void merge_queue(ouro_tstate_t *ts, bool blocking)
 {
-    if (!atomic_load_explicit(&ts->merge_pending, memory_order_acquire))
-        return;
-    struct bucket_s *b = bucket_of(ts->tid);
-    pthread_mutex_lock(&b->lock);
-    ouro_object_t **q = ts->queue;
-    size_t n = ts->queue_len;
-    ts->queue = NULL;
-    ts->queue_len = ts->queue_cap = 0;
-    atomic_store_explicit(&ts->merge_pending, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&b->lock);
-    for (size_t i = 0; i < n; i++) {
+    for (;;) {
+        struct cds_wfcq_node *n =
+            blocking ? __cds_wfcq_dequeue_blocking(&ts->mq_head, &ts->mq_tail)
+                     : __cds_wfcq_dequeue_nonblocking(&ts->mq_head, &ts->mq_tail);
+        if (n == NULL || n == CDS_WFCQ_WOULDBLOCK)
+            return;
+        ouro_tsan_acquire(&ts->mq_head);
+        merge_node_t *mn = caa_container_of(n, merge_node_t, node);
+        ouro_object_t *o = mn->o;
+        ouro_free(mn);
         /* the queue held one reference: subtract it as we merge */
-        if (ouro__brc_explicit_merge(q[i], -1) == 0)
-            ouro__object_dealloc(q[i]);
+        if (ouro__brc_explicit_merge(o, -1) == 0)
+            ouro__object_dealloc(o);
         stat_inc(&ts->merges_done);
     }
-    ouro_free(q);
+}
+
+void ouro__brc_merge_pending(ouro_tstate_t *ts)
+{
+    /* acquire: pairs with the thief's release store */
+    if (!atomic_load_explicit(&ts->merge_pending, memory_order_acquire))
+        return;
+    /* cleared first: a thief that enqueues after our dequeue sets it again */
+    atomic_store_explicit(&ts->merge_pending, 0, memory_order_seq_cst);
+    merge_queue(ts, false);
+    if (!cds_wfcq_empty(&ts->mq_head, &ts->mq_tail))
+        atomic_store_explicit(&ts->merge_pending, 1, memory_order_relaxed); /* half-done enqueue: later */
 }
 
 /* ---- thread exit ---- */
@@ -232,17 +263,17 @@ static void tstate_exit(ouro_heap_t *heap)
     ouro__brc_merge_pending(ts);
     /* 1. merge every live object we own: after this no decref queues to us */
     ouro__heap_visit_live(heap, merge_owned, ts);
-    /* 2. leave the registry: from now on a late enqueuer merges itself */
-    struct bucket_s *b = bucket_of(ts->tid);
-    pthread_mutex_lock(&b->lock);
-    ouro_tstate_t **pp = &b->head;
-    while (*pp != ts)
-        pp = &(*pp)->bucket_next;
-    *pp = ts->bucket_next;
-    pthread_mutex_unlock(&b->lock);
+    /* 2. leave the table, and wait until no thief can still hold us */
+    ouro_read_begin();
+    cds_lfht_del(owners, &ts->node);
+    ouro_read_end();
+    bool online = ts->online;
+    if (online)
+        ouro_thread_offline();
+    urcu_qsbr_synchronize_rcu();
     /* 3. what was queued before we left (merged in step 1 already) */
-    atomic_store_explicit(&ts->merge_pending, 1, memory_order_relaxed);
-    ouro__brc_merge_pending(ts);
+    merge_queue(ts, true);
+    atomic_store_explicit(&ts->merge_pending, 0, memory_order_relaxed);
     /* 4. RCU: pending frees go to call_rcu; leave QSBR */
     ouro__defer_flush(ts);
     ouro__qsbr_unregister(ts);

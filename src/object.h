@@ -22,6 +22,8 @@
 
 #include "internal.h"
 
+#include <urcu/rculfhash.h>
+
 #define REF_SHIFT 2
 #define REF_STATE_MASK 3
 #define REF_NONE 0
@@ -41,12 +43,13 @@ _Static_assert(sizeof(ouro_object_t) == 32, "object header is 32 bytes");
 /* Per-thread state of the object layer. */
 typedef struct ouro_tstate_s {
     uintptr_t tid;                     /* [init] the thread pointer */
-    struct ouro_tstate_s *bucket_next; /* [bucket lock] in its registry bucket */
+    struct cds_lfht_node node;         /* [RCU] in the table of owners, by tid */
     struct ouro_tstate_s *all_next;    /* [registry] all states ever made (never freed) */
-    /* objects other threads queued to us, and whether there are any */
-    ouro_object_t **queue;             /* [bucket lock] */
-    size_t queue_len, queue_cap;       /* [bucket lock] */
-    _Atomic int merge_pending;         /* [shared] set (release) under the bucket lock */
+    /* objects other threads queued to us (liburcu wait-free queue: any
+     * thread enqueues, only we dequeue), and a hint that there are some */
+    struct __cds_wfcq_head mq_head;
+    struct cds_wfcq_tail mq_tail;
+    _Atomic int merge_pending;         /* [shared] set (release) after an enqueue */
     /* RCU */
     bool registered, online;           /* [owner] */
     int read_depth;                    /* [owner] ouro_read_begin nesting */
