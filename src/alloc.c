@@ -30,13 +30,17 @@ static ouro_noinline void *malloc_generic(size_t size)
 
 OURO_FAST void *ouro_malloc(size_t size)
 {
-    if (likely(size <= OURO_SMALL_MAX)) {
+    if (likely(size <= OURO_DIRECT_MAX)) {
         ouro_heap_t *heap = ouro__heap;
-        size_t cls = (size + 15) >> 4;
-        void *p = ouro__heap_pop(heap, cls);
-        if (likely(p != NULL))
-            return p;
-        return ouro__heap_alloc_slow(heap, (int)cls, NULL);
+        ouro_pool_t *pool = heap->direct[(size + 15) >> 4];
+        ouro_block_t *b = pool->free;
+        if (likely(b != NULL)) {
+            pool->free = (ouro_block_t *)b->node.next;
+            b->cookie = 0;
+            ouro__pool_used_add(pool, 1);
+            return b;
+        }
+        return ouro__heap_alloc_slow(heap, ouro__size_class(size), NULL);
     }
     return malloc_generic(size);
 }

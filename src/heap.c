@@ -22,10 +22,30 @@ __thread ouro_heap_t *ouro__oheap __attribute__((tls_model("initial-exec"))) = &
 /* The pool every class of a heap starts on: nothing to hand out, so the
  * first allocation takes the slow path. */
 ouro_pool_t ouro__empty_pool;
-ouro_heap_t ouro__empty_heap = {
-    .cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool}, .node = -1, .kind = OURO_KIND_PLAIN};
-ouro_heap_t ouro__empty_oheap = {
-    .cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool}, .node = -1, .kind = OURO_KIND_OBJECT};
+ouro_heap_t ouro__empty_heap = {.cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool},
+                                 .direct = {[0 ... OURO_DIRECT_MAX / 16] = &ouro__empty_pool},
+                                 .node = -1,
+                                 .kind = OURO_KIND_PLAIN};
+ouro_heap_t ouro__empty_oheap = {.cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool},
+                                  .direct = {[0 ... OURO_DIRECT_MAX / 16] = &ouro__empty_pool},
+                                  .node = -1,
+                                  .kind = OURO_KIND_OBJECT};
+
+/* Set the class's current pool, and the direct entries of the sizes it serves. */
+void ouro__heap_set_cur(ouro_heap_t *heap, int cls, ouro_pool_t *pool)
+{
+    heap->cur[cls] = pool;
+    if (cls <= 32) {
+        heap->direct[cls] = pool;
+        return;
+    }
+    size_t hi = ouro__class_size(cls);
+    if (hi > OURO_DIRECT_MAX)
+        return;
+    size_t lo = ouro__class_size(cls - 1) + 1;
+    for (size_t i = (lo + 15) / 16; i <= hi / 16; i++)
+        heap->direct[i] = pool;
+}
 
 static inline bool heap_is_sentinel(const ouro_heap_t *h)
 {
@@ -108,7 +128,7 @@ static ouro_heap_t *heap_new(int kind)
         reg_all = h;
     }
     for (int c = 0; c < OURO_NCLASSES; c++) {
-        h->cur[c] = &ouro__empty_pool;
+        ouro__heap_set_cur(h, c, &ouro__empty_pool);
         h->avail[c] = h->full[c] = NULL;
     }
     __cds_wfcq_init(&h->rq_head, &h->rq_tail);
@@ -156,7 +176,7 @@ static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
     list_remove(ouro__pool_in_full(pool) ? &heap->full[pool->cls] : &heap->avail[pool->cls], pool);
     ouro__pool_set_full(pool, false);
     if (heap->cur[pool->cls] == pool)
-        heap->cur[pool->cls] = &ouro__empty_pool;
+        ouro__heap_set_cur(heap, pool->cls, &ouro__empty_pool);
     ouro__heap_set_owner(pool, NULL);
     ouro__arena_release_pool(pool);
 }
@@ -235,7 +255,7 @@ static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
             else
                 heap->avail[c] = NULL;
         }
-        heap->cur[c] = &ouro__empty_pool;
+        ouro__heap_set_cur(heap, c, &ouro__empty_pool);
     }
     if (in_fork_child)
         __cds_wfcq_init(&heap->rq_head, &heap->rq_tail);
@@ -375,7 +395,8 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             if (pool->free == NULL)
                 ouro__pool_extend(pool);
             if (pool->free) {
-                heap->cur[cls] = pool;
+                if (heap->cur[cls] != pool)
+                    ouro__heap_set_cur(heap, cls, pool);
                 return pool_pop(pool, zero);
             }
             ouro_pool_t *next = pool->next;
@@ -384,7 +405,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             ouro__pool_set_full(pool, true);
             pool = next;
         }
-        heap->cur[cls] = &ouro__empty_pool;
+        ouro__heap_set_cur(heap, cls, &ouro__empty_pool);
         pool = pool_adopt(heap, cls);
         if (pool == NULL)
             pool = pool_fresh(heap, cls);

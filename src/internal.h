@@ -94,6 +94,7 @@ void __tsan_release(void *addr);
 #define OURO_MAP_ENTRIES ((size_t)1 << (OURO_USER_BITS - OURO_UNIT_SHIFT))
 
 #define OURO_SMALL_MAX 512                       /* 16-byte classes up to here */
+#define OURO_DIRECT_MAX 1024                     /* malloc's inline path serves up to here */
 #define OURO_LARGE_MAX ((size_t)128 << 10)       /* classes up to here, then the OS */
 #define OURO_NCLASSES OURO_NUM_CLASSES           /* 0..32 small, 33..64 geometric */
 #define OURO_EXTEND_BYTES 4096                   /* carve a fresh pool a page at a time */
@@ -122,13 +123,9 @@ struct ouro_heap_s;
 #define OURO_POOL_FULL 0x80000000u /* bit of `used`: the pool is on its heap's full list */
 
 typedef struct ouro_pool_s {
-    /* first cache line: everything the owner's malloc and free touch */
-    ouro_block_t *free;          /* [owner] blocks ready to hand out */
-    _Atomic uint32_t used;       /* [owner] blocks handed out and not taken back, | OURO_POOL_FULL
-                                  * while on the full list (so free tests both with one branch).
-                                  * Only the owner writes it (relaxed load and store, no RMW);
-                                  * stats read it relaxed. */
-    uint32_t capacity;           /* [owner] blocks carved so far (lazily, a page at a time) */
+    /* line 0: read by every free (the owner's and other threads'); written
+     * only when the pool is set up or carved further, so remote frees
+     * never pull it away from the owner */
     uint8_t *start;              /* [init] first block */
     _Atomic uint64_t limit;      /* [owner] capacity * block_size: offsets below it are carved;
                                   * atomic (relaxed) because any thread's free validates against it */
@@ -143,21 +140,30 @@ typedef struct ouro_pool_s {
                                   * OS or purged): then a block on `free` whose cookie is not set
                                   * was never handed out, and is zero but for its link word */
     uint8_t span;                /* [init] slots covered */
-    uint8_t kind;                /* [init] OURO_KIND_*: which kind of heap it serves */
     uint8_t slot;                /* [arena] index of the first slot in the arena */
+    uint8_t kind;                /* [init] OURO_KIND_*: which kind of heap it serves */
 
-    /* second line, [owner], colder */
-    struct ouro_pool_s *next, *prev;     /* in the heap's avail or full list of this class */
+    /* line 1: the owner's, written by its every malloc and free */
+    ouro_block_t *free __attribute__((aligned(64))); /* [owner] blocks ready to hand out */
+    _Atomic uint32_t used;       /* [owner] blocks handed out and not taken back, | OURO_POOL_FULL
+                                  * while on the full list (so free tests both with one branch).
+                                  * Only the owner writes it (relaxed load and store, no RMW);
+                                  * stats read it relaxed. */
+    uint32_t capacity;           /* [owner] blocks carved so far (lazily, a page at a time) */
+    struct ouro_pool_s *next, *prev;     /* [owner] in the heap's avail or full list of this class */
     _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free */
 
-    /* [shared], written by other threads: keep off the owner's lines */
+    /* line 2: written by other threads */
     struct __cds_lfs_stack remote __attribute__((aligned(64))); /* blocks freed by other threads */
     _Atomic int queued;          /* 1 while a thread holds `qnode` (notifying, or queued on a heap) */
     struct cds_wfcq_node qnode;  /* link in a heap's queue of pools with remote frees */
     struct cds_lfs_node anode;   /* link in the abandoned stack of its class */
 } ouro_pool_t;
 
-_Static_assert(offsetof(ouro_pool_t, next) <= 64, "the fast-path fields share one cache line");
+_Static_assert(offsetof(ouro_pool_t, free) == 64 && offsetof(ouro_pool_t, remote) == 128,
+               "pool header: read-mostly, owner and shared fields on three cache lines");
+
+
 
 /* ---- arenas ---- */
 typedef struct ouro_arena_s {
@@ -186,6 +192,10 @@ typedef struct ouro_large_s {
 /* ---- thread heaps ---- */
 typedef struct ouro_heap_s {
     ouro_pool_t *cur[OURO_NCLASSES];   /* [owner] pool to allocate from (ouro__empty_pool if none) */
+    /* [owner] for requests up to OURO_DIRECT_MAX bytes, indexed by
+     * (size + 15) / 16: cur[] of that size's class (mimalloc's direct
+     * pages), so malloc's inline path needs no class computation */
+    ouro_pool_t *direct[OURO_DIRECT_MAX / 16 + 1];
     ouro_pool_t *avail[OURO_NCLASSES]; /* [owner] pools that may have free blocks (cur among them) */
     ouro_pool_t *full[OURO_NCLASSES];  /* [owner] pools found with nothing to hand out */
     /* pools that got remote frees: other threads enqueue, the owner dequeues */
@@ -262,6 +272,7 @@ _Noreturn void ouro__report_invalid(const char *fn, const void *p) ouro_hidden;
 /* ---- heap.c: per-thread pool caches ---- */
 void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero) ouro_hidden;
 void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
+void ouro__heap_set_cur(ouro_heap_t *heap, int cls, ouro_pool_t *pool) ouro_hidden;
 void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool) ouro_hidden;
 void ouro__heap_collect(bool release_empty) ouro_hidden;
 /* Called in an exiting thread before its heap of `kind` is abandoned. */

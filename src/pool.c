@@ -70,9 +70,11 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     if (pool->capacity >= pool->reserved)
         return false;
     size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+    /* a page's worth, but at least 4 blocks: classes above 1 KiB would
+     * otherwise take the slow path for every block or two */
     uint32_t n = (uint32_t)(OURO_EXTEND_BYTES / bs);
-    if (n == 0)
-        n = 1;
+    if (n < 4)
+        n = 4;
     if (n > pool->reserved - pool->capacity)
         n = pool->reserved - pool->capacity;
     uint8_t *first = pool->start + (size_t)pool->capacity * bs;
