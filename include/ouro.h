@@ -352,6 +352,13 @@ void ouro_weakref_free(ouro_weakref_t *ref);
  * requests, once per loop iteration...) and go offline before blocking.
  * Memory of freed objects is reused only after every online thread has
  * passed such a point (an RCU grace period, liburcu QSBR).
+ *
+ * fork: the child gets the forking thread only.  Objects owned by the other
+ * threads become shared in the child (their counts merged), so it may use
+ * and drop them.  But liburcu QSBR keeps the lost threads in its registry,
+ * so if other threads had used objects, the child must not wait for a
+ * grace period (ouro_barrier, or many frees): exec or _exit instead.  The
+ * allocator alone has no such limit.
  */
 
 /* Register the calling thread (idempotent); returns 0. */

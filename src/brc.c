@@ -129,6 +129,77 @@ void ouro__brc_fork_parent(void)
     pthread_mutex_unlock(&all_lock);
 }
 
+/* ---- fork child: the threads that did not come along ----
+ * Their objects must not keep their tids (a new thread of the child may
+ * get the same thread pointer and count in `local` as if it owned them),
+ * and what was queued to them must be merged.  No other thread runs in the
+ * child, so no grace period is needed (and none could end: dead threads
+ * that were online stay so in liburcu's registry, see the notes). */
+static ouro_object_t **child_dead;
+static size_t child_dead_n, child_dead_cap;
+
+static void child_keep_dead(ouro_object_t *o)
+{
+    if (child_dead_n == child_dead_cap) {
+        size_t cap = child_dead_cap ? child_dead_cap * 2 : 64;
+        ouro_object_t **v = ouro_realloc(child_dead, cap * sizeof *v);
+        if (v == NULL)
+            return; /* out of memory in a fork child: the object leaks */
+        child_dead = v;
+        child_dead_cap = cap;
+    }
+    child_dead[child_dead_n++] = o;
+}
+
+static void child_merge_owned(void *block, ouro_pool_t *pool, void *arg)
+{
+    ouro_object_t *o = block;
+    uintptr_t tid = *(uintptr_t *)arg;
+    if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & (GC_DEAD | GC_IMMORTAL) ||
+        __atomic_load_n(&o->tid, __ATOMIC_RELAXED) != tid)
+        return;
+    if (ouro__brc_explicit_merge(o, 0) == 0)
+        child_keep_dead(o);
+}
+
+void ouro__brc_fork_child_merge(void)
+{
+    ouro_tstate_t *me = ouro__tstate;
+    for (ouro_tstate_t *ts = all_states; ts; ts = ts->all_next) {
+        if (!ts->alive || ts == me)
+            continue;
+        ouro_heap_t *heap = ouro__heap_find(ts->tid, OURO_KIND_OBJECT);
+        if (heap)
+            ouro__heap_visit_live(heap, child_merge_owned, &ts->tid);
+        /* its queue: a half-done enqueue of a dead thread ends the drain */
+        for (;;) {
+            struct cds_wfcq_node *n = __cds_wfcq_dequeue_nonblocking(&ts->mq_head, &ts->mq_tail);
+            if (n == NULL || n == CDS_WFCQ_WOULDBLOCK)
+                break;
+            merge_node_t *mn = caa_container_of(n, merge_node_t, node);
+            if (ouro__brc_explicit_merge(mn->o, -1) == 0)
+                child_keep_dead(mn->o);
+            ouro_free(mn);
+        }
+        if (owners) {
+            ouro_read_begin();
+            cds_lfht_del(owners, &ts->node);
+            ouro_read_end();
+        }
+        ts->alive = false;
+    }
+}
+
+/* Free what the merges left without references, once RCU works again. */
+void ouro__brc_fork_child_finish(void)
+{
+    for (size_t i = 0; i < child_dead_n; i++)
+        ouro__object_dealloc(child_dead[i]);
+    ouro_free(child_dead);
+    child_dead = NULL;
+    child_dead_n = child_dead_cap = 0;
+}
+
 /* Merge the owner's count into the shared one (adding `extra`), mark the
  * object MERGED and ownerless; returns the merged count, and the caller
  * frees the object if it is 0.  Run by the owner, or by anyone once the

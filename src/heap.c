@@ -485,6 +485,16 @@ void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg
             }
 }
 
+/* The live heap of `kind` of the thread with thread pointer `tid`, or NULL.
+ * For a fork child, where no other thread runs. */
+ouro_heap_t *ouro__heap_find(uintptr_t tid, int kind)
+{
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next)
+        if (h->alive && h->tid == tid && h->kind == kind)
+            return h;
+    return NULL;
+}
+
 size_t ouro__heap_count(void)
 {
     return atomic_load_explicit(&ouro__counters.threads, memory_order_relaxed);
@@ -503,13 +513,17 @@ void ouro__heap_fork_parent(void)
     pthread_mutex_unlock(&reg_lock);
 }
 
-void ouro__heap_fork_child(void)
+/* The child is a copy of the forking thread, which holds both locks. */
+void ouro__heap_fork_child_unlock(void)
 {
-    /* the child is a copy of the forking thread, which holds both */
     pthread_mutex_unlock(&abandoned_lock);
     pthread_mutex_unlock(&reg_lock);
-    /* the other threads are gone in the child: their pools pass to the
-     * abandoned stacks, so nothing they held is stranded */
+}
+
+/* The other threads are gone in the child: their pools pass to the
+ * abandoned stacks, so nothing they held is stranded. */
+void ouro__heap_fork_child(void)
+{
     size_t alive = 0;
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)

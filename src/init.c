@@ -40,11 +40,15 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    /* first every lock (the child is the forking thread, which holds them) */
     ouro__arena_fork_child();
-    ouro__heap_fork_child();
+    ouro__heap_fork_child_unlock();
     ouro__brc_fork_parent();
     ouro__weakref_fork_parent();
+    ouro__brc_fork_child_merge(); /* while the dead threads' heaps are intact */
+    ouro__heap_fork_child();
     ouro__qsbr_fork_child();
+    ouro__brc_fork_child_finish();
 }
 
 static void init_once(void)

@@ -279,9 +279,11 @@ void ouro__heap_collect(bool release_empty) ouro_hidden;
 void ouro__heap_set_exit_hook(int kind, void (*fn)(ouro_heap_t *heap)) ouro_hidden;
 typedef void ouro_block_visit_fn(void *block, ouro_pool_t *pool, void *arg);
 void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg) ouro_hidden;
+ouro_heap_t *ouro__heap_find(uintptr_t tid, int kind) ouro_hidden;
 void ouro__heap_global_init(void) ouro_hidden;
 void ouro__heap_fork_prepare(void) ouro_hidden;
 void ouro__heap_fork_parent(void) ouro_hidden;
+void ouro__heap_fork_child_unlock(void) ouro_hidden;
 void ouro__heap_fork_child(void) ouro_hidden;
 size_t ouro__heap_count(void) ouro_hidden;
 

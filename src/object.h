@@ -79,6 +79,8 @@ int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra) ouro_hidden;
 void ouro__brc_init(void) ouro_hidden;
 void ouro__brc_fork_prepare(void) ouro_hidden;
 void ouro__brc_fork_parent(void) ouro_hidden; /* also the child's: the child is the forking thread */
+void ouro__brc_fork_child_merge(void) ouro_hidden;   /* before the heaps are abandoned */
+void ouro__brc_fork_child_finish(void) ouro_hidden;  /* after RCU is restarted */
 void ouro__tstates_visit(void (*fn)(ouro_tstate_t *ts, void *arg), void *arg) ouro_hidden;
 
 /* qsbr.c */

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ouro.h"
 
@@ -273,6 +275,67 @@ START_TEST(object_stats_count_births_and_deaths)
 }
 END_TEST
 
+static pthread_mutex_t hold_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
+static int hold_stage;
+static node_t *held;
+
+/* Makes an object, hands its only reference over, and stays alive (so it
+ * still owns the object) until told to go. */
+static void *own_and_wait(void *arg)
+{
+    (void)arg;
+    node_t *n = node_new();
+    pthread_mutex_lock(&hold_mu);
+    held = n;
+    hold_stage = 1;
+    pthread_cond_broadcast(&hold_cv);
+    while (hold_stage != 2)
+        pthread_cond_wait(&hold_cv, &hold_mu);
+    pthread_mutex_unlock(&hold_mu);
+    return NULL;
+}
+
+START_TEST(fork_child_merges_objects_of_lost_threads)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, own_and_wait, NULL);
+    pthread_mutex_lock(&hold_mu);
+    while (hold_stage != 1)
+        pthread_cond_wait(&hold_cv, &hold_mu);
+    pthread_mutex_unlock(&hold_mu);
+    ck_assert_uint_ne(held->ob.tid, 0); /* owned by the thread */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* the owner did not come along: the object must be shared now,
+         * its count intact, and released when we drop our reference.
+         * (No grace period is awaited here: liburcu QSBR keeps the lost
+         * threads in its registry, see ouro.h on fork.) */
+        int ok = held->ob.tid == 0 && ouro_refcount(&held->ob) == 1;
+        int before = deallocs;
+        ouro_decref(&held->ob);
+        ok = ok && deallocs == before + 1;
+        node_t *n = node_new(); /* and the child's own objects work */
+        ok = ok && n != NULL && n->ob.tid != 0;
+        ouro_decref(&n->ob);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    pthread_mutex_lock(&hold_mu);
+    hold_stage = 2;
+    pthread_cond_broadcast(&hold_cv);
+    pthread_mutex_unlock(&hold_mu);
+    pthread_join(t, NULL);
+    int before = deallocs;
+    ouro_decref(&held->ob); /* the owner exited: merged, shared path */
+    ck_assert_int_eq(deallocs, before + 1);
+    ouro_barrier();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("objects");
@@ -290,6 +353,7 @@ int main(void)
     tcase_add_test(tc, try_incref_succeeds_while_alive_and_fails_after);
     tcase_add_test(tc, thread_states_and_quiescence);
     tcase_add_test(tc, object_stats_count_births_and_deaths);
+    tcase_add_test(tc, fork_child_merges_objects_of_lost_threads);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
