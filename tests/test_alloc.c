@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ouro.h"
+#include "testutil.h"
 
 /* sizes through a volatile, so the compiler does not warn at the call */
 static volatile size_t size_max = SIZE_MAX;
@@ -394,32 +395,26 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("alloc");
-    TCase *tc = tcase_create("api");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, malloc_sizes_aligned_and_usable);
-    tcase_add_test(tc, size_classes_are_pymalloc_then_geometric);
-    tcase_add_test(tc, malloc_zero_gives_distinct_blocks);
-    tcase_add_test(tc, freed_block_is_reused_first);
-    tcase_add_test(tc, many_blocks_distinct_and_intact);
-    tcase_add_test(tc, calloc_zeroes_reused_and_fresh_memory);
-    tcase_add_test(tc, calloc_overflow_is_enomem);
-    tcase_add_test(tc, huge_malloc_is_enomem);
-    tcase_add_test(tc, aligned_alloc_every_power_of_two);
-    tcase_add_test(tc, aligned_alloc_bad_alignment_is_einval);
-    tcase_add_test(tc, realloc_null_and_zero);
-    tcase_add_test(tc, realloc_in_place_within_class);
-    tcase_add_test(tc, realloc_grow_and_shrink_keep_contents);
-    tcase_add_test(tc, realloc_large_grows_in_place_within_mapping);
-    tcase_add_test(tc, owns_rejects_foreign_pointers_safely);
-    tcase_add_test(tc, free_null_and_free_sized);
-    tcase_add_test(tc, stats_follow_allocations);
-    tcase_add_test(tc, idle_memory_goes_back_to_the_os);
-    tcase_add_test(tc, options_reject_bad_values);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    const TTest *const tests[] = {
+        malloc_sizes_aligned_and_usable,
+        size_classes_are_pymalloc_then_geometric,
+        malloc_zero_gives_distinct_blocks,
+        freed_block_is_reused_first,
+        many_blocks_distinct_and_intact,
+        calloc_zeroes_reused_and_fresh_memory,
+        calloc_overflow_is_enomem,
+        huge_malloc_is_enomem,
+        aligned_alloc_every_power_of_two,
+        aligned_alloc_bad_alignment_is_einval,
+        realloc_null_and_zero,
+        realloc_in_place_within_class,
+        realloc_grow_and_shrink_keep_contents,
+        realloc_large_grows_in_place_within_mapping,
+        owns_rejects_foreign_pointers_safely,
+        free_null_and_free_sized,
+        stats_follow_allocations,
+        idle_memory_goes_back_to_the_os,
+        options_reject_bad_values,
+        NULL};
+    return tu_run_case("alloc", tests);
 }

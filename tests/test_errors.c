@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ouro.h"
+#include "testutil.h"
 
 typedef void misuse_fn(void *arg);
 
@@ -211,24 +212,18 @@ int main(void)
     puts("SKIP: death tests (fork + abort) run in the plain and ASan builds");
     return 77;
 #endif
-    Suite *s = suite_create("errors");
-    TCase *tc = tcase_create("misuse");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, free_of_stack_pointer_aborts);
-    tcase_add_test(tc, free_of_libc_pointer_aborts);
-    tcase_add_test(tc, free_of_interior_pointer_aborts);
-    tcase_add_test(tc, free_of_wild_pointers_aborts);
-    tcase_add_test(tc, double_free_small_aborts);
-    tcase_add_test(tc, double_free_after_other_frees_aborts);
-    tcase_add_test(tc, double_free_across_threads_aborts);
-    tcase_add_test(tc, double_free_large_aborts);
-    tcase_add_test(tc, realloc_of_freed_block_aborts);
-    tcase_add_test(tc, usable_size_of_foreign_pointer_aborts);
-    tcase_add_test(tc, free_sized_with_wrong_size_aborts);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    const TTest *const tests[] = {
+        free_of_stack_pointer_aborts,
+        free_of_libc_pointer_aborts,
+        free_of_interior_pointer_aborts,
+        free_of_wild_pointers_aborts,
+        double_free_small_aborts,
+        double_free_after_other_frees_aborts,
+        double_free_across_threads_aborts,
+        double_free_large_aborts,
+        realloc_of_freed_block_aborts,
+        usable_size_of_foreign_pointer_aborts,
+        free_sized_with_wrong_size_aborts,
+        NULL};
+    return tu_run_case("errors", tests);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ouro.h"
+#include "testutil.h"
 
 static void fill(unsigned char *p, size_t n, unsigned seed)
 {
@@ -153,18 +154,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("faults");
-    TCase *tc = tcase_create("faults");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, large_allocation_fails_then_recovers);
-    tcase_add_test(tc, exhausted_small_heap_returns_enomem_and_recovers);
-    tcase_add_test(tc, failed_realloc_keeps_the_block);
-    tcase_add_test(tc, new_thread_without_memory_gets_enomem);
-    tcase_add_test(tc, object_creation_fails_cleanly);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    const TTest *const tests[] = {
+        large_allocation_fails_then_recovers,
+        exhausted_small_heap_returns_enomem_and_recovers,
+        failed_realloc_keeps_the_block,
+        new_thread_without_memory_gets_enomem,
+        object_creation_fails_cleanly,
+        NULL};
+    return tu_run_case("faults", tests);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ouro.h"
+#include "testutil.h"
 
 typedef struct node_s {
     ouro_object_t ob;
@@ -338,26 +339,20 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("objects");
-    TCase *tc = tcase_create("objects");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, new_object_has_one_reference_and_zero_body);
-    tcase_add_test(tc, new_rejects_bad_types);
-    tcase_add_test(tc, counts_follow_incref_and_decref);
-    tcase_add_test(tc, freed_memory_waits_for_a_grace_period);
-    tcase_add_test(tc, dealloc_drops_references_in_chains);
-    tcase_add_test(tc, immortal_objects_never_die);
-    tcase_add_test(tc, only_the_owner_makes_an_object_immortal);
-    tcase_add_test(tc, weak_references_see_the_object_go);
-    tcase_add_test(tc, weakref_freed_before_referent_runs_no_callback);
-    tcase_add_test(tc, try_incref_succeeds_while_alive_and_fails_after);
-    tcase_add_test(tc, thread_states_and_quiescence);
-    tcase_add_test(tc, object_stats_count_births_and_deaths);
-    tcase_add_test(tc, fork_child_merges_objects_of_lost_threads);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    const TTest *const tests[] = {
+        new_object_has_one_reference_and_zero_body,
+        new_rejects_bad_types,
+        counts_follow_incref_and_decref,
+        freed_memory_waits_for_a_grace_period,
+        dealloc_drops_references_in_chains,
+        immortal_objects_never_die,
+        only_the_owner_makes_an_object_immortal,
+        weak_references_see_the_object_go,
+        weakref_freed_before_referent_runs_no_callback,
+        try_incref_succeeds_while_alive_and_fails_after,
+        thread_states_and_quiescence,
+        object_stats_count_births_and_deaths,
+        fork_child_merges_objects_of_lost_threads,
+        NULL};
+    return tu_run_case("objects", tests);
 }

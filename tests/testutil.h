@@ -137,4 +137,23 @@ static inline unsigned long tu_scale(unsigned long normal, unsigned long sanitiz
     return tu_sanitized() ? sanitized : normal;
 }
 
+#ifdef CHECK_H
+/* Run one test case made of `tests` (NULL-terminated) as suite `name`, with
+ * a timeout per test; the exit status of main. */
+static inline int tu_run_case(const char *name, const TTest *const *tests)
+{
+    Suite *s = suite_create(name);
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 120);
+    for (; *tests; tests++)
+        _tcase_add_test(tc, *tests, 0, 0, 0, 1);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+#endif
+
 #endif /* OURO_TESTUTIL_H */
