@@ -52,48 +52,6 @@
 #define KiB ((size_t)1024)
 #define MiB (KiB * 1024)
 
-/* ------------------------------------------------------------------ */
-/* failures seen by worker threads                                      */
-/* ------------------------------------------------------------------ */
-
-static _Atomic unsigned long failures;
-static pthread_mutex_t failure_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_failure[1024];
-
-__attribute__((format(printf, 3, 4))) static void note_failure(const char *file, int line,
-                                                               const char *fmt, ...)
-{
-    if (atomic_fetch_add(&failures, 1) != 0)
-        return;
-    pthread_mutex_lock(&failure_lock);
-    int n = snprintf(first_failure, sizeof first_failure, "%s:%d: ", file, line);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(first_failure + n, sizeof first_failure - (size_t)n, fmt, ap);
-    va_end(ap);
-    pthread_mutex_unlock(&failure_lock);
-}
-
-#define TFAIL(...) note_failure(__FILE__, __LINE__, __VA_ARGS__)
-#define TCHECK(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            TFAIL(__VA_ARGS__);                                                                    \
-    } while (0)
-
-static void reset_failures(void)
-{
-    atomic_store(&failures, 0);
-    first_failure[0] = 0;
-}
-
-#define ASSERT_NO_FAILURES()                                                                       \
-    do {                                                                                           \
-        unsigned long nf_ = atomic_load(&failures);                                                \
-        pthread_mutex_lock(&failure_lock);                                                         \
-        ck_assert_msg(nf_ == 0, "%lu failure(s) in threads; first: %s", nf_, first_failure);       \
-        pthread_mutex_unlock(&failure_lock);                                                       \
-    } while (0)
 
 /* ------------------------------------------------------------------ */
 /* blocks with a pattern                                                */
