@@ -525,6 +525,12 @@ void ouro__heap_fork_child_unlock(void)
 void ouro__heap_fork_child(void)
 {
     size_t alive = 0;
+    /* a parent thread may have been between its increment and decrement of
+     * a heap's notifier count at the fork: in the child no such thread
+     * exists, so every count is zero (else the heap's next owner would
+     * wait for it forever when it exits) */
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next)
+        atomic_store_explicit(&h->notifiers, 0, memory_order_relaxed);
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
