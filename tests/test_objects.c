@@ -12,6 +12,14 @@
 #include "ouro.h"
 #include "testutil.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 typedef struct node_s {
     ouro_object_t ob;
     struct node_s *next; /* a reference, or NULL */
@@ -276,6 +284,7 @@ START_TEST(object_stats_count_births_and_deaths)
 }
 END_TEST
 
+#ifndef UNDER_TSAN /* see main */
 static pthread_mutex_t hold_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
 static int hold_stage;
@@ -336,6 +345,7 @@ START_TEST(fork_child_merges_objects_of_lost_threads)
     ouro_barrier();
 }
 END_TEST
+#endif
 
 int main(void)
 {
@@ -352,7 +362,13 @@ int main(void)
         try_incref_succeeds_while_alive_and_fails_after,
         thread_states_and_quiescence,
         object_stats_count_births_and_deaths,
+#ifndef UNDER_TSAN
+        /* not under TSan: the child reads the lost thread's heap, and TSan's
+         * shadow memory still holds that thread's writes with no
+         * happens-before edge to the forking thread (a report, exit 66);
+         * the plain and ASan builds run it */
         fork_child_merges_objects_of_lost_threads,
+#endif
         NULL};
     return tu_run_case("objects", tests);
 }
