@@ -44,35 +44,10 @@
 #define MAX_THREADS 256
 #define REC_MAGIC 0x5245434f52444f4bull
 
-/* ---- failures ---- */
-static _Atomic unsigned long failures;
-static pthread_mutex_t failure_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_failure[1024];
-
-__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
-{
-    if (atomic_fetch_add(&failures, 1) != 0)
-        return;
-    pthread_mutex_lock(&failure_lock);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(first_failure, sizeof first_failure, fmt, ap);
-    va_end(ap);
-    pthread_mutex_unlock(&failure_lock);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
+/* failures: the recorder of tests/testutil.h, without source locations */
+#define fail(...) TFAIL_PLAIN(__VA_ARGS__)
+#define now_s tu_now_s
+#define sleep_us tu_sleep_us
 
 /* ---- the records ---- */
 typedef struct rec_s {

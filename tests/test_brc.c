@@ -48,12 +48,7 @@ static bool verbose(void)
     return s && *s && *s != '0';
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#define now_s tu_now_s
 
 static void sleep_us(long us)
 {

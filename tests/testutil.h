@@ -137,8 +137,6 @@ static inline unsigned long tu_scale(unsigned long normal, unsigned long sanitiz
     return tu_sanitized() ? sanitized : normal;
 }
 
-#ifdef CHECK_H
-
 /* ---- failures seen by worker threads (Check asserts only on the test's
  * own thread: workers record, the test asserts after joining) ---- */
 #include <pthread.h>
@@ -156,7 +154,7 @@ __attribute__((format(printf, 3, 4), unused)) static void note_failure(const cha
     if (atomic_fetch_add(&failures, 1) != 0)
         return;
     pthread_mutex_lock(&failure_lock);
-    int n = snprintf(first_failure, sizeof first_failure, "%s:%d: ", file, line);
+    int n = file ? snprintf(first_failure, sizeof first_failure, "%s:%d: ", file, line) : 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(first_failure + n, sizeof first_failure - (size_t)n, fmt, ap);
@@ -176,6 +174,29 @@ __attribute__((unused)) static void reset_failures(void)
     atomic_store(&failures, 0);
     first_failure[0] = 0;
 }
+
+
+/* Record a failure without a source location (stress programs print it). */
+#define TFAIL_PLAIN(...) note_failure(NULL, 0, __VA_ARGS__)
+
+#include <time.h>
+
+/* Seconds on the monotonic clock. */
+__attribute__((unused)) static double tu_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Sleep `us` microseconds. */
+__attribute__((unused)) static void tu_sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+#ifdef CHECK_H
 
 #define ASSERT_NO_FAILURES()                                                                       \
     do {                                                                                           \
