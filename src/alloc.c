@@ -120,6 +120,7 @@ size_t ouro_usable_size(const void *p)
         return 0;
     int kind = ouro__unit_kind(u);
     if (likely(kind == OURO_UNIT_ARENA))
+        /* relaxed: an [init] field, published with the pool (release on slot_pool) */
         return atomic_load_explicit(&checked_pool(u, "ouro_usable_size")->block_size, memory_order_relaxed);
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
         ouro_large_t *l = ouro__large_find(p, kind);
@@ -228,6 +229,7 @@ void *ouro_realloc(void *p, size_t size)
     int kind = ouro__unit_kind(u);
     size_t old;
     if (likely(kind == OURO_UNIT_ARENA)) {
+        /* relaxed: an [init] field, published with the pool (release on slot_pool) */
         old = atomic_load_explicit(&checked_pool(u, "ouro_realloc")->block_size, memory_order_relaxed);
         /* in place while the block holds it and is not more than twice too big */
         if (size <= old && (size > old / 2 || old <= 16))

@@ -183,6 +183,8 @@ ouro_pool_t *ouro__arena_claim_pool(int node, unsigned span)
     if (node < 0 || node >= OURO_MAX_NODES)
         node = 0;
     node_arenas_t *na = &nodes[node];
+    /* acquire: pairs with the release that stored the hint, so the arena's
+     * header is whole (it was appended before it became a hint) */
     ouro_arena_t *hint = atomic_load_explicit(&na->hint, memory_order_acquire);
     if (hint) {
         int s = arena_try_claim(hint, span);
@@ -196,6 +198,7 @@ ouro_pool_t *ouro__arena_claim_pool(int node, unsigned span)
             continue;
         int s = arena_try_claim(a, span);
         if (s >= 0) {
+            /* release: pairs with the acquire load of the hint above */
             atomic_store_explicit(&na->hint, a, memory_order_release);
             return pool_at(a, s, span);
         }
@@ -261,6 +264,8 @@ static void arena_purge_one(ouro_arena_t *a, uint64_t now, long delay, bool forc
     for (unsigned i = 1; i < OURO_SLOTS; i++) {
         if (!(cand >> i & 1))
             continue;
+        /* relaxed: a stale time only purges a slot a little early or late;
+         * the CAS on `used` below decides whether it is still free */
         uint64_t t = atomic_load_explicit(&a->free_at[i], memory_order_relaxed);
         if (force || now >= t + (uint64_t)delay)
             want |= 1ull << i;
@@ -297,6 +302,9 @@ static void arena_purge_one(ouro_arena_t *a, uint64_t now, long delay, bool forc
     atomic_fetch_and_explicit(&a->used, ~got, memory_order_release);
 }
 
+/* The walks below load list links and slot_pool with acquire: they pair with
+ * the release stores of arena_append and ouro__pool_init, so every header
+ * and pool reached is seen whole. */
 void ouro__arena_purge(bool force)
 {
     long delay = ouro__options[OURO_OPTION_PURGE_DELAY];

@@ -97,6 +97,7 @@ ouro_tstate_t *ouro__tstate_get(void)
     ts->batch = NULL;
     __cds_wfcq_init(&ts->mq_head, &ts->mq_tail);
     cds_lfht_node_init(&ts->node);
+    /* relaxed: the state is not published yet (cds_lfht_add below is) */
     atomic_store_explicit(&ts->merge_pending, 0, memory_order_relaxed);
     ouro__tstate = ts;
     pthread_setspecific(tstate_key, ts);
@@ -155,6 +156,7 @@ static void child_merge_owned(void *block, ouro_pool_t *pool, void *arg)
 {
     ouro_object_t *o = block;
     uintptr_t tid = *(uintptr_t *)arg;
+    /* relaxed: a fork child, no other thread runs */
     if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & (GC_DEAD | GC_IMMORTAL) ||
         __atomic_load_n(&o->tid, __ATOMIC_RELAXED) != tid)
         return;
@@ -238,6 +240,8 @@ void ouro__brc_queue(ouro_object_t *o)
     merge_node_t *mn = me ? ouro_malloc(sizeof *mn) : NULL;
     if (mn == NULL)
         ouro__fatal("out of memory queueing %p to its owner", (void *)o);
+    /* acquire: a zero tid means the owner merged; its stores to local and
+     * tid precede the merge's CAS, which our decref path then reads */
     uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_ACQUIRE);
     if (tid == 0) {
         /* the owner merged concurrently: the count is shared now; drop the
@@ -310,6 +314,8 @@ static void merge_owned(void *block, ouro_pool_t *pool, void *arg)
 {
     ouro_tstate_t *ts = arg;
     ouro_object_t *o = block;
+    /* relaxed: we own these objects; only we set their tid, and GC_DEAD is
+     * set by whoever frees one, after which it is skipped either way */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (gc & (GC_DEAD | GC_IMMORTAL))
         return;

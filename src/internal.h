@@ -366,6 +366,7 @@ static inline bool ouro__pool_in_full(const ouro_pool_t *pool)
     return (atomic_load_explicit(&pool->used, memory_order_relaxed) & OURO_POOL_FULL) != 0;
 }
 
+/* The owner flips the FULL bit (relaxed: as ouro__pool_used_add). */
 static inline void ouro__pool_set_full(ouro_pool_t *pool, bool full)
 {
     uint32_t u = atomic_load_explicit(&pool->used, memory_order_relaxed);

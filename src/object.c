@@ -72,6 +72,7 @@ void ouro__decref_shared(ouro_object_t *o)
     if (is_immortal(o))
         return;
     _Atomic int64_t *sh = shared_of(o);
+    /* relaxed: only a first guess, the CAS below validates it */
     int64_t shared = atomic_load_explicit(sh, memory_order_relaxed), nw;
     bool queue;
     do {
@@ -117,6 +118,8 @@ void ouro__merge_zero_local(ouro_object_t *o)
 
 int ouro_try_incref(ouro_object_t *o)
 {
+    /* relaxed loads of local and tid: as in ouro_incref (only the owner
+     * writes local; a thread only ever compares tid with itself) */
     uint32_t local = __atomic_load_n(&o->local, __ATOMIC_RELAXED);
     if (local == OURO_IMMORTAL)
         return 1;
@@ -143,6 +146,7 @@ int ouro_try_incref(ouro_object_t *o)
 void ouro_share(ouro_object_t *o)
 {
     _Atomic int64_t *sh = shared_of(o);
+    /* relaxed: a first guess, the CAS validates it */
     int64_t shared = atomic_load_explicit(sh, memory_order_relaxed);
     /* NONE -> READABLE; the other states already make try_incref safe.
      * release: a reader that sees READABLE sees the object initialised */
@@ -152,6 +156,7 @@ void ouro_share(ouro_object_t *o)
         ;
 }
 
+/* A snapshot: relaxed loads, exact only when no thread changes the counts. */
 size_t ouro_refcount(const ouro_object_t *o)
 {
     uint32_t local = __atomic_load_n(&o->local, __ATOMIC_RELAXED);
@@ -171,6 +176,8 @@ size_t ouro_sizeof(const ouro_object_t *o)
 
 int ouro_make_immortal(ouro_object_t *o)
 {
+    /* relaxed: we hold a reference; only the owner (or a merge) writes tid,
+     * and we compare it with ourselves or with 0 */
     uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_RELAXED);
     if (tid != 0 && tid != ouro__thread_id()) {
         /* its owner counts in `local` with plain stores: we cannot take
@@ -203,6 +210,8 @@ static void dealloc_one(ouro_tstate_t *ts, ouro_object_t *o)
         ouro__weakrefs_clear(o);
     if (type->dealloc)
         type->dealloc(o);
+    /* relaxed: read only by walks that skip dead objects; the block's
+     * memory stays ours until the grace period after the defer below */
     __atomic_fetch_or(&o->gc, GC_DEAD, __ATOMIC_RELAXED);
     if (ts) {
         stat_inc(&ts->freed);

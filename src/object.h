@@ -63,6 +63,7 @@ typedef struct ouro_tstate_s {
 } ouro_tstate_t;
 
 extern __thread ouro_tstate_t *ouro__tstate ouro_hidden __attribute__((tls_model("initial-exec")));
+/* statistics counters: relaxed RMWs, only summed for a snapshot */
 extern _Atomic size_t ouro__deferred ouro_hidden, ouro__weakrefs ouro_hidden;
 
 static inline void stat_inc(_Atomic size_t *c)

@@ -33,6 +33,7 @@ void ouro_test_fail_maps(long pass, long fail)
 
 static bool fault_now(void)
 {
+    /* relaxed: set by a test between its own calls; no data depends on it */
     long pass = atomic_load_explicit(&fault_pass, memory_order_relaxed);
     if (likely(pass < 0))
         return false;

@@ -45,6 +45,8 @@ unsigned ouro__class_span(int cls)
 void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
 {
     size_t bs = ouro__class_size(cls);
+    /* relaxed stores: the pool is published below by the release stores to
+     * slot_pool, which order all of these before any reader finds it */
     pool->free = NULL;
     atomic_store_explicit(&pool->used, 0, memory_order_relaxed);
     pool->capacity = 0;
@@ -84,6 +86,8 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     ((ouro_block_t *)b)->node.next = NULL;
     pool->free = (ouro_block_t *)first;
     pool->capacity += n;
+    /* relaxed: the new blocks reach other threads only through some later
+     * synchronisation of the user's, which orders this store too */
     atomic_store_explicit(&pool->limit, (uint64_t)pool->capacity * bs, memory_order_relaxed);
     return true;
 }

@@ -10,6 +10,7 @@
 static void visit_pool(ouro_pool_t *pool, void *arg)
 {
     ouro_stats_t *st = arg;
+    /* relaxed: a snapshot; the pool was reached through an acquire of slot_pool */
     size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
     if (bs == 0)
         return;
