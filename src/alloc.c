@@ -146,6 +146,8 @@ int ouro_owns(const void *p)
     int kind = ouro__unit_kind(u);
     if (kind == OURO_UNIT_ARENA) {
         ouro_pool_t *pool = ouro__pool_of(u);
+        if (pool && pool->kind == OURO_KIND_GC)
+            u -= 16; /* a container object: its block starts with the collector's prefix */
         return pool && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key);
     }
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV)

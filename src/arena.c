@@ -65,6 +65,26 @@ static void topology_load(void)
     atomic_store_explicit(&topo_state, 2, memory_order_release);
 }
 
+/* Physical cores, from hwloc (a topology of its own, loaded once: the
+ * collector asks before its first parallel collection); 0 if unknown. */
+int ouro__hw_cores(void)
+{
+    static _Atomic int cores_known;
+    /* relaxed: racing loaders compute the same number */
+    int n = atomic_load_explicit(&cores_known, memory_order_relaxed);
+    if (n)
+        return n;
+    hwloc_topology_t t;
+    if (hwloc_topology_init(&t) != 0)
+        return 0;
+    if (hwloc_topology_load(t) == 0)
+        n = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE);
+    hwloc_topology_destroy(t);
+    if (n > 0)
+        atomic_store_explicit(&cores_known, n, memory_order_relaxed);
+    return n > 0 ? n : 0;
+}
+
 /* The NUMA node of the calling thread's CPU; -1 while the topology is not
  * known yet (the caller asks again later). */
 int ouro__arena_current_node(void)

@@ -64,7 +64,9 @@ static pthread_key_t tstate_key;
 
 void ouro__brc_init(void)
 {
+    /* whichever of the two object heaps' destructors runs first does it */
     ouro__heap_set_exit_hook(OURO_KIND_OBJECT, tstate_exit);
+    ouro__heap_set_exit_hook(OURO_KIND_GC, tstate_exit);
     if (pthread_key_create(&tstate_key, tstate_key_done) != 0)
         ouro__fatal("pthread_key_create failed");
 }
@@ -92,6 +94,8 @@ ouro_tstate_t *ouro__tstate_get(void)
     ts->alive = true;
     pthread_mutex_unlock(&all_lock);
     ts->tid = ouro__thread_id();
+    ts->gc_stripe = ouro__gc_next_stripe();
+    ts->bseq = &ouro__bseq;
     ts->read_depth = ts->dealloc_depth = 0;
     ts->trash = NULL;
     ts->batch = NULL;
@@ -154,7 +158,7 @@ static void child_keep_dead(ouro_object_t *o)
 
 static void child_merge_owned(void *block, ouro_pool_t *pool, void *arg)
 {
-    ouro_object_t *o = block;
+    ouro_object_t *o = ouro__block_object(block, pool);
     uintptr_t tid = *(uintptr_t *)arg;
     /* relaxed: a fork child, no other thread runs */
     if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & (GC_DEAD | GC_IMMORTAL) ||
@@ -170,9 +174,11 @@ void ouro__brc_fork_child_merge(void)
     for (ouro_tstate_t *ts = all_states; ts; ts = ts->all_next) {
         if (!ts->alive || ts == me)
             continue;
-        ouro_heap_t *heap = ouro__heap_find(ts->tid, OURO_KIND_OBJECT);
-        if (heap)
-            ouro__heap_visit_live(heap, child_merge_owned, &ts->tid);
+        for (int kind = OURO_KIND_OBJECT; kind <= OURO_KIND_GC; kind++) {
+            ouro_heap_t *heap = ouro__heap_find(ts->tid, kind);
+            if (heap)
+                ouro__heap_visit_live(heap, child_merge_owned, &ts->tid);
+        }
         /* its queue: a half-done enqueue of a dead thread ends the drain */
         for (;;) {
             struct cds_wfcq_node *n = __cds_wfcq_dequeue_nonblocking(&ts->mq_head, &ts->mq_tail);
@@ -313,7 +319,7 @@ void ouro__brc_merge_pending(ouro_tstate_t *ts)
 static void merge_owned(void *block, ouro_pool_t *pool, void *arg)
 {
     ouro_tstate_t *ts = arg;
-    ouro_object_t *o = block;
+    ouro_object_t *o = ouro__block_object(block, pool);
     /* relaxed: we own these objects; only we set their tid, and GC_DEAD is
      * set by whoever frees one, after which it is skipped either way */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
@@ -329,17 +335,21 @@ static void merge_owned(void *block, ouro_pool_t *pool, void *arg)
     stat_inc(&ts->merges_done);
 }
 
-/* Before the thread's object heap is abandoned: make every object it owns
- * shared, take what was queued to it, hand its freed objects to RCU. */
+/* Before the thread's object heaps are abandoned: make every object it owns
+ * shared, take what was queued to it, hand its freed objects to RCU.  Runs
+ * from the first of the two object heaps' exit hooks, with both heaps alive
+ * (a heap already gone is the sentinel, and the walk finds nothing). */
 static void tstate_exit(ouro_heap_t *heap)
 {
+    (void)heap;
     ouro_tstate_t *ts = ouro__tstate;
     if (ts == NULL)
         return;
     pthread_setspecific(tstate_key, NULL);
     ouro__brc_merge_pending(ts);
     /* 1. merge every live object we own: after this no decref queues to us */
-    ouro__heap_visit_live(heap, merge_owned, ts);
+    ouro__heap_visit_live(ouro__oheap, merge_owned, ts);
+    ouro__heap_visit_live(ouro__gheap, merge_owned, ts);
     /* 2. leave the table, and wait until no thief can still hold us */
     ouro_read_begin();
     cds_lfht_del(owners, &ts->node);

@@ -18,6 +18,7 @@
 
 __thread ouro_heap_t *ouro__heap __attribute__((tls_model("initial-exec"))) = &ouro__empty_heap;
 __thread ouro_heap_t *ouro__oheap __attribute__((tls_model("initial-exec"))) = &ouro__empty_oheap;
+__thread ouro_heap_t *ouro__gheap __attribute__((tls_model("initial-exec"))) = &ouro__empty_gheap;
 
 /* The pool every class of a heap starts on: nothing to hand out, so the
  * first allocation takes the slow path. */
@@ -30,6 +31,10 @@ ouro_heap_t ouro__empty_oheap = {.cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empt
                                   .direct = {[0 ... OURO_DIRECT_MAX / 16] = &ouro__empty_pool},
                                   .node = -1,
                                   .kind = OURO_KIND_OBJECT};
+ouro_heap_t ouro__empty_gheap = {.cur = {[0 ... OURO_NCLASSES - 1] = &ouro__empty_pool},
+                                  .direct = {[0 ... OURO_DIRECT_MAX / 16] = &ouro__empty_pool},
+                                  .node = -1,
+                                  .kind = OURO_KIND_GC};
 
 /* Set the class's current pool, and the direct entries of the sizes it serves. */
 void ouro__heap_set_cur(ouro_heap_t *heap, int cls, ouro_pool_t *pool)
@@ -49,17 +54,19 @@ void ouro__heap_set_cur(ouro_heap_t *heap, int cls, ouro_pool_t *pool)
 
 static inline bool heap_is_sentinel(const ouro_heap_t *h)
 {
-    return h == &ouro__empty_heap || h == &ouro__empty_oheap;
+    return h == &ouro__empty_heap || h == &ouro__empty_oheap || h == &ouro__empty_gheap;
 }
 
 static inline ouro_heap_t **tls_heap(int kind)
 {
-    return kind == OURO_KIND_OBJECT ? &ouro__oheap : &ouro__heap;
+    return kind == OURO_KIND_GC ? &ouro__gheap : kind == OURO_KIND_OBJECT ? &ouro__oheap : &ouro__heap;
 }
 
 static inline ouro_heap_t *sentinel(int kind)
 {
-    return kind == OURO_KIND_OBJECT ? &ouro__empty_oheap : &ouro__empty_heap;
+    return kind == OURO_KIND_GC       ? &ouro__empty_gheap
+           : kind == OURO_KIND_OBJECT ? &ouro__empty_oheap
+                                      : &ouro__empty_heap;
 }
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -463,6 +470,7 @@ void ouro__heap_collect(bool release_empty)
     sweep_abandoned(true);
     heap_collect(ouro__heap, release_empty);
     heap_collect(ouro__oheap, release_empty);
+    heap_collect(ouro__gheap, release_empty);
 }
 
 /* Visit every block of `heap`'s pools that is handed out: carved, and not
@@ -534,7 +542,7 @@ void ouro__heap_fork_child(void)
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
-        if (h == ouro__heap || h == ouro__oheap) {
+        if (h == ouro__heap || h == ouro__oheap || h == ouro__gheap) {
             alive += h == ouro__heap;
             continue;
         }

@@ -22,6 +22,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
  * the threads it lost to the abandoned stacks. */
 static void fork_prepare(void)
 {
+    ouro__gc_fork_prepare();
     ouro__qsbr_fork_prepare();
     ouro__weakref_fork_prepare();
     ouro__brc_fork_prepare();
@@ -36,6 +37,7 @@ static void fork_parent(void)
     ouro__brc_fork_parent();
     ouro__weakref_fork_parent();
     ouro__qsbr_fork_parent();
+    ouro__gc_fork_parent();
 }
 
 static void fork_child(void)
@@ -49,6 +51,7 @@ static void fork_child(void)
     ouro__heap_fork_child();
     ouro__qsbr_fork_child();
     ouro__brc_fork_child_finish();
+    ouro__gc_fork_child();
 }
 
 static void init_once(void)
@@ -63,6 +66,7 @@ static void init_once(void)
     ouro__key = key | 1; /* never 0: a zero cookie means "allocated" */
     ouro__heap_global_init();
     ouro__brc_init();
+    ouro__gc_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 

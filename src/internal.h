@@ -101,9 +101,11 @@ void __tsan_release(void *addr);
 #define OURO_MAX_NODES 64
 
 /* Each thread has one heap per kind, and pools serve one kind: objects live
- * apart from plain malloc blocks, so walking a thread's objects (at its exit,
- * and for the collector) never meets a plain block. */
-enum { OURO_KIND_PLAIN = 0, OURO_KIND_OBJECT = 1, OURO_KINDS = 2 };
+ * apart from plain malloc blocks, so walking a thread's objects (at its exit)
+ * never meets a plain block.  Containers (types with `traverse`) have a kind
+ * of their own: each block starts with the collector's 16-byte link prefix
+ * (gc.h), and the object follows it. */
+enum { OURO_KIND_PLAIN = 0, OURO_KIND_OBJECT = 1, OURO_KIND_GC = 2, OURO_KINDS = 3 };
 
 enum { OURO_UNIT_NONE = 0, OURO_UNIT_ARENA = 1, OURO_UNIT_LARGE = 2, OURO_UNIT_LARGE_PREV = 3 };
 
@@ -218,8 +220,10 @@ extern uintptr_t ouro__key ouro_hidden;
 extern ouro_pool_t ouro__empty_pool ouro_hidden;
 extern ouro_heap_t ouro__empty_heap ouro_hidden;  /* sentinel: no thread heap yet (plain) */
 extern ouro_heap_t ouro__empty_oheap ouro_hidden; /* sentinel: no thread heap yet (objects) */
+extern ouro_heap_t ouro__empty_gheap ouro_hidden; /* sentinel: no thread heap yet (containers) */
 extern __thread ouro_heap_t *ouro__heap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__oheap ouro_hidden __attribute__((tls_model("initial-exec")));
+extern __thread ouro_heap_t *ouro__gheap ouro_hidden __attribute__((tls_model("initial-exec")));
 
 /* counters kept by the arena layer, relaxed atomics: only summed for stats */
 typedef struct ouro_counters_s {
@@ -238,6 +242,7 @@ void ouro__init(void) ouro_hidden;
 _Noreturn void ouro__fatal(const char *fmt, ...) ouro_hidden __attribute__((format(printf, 1, 2)));
 _Noreturn void ouro__assert_fail(const char *cond, const char *file, int line) ouro_hidden;
 uint64_t ouro__now_ms(void) ouro_hidden;
+int ouro__hw_cores(void) ouro_hidden;
 
 /* ---- os.c: the platform boundary ---- */
 void *ouro__os_map(size_t size) ouro_hidden;

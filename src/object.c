@@ -22,7 +22,7 @@ static inline _Atomic int64_t *shared_of(ouro_object_t *o)
 ouro_object_t *ouro_new(const ouro_type_t *type)
 {
     if (unlikely(type == NULL || type->basic_size < sizeof(ouro_object_t) ||
-                 type->basic_size > OURO_LARGE_MAX)) {
+                 type->basic_size > OURO_LARGE_MAX - GC_HEAD_SIZE)) {
         errno = EINVAL;
         return NULL;
     }
@@ -32,23 +32,35 @@ ouro_object_t *ouro_new(const ouro_type_t *type)
         return NULL;
     }
     ouro__brc_merge_pending(ts);
-    ouro_heap_t *heap = ouro__oheap;
-    int cls = ouro__size_class(type->basic_size);
+    /* containers come from their own heap, with the collector's prefix */
+    bool container = type->traverse != NULL;
+    size_t prefix = container ? GC_HEAD_SIZE : 0;
+    ouro_heap_t *heap = container ? ouro__gheap : ouro__oheap;
+    int cls = ouro__size_class(type->basic_size + prefix);
     ouro_pool_t *pool = heap->cur[cls];
     bool zero = pool->free != NULL && ouro__block_is_fresh(pool, pool->free);
-    ouro_object_t *o = ouro__heap_pop(heap, (size_t)cls);
-    if (o == NULL)
-        o = ouro__heap_alloc_slow(ouro__oheap, cls, &zero);
-    if (unlikely(o == NULL))
+    void *block = ouro__heap_pop(heap, (size_t)cls);
+    if (block == NULL)
+        block = ouro__heap_alloc_slow(heap, cls, &zero);
+    if (unlikely(block == NULL))
         return NULL;
+    ouro_object_t *o = (ouro_object_t *)((char *)block + prefix);
     if (!zero)
         memset((char *)o + sizeof *o, 0, type->basic_size - sizeof *o);
     o->tid = ts->tid;
     o->local = 1;
-    o->gc = 0;
+    /* relaxed atomic: the collector may read the gc word of a block it
+     * reached through a stale pointer (see gc.c); it is not published yet */
+    __atomic_store_n(&o->gc, 0, __ATOMIC_RELAXED);
     o->shared = (type->flags & OURO_TYPE_SHARED_READS) ? REF_READABLE : REF_NONE;
     o->type = type;
     stat_inc(&ts->created);
+    if (container) {
+        gc_head_t *h = gc_head_of(o);
+        atomic_store_explicit(&h->next, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->prev, 0, memory_order_relaxed);
+        ouro__gc_track_new(ts, o);
+    }
     return o;
 }
 
@@ -171,6 +183,8 @@ size_t ouro_refcount(const ouro_object_t *o)
 
 size_t ouro_sizeof(const ouro_object_t *o)
 {
+    if (ouro__is_container(o))
+        return ouro_usable_size((const char *)o - GC_HEAD_SIZE) - GC_HEAD_SIZE;
     return ouro_usable_size(o);
 }
 
@@ -206,16 +220,24 @@ int ouro_is_immortal(const ouro_object_t *o)
 static void dealloc_one(ouro_tstate_t *ts, ouro_object_t *o)
 {
     const ouro_type_t *type = o->type;
-    if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_HAS_WEAKREFS)
+    /* dead first, before the type's dealloc drops what the object holds:
+     * the collector never traverses an object it has seen dead, and one
+     * it saw alive cannot have its referents' memory reused before the
+     * collector's next quiescent state (gc.c).  seq_cst: a locked RMW on
+     * x86 either way; it also orders the loads below after it. */
+    uint32_t gc = __atomic_fetch_or(&o->gc, GC_DEAD, __ATOMIC_SEQ_CST);
+    if (gc & GC_HAS_WEAKREFS)
         ouro__weakrefs_clear(o);
+    bool container = type->traverse != NULL;
+    if (container)
+        ouro__gc_dying(o);
     if (type->dealloc)
         type->dealloc(o);
-    /* relaxed: read only by walks that skip dead objects; the block's
-     * memory stays ours until the grace period after the defer below */
-    __atomic_fetch_or(&o->gc, GC_DEAD, __ATOMIC_RELAXED);
     if (ts) {
         stat_inc(&ts->freed);
-        ouro__defer_free(ts, o);
+        /* a container still on a list the collector owns is left to it */
+        if (!container || ouro__gc_untrack_dead(o))
+            ouro__defer_free(ts, ouro__object_block(o));
     }
 }
 

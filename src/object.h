@@ -32,10 +32,58 @@
 #define REF_MERGED 3
 #define REF_ONE ((int64_t)1 << REF_SHIFT)
 
-/* gc bits (the collector's later; these are the object layer's) */
+/* The header's gc bits.  The object layer's: */
 #define GC_DEAD 0x80000000u       /* count reached zero: memory waits for a grace period */
 #define GC_HAS_WEAKREFS 0x40000000u
 #define GC_IMMORTAL 0x20000000u
+/* The collector's (gc.c says who writes each, and when): */
+#define GC_TRACKED 0x10000000u    /* on a generation list */
+#define GC_OLD 0x08000000u        /* on a list the collector owns (not a young stripe list) */
+#define GC_PARITY 0x04000000u     /* young: which of its stripe's two lists */
+#define GC_FINALIZED 0x02000000u  /* its finalizer has run */
+#define GC_DIRTY 0x01000000u      /* a reference to it was stored or overwritten during a collection */
+#define GC_ORPHAN 0x00800000u     /* died collector-owned with no zombie record (out of memory) */
+#define GC_GEN_SHIFT 20           /* old: generation 1, 2, or 3 (permanent) */
+#define GC_GEN_MASK (3u << GC_GEN_SHIFT)
+#define GC_STRIPE_SHIFT 12        /* young: the stripe whose lists hold it */
+#define GC_STRIPE_MASK (63u << GC_STRIPE_SHIFT)
+
+/* Containers (types with traverse) live in pools of kind OURO_KIND_GC, each
+ * block starting with this prefix, then the object.  Relaxed atomics: the
+ * collector reads the prefix of objects it meets while their owners may be
+ * linking or unlinking them (it only compares the word, see gc.c). */
+typedef struct gc_head_s {
+    _Atomic uintptr_t next;  /* gc_head_t * */
+    _Atomic uintptr_t prev;  /* gc_head_t *, or the collector's scratch word (bit 0 set) */
+} gc_head_t;
+#define GC_HEAD_SIZE sizeof(gc_head_t)
+_Static_assert(sizeof(gc_head_t) == 16, "the link prefix keeps objects 16-byte aligned");
+
+static inline bool ouro__is_container(const ouro_object_t *o)
+{
+    return o->type->traverse != NULL;
+}
+
+static inline gc_head_t *gc_head_of(ouro_object_t *o)
+{
+    return (gc_head_t *)o - 1;
+}
+
+static inline ouro_object_t *gc_object_of(gc_head_t *h)
+{
+    return (ouro_object_t *)(h + 1);
+}
+
+/* The object in a block of `pool`, and the block of an object. */
+static inline ouro_object_t *ouro__block_object(void *block, const ouro_pool_t *pool)
+{
+    return pool->kind == OURO_KIND_GC ? (ouro_object_t *)((char *)block + GC_HEAD_SIZE) : block;
+}
+
+static inline void *ouro__object_block(ouro_object_t *o)
+{
+    return ouro__is_container(o) ? (void *)gc_head_of(o) : (void *)o;
+}
 
 #define OBJ_HEADER_SIZE sizeof(ouro_object_t)
 _Static_assert(sizeof(ouro_object_t) == 32, "object header is 32 bytes");
@@ -58,6 +106,8 @@ typedef struct ouro_tstate_s {
     int dealloc_depth;                 /* [owner] */
     ouro_object_t *trash;              /* [owner] deallocs postponed, linked through tid */
     bool alive;                        /* [registry] */
+    unsigned gc_stripe;                /* [init] the collector's stripe its new containers join */
+    unsigned long *bseq;               /* [init] the thread's ouro__bseq (ouro_store's sequence) */
     /* statistics: owner writes (relaxed load+store), stats read relaxed */
     _Atomic size_t created, freed, merges_queued, merges_done;
 } ouro_tstate_t;
@@ -95,6 +145,16 @@ void ouro__qsbr_fork_child(void) ouro_hidden;
 
 /* object.c */
 void ouro__object_dealloc(ouro_object_t *o) ouro_hidden;
+
+/* gc.c */
+void ouro__gc_init(void) ouro_hidden;
+void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o) ouro_hidden;
+void ouro__gc_dying(ouro_object_t *o) ouro_hidden;       /* before its dealloc: shade its referents */
+bool ouro__gc_untrack_dead(ouro_object_t *o) ouro_hidden; /* false: the collector frees its memory */
+void ouro__gc_fork_prepare(void) ouro_hidden;
+void ouro__gc_fork_parent(void) ouro_hidden;
+void ouro__gc_fork_child(void) ouro_hidden;
+unsigned ouro__gc_next_stripe(void) ouro_hidden;
 
 /* weakref.c */
 void ouro__weakrefs_clear(ouro_object_t *o) ouro_hidden;

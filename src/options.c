@@ -22,6 +22,11 @@ static const option_desc_t table[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_SHOW_STATS] = {"OURO_SHOW_STATS", 0, 0, 2, "print statistics to stderr at exit: 1 text, 2 JSON"},
     [OURO_OPTION_VERBOSE] = {"OURO_VERBOSE", 1, 0, 2, "0 silent, 1 warnings, 2 informational"},
     [OURO_OPTION_NUMA] = {"OURO_NUMA", 1, 0, 1, "one set of arenas per NUMA node (hwloc)"},
+    [OURO_OPTION_GC] = {"OURO_GC", 1, 0, 1, "automatic cycle collections"},
+    [OURO_OPTION_GC_THRESHOLD] = {"OURO_GC_THRESHOLD", 700, 0, 1L << 40,
+                                  "generation-0 threshold of the collector (0: no automatic collections)"},
+    [OURO_OPTION_GC_MARKERS] = {"OURO_GC_MARKERS", 0, -1, 64,
+                                "marker threads per collection (0: one, -1: the core count)"},
 };
 
 long ouro__options[OURO_OPTION_COUNT_] = {
@@ -29,6 +34,8 @@ long ouro__options[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_SHOW_STATS] = 0,
     [OURO_OPTION_VERBOSE] = 1,
     [OURO_OPTION_NUMA] = 1,
+    [OURO_OPTION_GC] = 1,
+    [OURO_OPTION_GC_THRESHOLD] = 700,
 };
 
 void ouro__options_init(void)

@@ -195,3 +195,17 @@ void ouro__qsbr_fork_child(void)
 {
     urcu_qsbr_call_rcu_after_fork_child();
 }
+
+void ouro_free_deferred(void *p)
+{
+    if (p == NULL)
+        return;
+    ouro_tstate_t *ts = ouro__tstate_get();
+    if (ts == NULL) {
+        /* no thread state (out of memory): wait for the grace period here */
+        urcu_qsbr_synchronize_rcu();
+        ouro_free(p);
+        return;
+    }
+    ouro__defer_free(ts, p);
+}

@@ -1,0 +1,133 @@
+/* gc-ouro.c — full collections of N tracked objects in live 2-cycles
+ * (issue 4's benchmark), on ouro; gc-boehm.c and gc-python.py build the
+ * same graph for Boehm GC and CPython's gc.
+ *
+ *   gc-ouro [objects] [markers] [rounds]
+ *
+ * Builds objects/2 pairs a <-> b, each `a` held by a counted reference in a
+ * C array (so every pair is live), then times `rounds` full collections
+ * (ouro_gc_collect(2)) and prints the median in ns per object.  Meanwhile
+ * a mutator thread keeps allocating, linking and dropping small containers
+ * and records the longest gap between two of its operations: the pause a
+ * running thread sees.  One line of key=value pairs per run. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "ouro.h"
+
+typedef struct pair_s {
+    ouro_object_t ob;
+    ouro_object_t *other;
+} pair_t;
+
+static int pair_traverse(ouro_object_t *self, ouro_visit_fn *visit, void *arg)
+{
+    ouro_object_t *o = ouro_load(&((pair_t *)self)->other);
+    return o ? visit(o, arg) : 0;
+}
+static void pair_clear(ouro_object_t *self)
+{
+    ouro_setref(&((pair_t *)self)->other, NULL);
+}
+static const ouro_type_t pair_type = {.name = "pair",
+                                      .basic_size = sizeof(pair_t),
+                                      .traverse = pair_traverse,
+                                      .clear = pair_clear,
+                                      .dealloc = pair_clear};
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static _Atomic int phase; /* 0 warm-up, 1 measuring, 2 stop */
+static double max_gap;
+static unsigned long mut_ops;
+
+static void *mutator(void *arg)
+{
+    (void)arg;
+    ouro_thread_register();
+    double last = now_s();
+    while (atomic_load_explicit(&phase, memory_order_relaxed) != 2) {
+        pair_t *a = (pair_t *)ouro_new(&pair_type), *b = (pair_t *)ouro_new(&pair_type);
+        ouro_incref(&b->ob);
+        ouro_setref(&a->other, &b->ob);
+        ouro_setref(&a->other, NULL);
+        ouro_decref(&a->ob);
+        ouro_decref(&b->ob);
+        double t = now_s();
+        if (atomic_load_explicit(&phase, memory_order_relaxed) == 1) {
+            if (t - last > max_gap)
+                max_gap = t - last;
+            mut_ops++;
+        }
+        last = t;
+    }
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 4000000;
+    int markers = argc > 2 ? atoi(argv[2]) : 1;
+    int rounds = argc > 3 ? atoi(argv[3]) : 5;
+    ouro_gc_disable();
+    ouro_gc_set_markers(markers);
+    long pairs = n / 2;
+    ouro_object_t **roots = malloc(sizeof *roots * (size_t)pairs);
+    if (roots == NULL)
+        return 1;
+    double t0 = now_s();
+    for (long i = 0; i < pairs; i++) {
+        pair_t *a = (pair_t *)ouro_new(&pair_type), *b = (pair_t *)ouro_new(&pair_type);
+        if (a == NULL || b == NULL) {
+            fprintf(stderr, "out of memory at pair %ld\n", i);
+            return 1;
+        }
+        a->other = &b->ob; /* takes over our reference to b */
+        ouro_incref(&a->ob);
+        b->other = &a->ob;
+        roots[i] = &a->ob;
+    }
+    double build = now_s() - t0;
+    /* the first collection promotes everything to the oldest generation */
+    t0 = now_s();
+    long found = ouro_gc_collect(2);
+    double first = now_s() - t0;
+    pthread_t mt;
+    pthread_create(&mt, NULL, mutator, NULL);
+    double *times = malloc(sizeof *times * (size_t)rounds);
+    atomic_store(&phase, 1);
+    for (int r = 0; r < rounds; r++) {
+        t0 = now_s();
+        found += ouro_gc_collect(2);
+        times[r] = now_s() - t0;
+    }
+    atomic_store(&phase, 2);
+    pthread_join(mt, NULL);
+    qsort(times, (size_t)rounds, sizeof *times, cmp_double);
+    ouro_gc_stats_t st;
+    ouro_gc_get_stats(&st);
+    printf("impl=ouro objects=%ld markers=%u build_s=%.3f first_ns_per_obj=%.2f "
+           "full_ns_per_obj=%.2f full_ms=%.1f min_ns_per_obj=%.2f garbage=%ld "
+           "mutator_max_gap_us=%.0f mutator_ops=%lu\n",
+           n, st.last_markers, build, first * 1e9 / (double)n, times[rounds / 2] * 1e9 / (double)n,
+           times[rounds / 2] * 1e3, times[0] * 1e9 / (double)n, found, max_gap * 1e6, mut_ops);
+    for (long i = 0; i < pairs; i++)
+        ouro_decref(roots[i]);
+    free(roots);
+    free(times);
+    return 0;
+}

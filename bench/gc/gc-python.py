@@ -1,0 +1,31 @@
+"""gc-python.py — the graph of gc-ouro.c for CPython's gc: objects/2 pairs
+a <-> b (two-element lists), each `a` held in a root list; times `rounds`
+gc.collect() calls and prints the median in ns per object.
+   python3 gc-python.py [objects] [rounds]"""
+import gc
+import sys
+import time
+
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000000
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+gc.disable()
+pairs = n // 2
+t0 = time.perf_counter()
+roots = []
+for _ in range(pairs):
+    a = [None]
+    b = [a]
+    a[0] = b
+    roots.append(a)
+build = time.perf_counter() - t0
+gc.collect()
+times = []
+for _ in range(rounds):
+    t0 = time.perf_counter()
+    gc.collect()
+    times.append(time.perf_counter() - t0)
+times.sort()
+med = times[len(times) // 2]
+print(f"impl=python{sys.version_info.major}.{sys.version_info.minor} objects={n} markers=1 "
+      f"build_s={build:.3f} full_ns_per_obj={med * 1e9 / n:.2f} full_ms={med * 1e3:.1f} "
+      f"min_ns_per_obj={times[0] * 1e9 / n:.2f} tracked={len(gc.get_objects())}")
