@@ -428,8 +428,8 @@ void ouro_object_stats_get(ouro_object_stats_t *out);
  * The contract for container types, because traverse runs on the
  * collector's threads while other threads use the object:
  *   - write reference slots with ouro_store() (or ouro_setref()), which
- *     tells a running collection about the change (a write barrier).  Plain
- *     stores are fine only into an object no other thread can reach yet;
+ *     tells a running collection about the change (a write barrier), even
+ *     in a new object: the collector sees a container from ouro_new on;
  *   - read them in traverse with ouro_load();
  *   - free memory that traverse reads (a variable-size array of
  *     references) only with ouro_free_deferred(), so a traversal in flight

@@ -730,7 +730,7 @@ static void *mutator(void *arg)
             __atomic_store_n(&n->nslots, 4, __ATOMIC_RELAXED);
             if (a) {
                 ouro_incref(&a->ob);
-                n->slot[0] = &a->ob; /* unpublished: a plain store */
+                ouro_store(&n->slot[0], &a->ob); /* the collector may see n already */
             }
             ouro_setref(&table->slot[i], &n->ob);
             break;

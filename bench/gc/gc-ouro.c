@@ -96,9 +96,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "out of memory at pair %ld\n", i);
             return 1;
         }
-        a->other = &b->ob; /* takes over our reference to b */
+        ouro_store(&a->other, &b->ob); /* takes over our reference to b */
         ouro_incref(&a->ob);
-        b->other = &a->ob;
+        ouro_store(&b->other, &a->ob);
         roots[i] = &a->ob;
     }
     double build = now_s() - t0;
