@@ -72,7 +72,7 @@
  * its prefix: bit 0 of `prev` set means "in G, scratch word".
  */
 #include "config.h"
-#include "object.h"
+#include "gc.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -98,7 +98,9 @@ static int mb_mode;       /* [init] how membarrier_all() reaches every thread */
 typedef struct stripe_s {
     _Atomic int lock;
     int parity;            /* [lock] the current list is young[parity] */
-    _Atomic long count;    /* [lock] writes; tracked minus freed since the last hand-over */
+    _Atomic long count;    /* [lock] writes (relaxed load+store, no RMW: one writer at a
+                            * time); read relaxed without it, as a heuristic or a
+                            * statistic: tracked minus freed since the last hand-over */
     gc_head_t young[2];    /* [lock] */
 } __attribute__((aligned(64))) stripe_t;
 static stripe_t stripes[NSTRIPES];
@@ -285,6 +287,14 @@ static void handshake(void)
     ouro__tstates_visit(wait_store, NULL);
 }
 
+/* H2: a grace period (no borrowed pointer from before survives it), then
+ * a handshake.  The caller is not an RCU reader here. */
+static void handshake_h2(void)
+{
+    urcu_qsbr_synchronize_rcu();
+    handshake();
+}
+
 /* ================================================================== */
 /* initialisation                                                      */
 /* ================================================================== */
@@ -299,6 +309,7 @@ void ouro__gc_init(void)
     __cds_lfs_init(&zombies);
     sem_init(&bg_sem, 0, 0);
     membarrier_init();
+    /* relaxed: ouro's init once, before any thread uses the collector */
     if (ouro__options[OURO_OPTION_GC] == 0)
         atomic_store_explicit(&enabled, 0, memory_order_relaxed);
     atomic_store_explicit(&threshold[0], ouro__options[OURO_OPTION_GC_THRESHOLD], memory_order_relaxed);
@@ -416,6 +427,8 @@ static void drain_zombies_locked(void)
 
 bool ouro__gc_untrack_dead(ouro_object_t *o)
 {
+    /* relaxed: a first look; untrack_young decides under the stripe lock,
+     * and OLD is set only on objects that are already the collector's */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (!(gc & GC_TRACKED))
         return true;
@@ -472,6 +485,7 @@ int ouro_gc_untrack(ouro_object_t *o)
         errno = EINVAL;
         return -1;
     }
+    /* relaxed: as in ouro__gc_untrack_dead; the caller holds a reference */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (!(gc & GC_TRACKED))
         return 0;
@@ -490,6 +504,7 @@ int ouro_gc_untrack(ouro_object_t *o)
 
 int ouro_gc_is_tracked(const ouro_object_t *o)
 {
+    /* relaxed: a snapshot for the caller, who holds a reference */
     return o && ouro__is_container(o) && (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED) != 0;
 }
 
@@ -538,6 +553,9 @@ void ouro__gc_dying(ouro_object_t *o)
 {
     /* relaxed: see ouro_store; a collection that starts after this load
      * sees the counts our dealloc changes */
+    /* the sequence brackets the check and the shading as in ouro_store
+     * (ouro.h): relaxed stores, compiler fences, ordered for the collector
+     * by its membarrier; the closing store is a release */
     unsigned long seq = ouro__bseq;
     __atomic_store_n(&ouro__bseq, seq + 1, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
@@ -545,451 +563,6 @@ void ouro__gc_dying(ouro_object_t *o)
         o->type->traverse(o, shade_visit, NULL);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     __atomic_store_n(&ouro__bseq, seq + 2, __ATOMIC_RELEASE);
-}
-
-/* ================================================================== */
-/* counts                                                              */
-/* ================================================================== */
-#define COUNT_UNSTABLE (-1)
-/* The object's count, consistent across the owner/shared split: retried
- * while a merge is half done (tid cleared, shared not yet MERGED).
- * Acquire loads: read in this order, as a seqlock reads. */
-static int64_t gc_count(ouro_object_t *o)
-{
-    for (int tries = 0; tries < 1000; tries++) {
-        int64_t s1 = __atomic_load_n(&o->shared, __ATOMIC_ACQUIRE);
-        uint32_t local = __atomic_load_n(&o->local, __ATOMIC_ACQUIRE);
-        uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_ACQUIRE);
-        int64_t s2 = __atomic_load_n(&o->shared, __ATOMIC_ACQUIRE);
-        if (local == OURO_IMMORTAL)
-            return COUNT_UNSTABLE;
-        /* tid 0 before MERGED: a merge is between its stores and its CAS
-         * (local already moved out, not yet added to shared) */
-        if (s1 != s2 || (tid == 0 && (s1 & REF_STATE_MASK) != REF_MERGED))
-            continue;
-        int64_t rc = (s1 >> REF_SHIFT) + (tid ? (int64_t)local : 0);
-        if ((s1 & REF_STATE_MASK) == REF_QUEUED)
-            rc -= 1;
-        return rc;
-    }
-    return COUNT_UNSTABLE;
-}
-
-/* ================================================================== */
-/* the scratch word (prefix prev of a G member during a collection)    */
-/* ================================================================== */
-#define S_TAG 1ull        /* in G */
-#define S_MARK 2ull       /* reachable (or rejected) */
-#define S_FORCE 4ull      /* a root whatever its count says */
-#define S_SKIP 8ull       /* dead: neither traversed nor collected */
-#define S_REFS_SHIFT 8    /* gc_refs + 2^31, 32 bits */
-#define S_REFS_BIAS ((int64_t)1 << 31)
-#define S_C1_SHIFT 40     /* c1, 24 bits */
-#define S_C1_MAX (((int64_t)1 << 24) - 1)
-#define S_ONE_REF ((uint64_t)1 << S_REFS_SHIFT)
-
-static inline uint64_t sc_load(gc_head_t *h)
-{
-    return atomic_load_explicit(&h->prev, memory_order_relaxed);
-}
-static inline void sc_store(gc_head_t *h, uint64_t w)
-{
-    atomic_store_explicit(&h->prev, w, memory_order_relaxed);
-}
-static inline int64_t sc_refs(uint64_t w)
-{
-    return (int64_t)((w >> S_REFS_SHIFT) & 0xffffffffu) - S_REFS_BIAS;
-}
-static inline int64_t sc_c1(uint64_t w)
-{
-    return (int64_t)(w >> S_C1_SHIFT);
-}
-static inline uint64_t sc_make(int64_t c)
-{
-    if (c < 0 || c > S_C1_MAX)
-        return S_TAG | S_FORCE;
-    return S_TAG | ((uint64_t)(c + S_REFS_BIAS) << S_REFS_SHIFT) | ((uint64_t)c << S_C1_SHIFT);
-}
-
-/* The G member that `r` is, or NULL.  `r` is a referent read from a live
- * object's slot during a pass: its memory is not reused before our next
- * quiescent state (see the top of the file). */
-static inline gc_head_t *in_g(ouro_object_t *r)
-{
-    if (r == NULL || !ouro__is_container(r))
-        return NULL;
-    gc_head_t *h = gc_head_of(r);
-    return (sc_load(h) & S_TAG) ? h : NULL;
-}
-
-static inline bool is_dead(ouro_object_t *o)
-{
-    /* acquire: pairs with dealloc's seq_cst RMW (see object.c) */
-    return (__atomic_load_n(&o->gc, __ATOMIC_ACQUIRE) & GC_DEAD) != 0;
-}
-
-/* ================================================================== */
-/* work: the G array, mark stacks, markers                             */
-/* ================================================================== */
-typedef struct hvec_s {
-    gc_head_t **v;
-    size_t n, cap;
-} hvec_t;
-
-static bool hvec_push(hvec_t *s, gc_head_t *h)
-{
-    if (unlikely(s->n == s->cap)) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        gc_head_t **v = ouro_realloc(s->v, cap * sizeof *v);
-        if (v == NULL)
-            return false;
-        s->v = v;
-        s->cap = cap;
-    }
-    s->v[s->n++] = h;
-    return true;
-}
-
-static void hvec_free(hvec_t *s)
-{
-    ouro_free(s->v);
-    s->v = NULL;
-    s->n = s->cap = 0;
-}
-
-/* A chunk of marking work shared between markers. */
-#define CHUNK 256
-typedef struct chunk_s {
-    struct cds_lfs_node node;
-    size_t n;
-    gc_head_t *v[CHUNK];
-} chunk_t;
-
-typedef struct marker_s {
-    hvec_t stack;
-    bool oom;
-    size_t found;          /* validation: rejections */
-} marker_t;
-
-/* One collection's shared work state. */
-typedef struct work_s {
-    hvec_t g;              /* every member of G */
-    int nmarkers;
-    bool parallel;         /* scratch updates must be atomic RMWs */
-    struct cds_lfs_stack shared; /* chunks; pops take its mutex (ABA), pushes are lock-free */
-    _Atomic int idle;
-    _Atomic bool oom;
-    marker_t m[OURO_GC_MAX_MARKERS];
-} work_t;
-
-static inline bool mark_head(work_t *w, gc_head_t *h)
-{
-    if (w->parallel) {
-        /* relaxed: the winner of the RMW traverses; the referents it
-         * reads are the mutators' (ouro_load) */
-        return !(atomic_fetch_or_explicit(&h->prev, S_MARK, memory_order_relaxed) & S_MARK);
-    }
-    uint64_t s = sc_load(h);
-    if (s & S_MARK)
-        return false;
-    sc_store(h, s | S_MARK);
-    return true;
-}
-
-typedef struct visit_ctx_s {
-    work_t *w;
-    marker_t *m;
-} visit_ctx_t;
-
-static int visit_subtract(ouro_object_t *r, void *arg)
-{
-    visit_ctx_t *c = arg;
-    gc_head_t *h = in_g(r);
-    if (h == NULL)
-        return 0;
-    if (c->w->parallel)
-        atomic_fetch_sub_explicit(&h->prev, S_ONE_REF, memory_order_relaxed); /* a count only */
-    else
-        sc_store(h, sc_load(h) - S_ONE_REF);
-    return 0;
-}
-
-static void share_work(work_t *w, marker_t *m)
-{
-    chunk_t *c = ouro_malloc(sizeof *c);
-    if (c == NULL)
-        return;
-    c->n = CHUNK;
-    m->stack.n -= CHUNK;
-    memcpy(c->v, m->stack.v + m->stack.n, sizeof c->v);
-    /* cds_lfs_push is a full barrier: the popper sees the chunk's contents */
-    ouro_tsan_release(&w->shared);
-    cds_lfs_push(&w->shared, &c->node);
-}
-
-static int visit_mark(ouro_object_t *r, void *arg)
-{
-    visit_ctx_t *c = arg;
-    gc_head_t *h = in_g(r);
-    if (h == NULL || !mark_head(c->w, h))
-        return 0;
-    if (!hvec_push(&c->m->stack, h))
-        c->m->oom = true;
-    return 0;
-}
-
-/* Traverse everything on the marker's stack (and, in parallel, what the
- * others share) until no marker has work left. */
-static void mark_drain(work_t *w, marker_t *m)
-{
-    visit_ctx_t ctx = {w, m};
-    for (;;) {
-        while (m->stack.n) {
-            gc_head_t *h = m->stack.v[--m->stack.n];
-            ouro_object_t *o = gc_object_of(h);
-            if (!is_dead(o))
-                o->type->traverse(o, visit_mark, &ctx);
-            /* relaxed: a hint; a stale read only delays sharing */
-            if (w->parallel && m->stack.n >= 2 * CHUNK && atomic_load_explicit(&w->idle, memory_order_relaxed))
-                share_work(w, m);
-        }
-        if (!w->parallel)
-            return;
-        struct cds_lfs_node *n = cds_lfs_pop_blocking(&w->shared);
-        if (n) {
-            ouro_tsan_acquire(&w->shared);
-            chunk_t *c = caa_container_of(n, chunk_t, node);
-            for (size_t i = 0; i < c->n; i++)
-                if (!hvec_push(&m->stack, c->v[i]))
-                    m->oom = true;
-            ouro_free(c);
-            continue;
-        }
-        /* seq_cst: ordered with the pushes and the others' idle counts, so
-         * the last marker to go idle sees any chunk still shared */
-        atomic_fetch_add_explicit(&w->idle, 1, memory_order_seq_cst);
-        for (;;) {
-            if (!cds_lfs_empty(&w->shared)) {
-                atomic_fetch_sub_explicit(&w->idle, 1, memory_order_seq_cst);
-                break;
-            }
-            if (atomic_load_explicit(&w->idle, memory_order_seq_cst) == w->nmarkers)
-                return;
-            __builtin_ia32_pause();
-        }
-    }
-}
-
-static void push_root(work_t *w, marker_t *m, gc_head_t *h)
-{
-    if (mark_head(w, h) && !hvec_push(&m->stack, h))
-        m->oom = true;
-}
-
-/* ---- the phases, each run by every marker over its slice of G ---- */
-enum { PH_SNAPSHOT, PH_SUBTRACT, PH_MARK, PH_VALIDATE };
-
-static void slice(work_t *w, int id, size_t *lo, size_t *hi)
-{
-    size_t n = w->g.n, k = (size_t)w->nmarkers;
-    *lo = n * (size_t)id / k;
-    *hi = n * (size_t)(id + 1) / k;
-}
-
-static void snapshot_one(gc_head_t *h)
-{
-    ouro_object_t *o = gc_object_of(h);
-    /* seq_cst RMW before the count loads: a barrier after it shades again */
-    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    if (gc & GC_DIRTY)
-        gc = __atomic_fetch_and(&o->gc, ~GC_DIRTY, __ATOMIC_SEQ_CST);
-    int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
-    /* a count of zero: dying right now (GC_DEAD comes next); a root, so
-     * that nothing it still holds is taken for garbage meanwhile */
-    sc_store(h, c == 0 ? (S_TAG | S_FORCE) : sc_make(c));
-}
-
-static void run_phase(work_t *w, int phase, int id)
-{
-    marker_t *m = &w->m[id];
-    visit_ctx_t ctx = {w, m};
-    size_t lo, hi;
-    slice(w, id, &lo, &hi);
-    switch (phase) {
-    case PH_SNAPSHOT:
-        for (size_t i = lo; i < hi; i++)
-            snapshot_one(w->g.v[i]);
-        break;
-    case PH_SUBTRACT:
-        for (size_t i = lo; i < hi; i++) {
-            gc_head_t *h = w->g.v[i];
-            ouro_object_t *o = gc_object_of(h);
-            if (!(sc_load(h) & S_SKIP) && !is_dead(o))
-                o->type->traverse(o, visit_subtract, &ctx);
-        }
-        break;
-    case PH_MARK:
-        for (size_t i = lo; i < hi; i++) {
-            gc_head_t *h = w->g.v[i];
-            uint64_t s = sc_load(h);
-            if (s & (S_MARK | S_SKIP))
-                continue;
-            /* relaxed: DIRTY is read again, after H2, by the validation */
-            if (sc_refs(s) > 0 || (s & S_FORCE) ||
-                (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & GC_DIRTY)) {
-                push_root(w, m, h);
-                if (!w->parallel)
-                    mark_drain(w, m);
-            }
-        }
-        mark_drain(w, m);
-        break;
-    case PH_VALIDATE:
-        for (size_t i = lo; i < hi; i++) {
-            gc_head_t *h = w->g.v[i];
-            uint64_t s = sc_load(h);
-            if (s & (S_MARK | S_SKIP))
-                continue;
-            ouro_object_t *o = gc_object_of(h);
-            uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
-            if (gc & GC_DEAD) {
-                /* dead meanwhile: its own dealloc frees it; in parallel
-                 * mode only the SKIP bit is added, by RMW */
-                if (w->parallel)
-                    atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
-                else
-                    sc_store(h, s | S_SKIP);
-                continue;
-            }
-            int64_t c = gc_count(o);
-            if (c == 0) {
-                if (w->parallel)
-                    atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
-                else
-                    sc_store(h, s | S_SKIP);
-                continue;
-            }
-            if (c < 0 || c != sc_c1(s) || (s & S_FORCE) || (gc & GC_DIRTY)) {
-                m->found++;
-                push_root(w, m, h);
-                if (!w->parallel)
-                    mark_drain(w, m);
-            }
-        }
-        mark_drain(w, m);
-        break;
-    }
-}
-
-/* ---- marker threads ---- */
-static pthread_mutex_t mk_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t mk_go = PTHREAD_COND_INITIALIZER, mk_done = PTHREAD_COND_INITIALIZER;
-static int mk_threads;            /* [mk_lock] helper threads running */
-static unsigned long mk_epoch;    /* [mk_lock] bumped per phase */
-static int mk_pending;            /* [mk_lock] helpers still in the phase */
-static work_t *mk_work;           /* [mk_lock] */
-static int mk_phase, mk_active;   /* [mk_lock] helpers 1..mk_active-1 take part */
-static _Atomic int markers_wanted; /* 0: the core count */
-
-static void *marker_main(void *arg)
-{
-    int id = (int)(intptr_t)arg;
-    ouro_thread_register();
-    unsigned long seen = 0;
-    pthread_mutex_lock(&mk_lock);
-    for (;;) {
-        while (mk_epoch == seen)
-            pthread_cond_wait(&mk_go, &mk_lock);
-        seen = mk_epoch;
-        if (id >= mk_active)
-            continue;
-        work_t *w = mk_work;
-        int phase = mk_phase;
-        pthread_mutex_unlock(&mk_lock);
-        ouro_read_begin(); /* an RCU reader while traversing */
-        run_phase(w, phase, id);
-        ouro_read_end();
-        pthread_mutex_lock(&mk_lock);
-        if (--mk_pending == 0)
-            pthread_cond_signal(&mk_done);
-    }
-    return NULL;
-}
-
-static int cores(void)
-{
-    static int n;
-    if (n == 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        n = ouro__hw_cores();
-        if (n <= 0)
-            n = c > 0 ? (int)c : 1;
-    }
-    return n;
-}
-
-int ouro_gc_get_markers(void)
-{
-    int n = atomic_load_explicit(&markers_wanted, memory_order_relaxed);
-    if (n == 0)
-        n = (int)ouro__options[OURO_OPTION_GC_MARKERS];
-    if (n == 0)
-        n = 1; /* not cores(): see ouro.h, parallel marking has an open race */
-    if (n < 0)
-        n = cores();
-    return n < 1 ? 1 : n > OURO_GC_MAX_MARKERS ? OURO_GC_MAX_MARKERS : n;
-}
-
-int ouro_gc_set_markers(int n)
-{
-    if (n < 0 || n > OURO_GC_MAX_MARKERS) {
-        errno = EINVAL;
-        return -1;
-    }
-    atomic_store_explicit(&markers_wanted, n, memory_order_relaxed);
-    return 0;
-}
-
-/* Start helper threads until `want` markers (this thread included) can
- * run; returns how many can. */
-static int markers_ready(int want)
-{
-    pthread_mutex_lock(&mk_lock);
-    while (mk_threads < want - 1) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, marker_main, (void *)(intptr_t)(mk_threads + 1)) != 0)
-            break;
-        pthread_detach(t);
-        mk_threads++;
-    }
-    int n = mk_threads + 1 < want ? mk_threads + 1 : want;
-    pthread_mutex_unlock(&mk_lock);
-    return n;
-}
-
-/* Run `phase` on `w->nmarkers` markers: this thread is marker 0. */
-static void parallel_phase(work_t *w, int phase)
-{
-    int helpers = w->nmarkers - 1;
-    if (helpers > 0) {
-        pthread_mutex_lock(&mk_lock);
-        mk_work = w;
-        mk_phase = phase;
-        mk_active = w->nmarkers;
-        mk_pending = helpers;
-        mk_epoch++;
-        pthread_cond_broadcast(&mk_go);
-        pthread_mutex_unlock(&mk_lock);
-    }
-    run_phase(w, phase, 0);
-    if (helpers > 0) {
-        pthread_mutex_lock(&mk_lock);
-        while (mk_pending)
-            pthread_cond_wait(&mk_done, &mk_lock);
-        pthread_mutex_unlock(&mk_lock);
-    }
-    /* relaxed: the helpers are done (mk_lock ordered their writes) */
-    atomic_store_explicit(&w->idle, 0, memory_order_relaxed);
 }
 
 /* ================================================================== */
@@ -1037,42 +610,6 @@ static long young_count(void)
     return n < 0 ? 0 : n;
 }
 
-/* Re-validate the garbage after user code ran (weak reference callbacks,
- * finalizers): a count changed, a store shaded, or a death. */
-static void revalidate(work_t *w, hvec_t *garbage)
-{
-    marker_t *m = &w->m[0];
-    bool par = w->parallel;
-    w->parallel = false;
-    for (size_t i = 0; i < garbage->n; i++) {
-        gc_head_t *h = garbage->v[i];
-        uint64_t s = sc_load(h);
-        if (s & (S_MARK | S_SKIP))
-            continue;
-        ouro_object_t *o = gc_object_of(h);
-        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
-        if (gc & GC_DEAD) {
-            sc_store(h, s | S_SKIP);
-            continue;
-        }
-        int64_t c = gc_count(o);
-        if (c == 0) {
-            sc_store(h, s | S_SKIP);
-            continue;
-        }
-        if (c != sc_c1(s) || (gc & GC_DIRTY)) {
-            push_root(w, m, h);
-            mark_drain(w, m);
-        }
-    }
-    w->parallel = par;
-    size_t k = 0;
-    for (size_t i = 0; i < garbage->n; i++)
-        if (!(sc_load(garbage->v[i]) & (S_MARK | S_SKIP)))
-            garbage->v[k++] = garbage->v[i];
-    garbage->n = k;
-}
-
 /* Restore the links of G (its `next` chain is intact), set each member's
  * new location, free orphans, and move G to generation `dest`. */
 static size_t relink(gc_head_t *G, int dest, ouro_tstate_t *ts)
@@ -1082,6 +619,8 @@ static size_t relink(gc_head_t *G, int dest, ouro_tstate_t *ts)
     for (gc_head_t *h = NEXT(G), *next; h != G; h = next) {
         next = NEXT(h);
         ouro_object_t *o = gc_object_of(h);
+        /* relaxed: ORPHAN is set by this thread; gc_bits_set's CAS keeps the
+         * bits others set meanwhile */
         uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
         if ((gc & (GC_DEAD | GC_ORPHAN)) == (GC_DEAD | GC_ORPHAN)) {
             SET_NEXT(prev, next);
@@ -1143,47 +682,11 @@ static long collect_locked(int gen)
     }
     int dest = gen < 2 ? gen + 1 : 2;
 
-    static work_t w; /* gc_mutex: one collection at a time */
-    hvec_t gv = w.g;
-    memset(&w, 0, sizeof w);
-    w.g = gv;
-    w.g.n = 0;
-    cds_lfs_init(&w.shared);
-    bool oom = false;
-    ouro_read_begin();
-    for (gc_head_t *h = NEXT(&G); h != &G; h = NEXT(h))
-        if (!hvec_push(&w.g, h)) {
-            oom = true;
-            break;
-        }
-    w.nmarkers = oom ? 1 : ouro_gc_get_markers();
-    if ((size_t)w.nmarkers * 4096 > w.g.n)
-        w.nmarkers = 1; /* too little to share */
-    if (w.nmarkers > 1)
-        w.nmarkers = markers_ready(w.nmarkers);
-    w.parallel = w.nmarkers > 1;
-
-    size_t found = 0, uncollectable = 0;
+    size_t found = 0, uncollectable = 0, examined = 0;
+    unsigned markers = 1;
     hvec_t garbage = {0};
-    if (!oom) {
-        parallel_phase(&w, PH_SNAPSHOT);
-        parallel_phase(&w, PH_SUBTRACT);
-        parallel_phase(&w, PH_MARK);
-        /* H2: a grace period and a fence on every thread */
-        ouro_read_end();
-        urcu_qsbr_synchronize_rcu();
-        handshake();
-        ouro_read_begin();
-        parallel_phase(&w, PH_VALIDATE);
-        for (int i = 0; i < w.nmarkers; i++)
-            oom |= w.m[i].oom;
-    }
-    if (!oom) {
-        for (size_t i = 0; i < w.g.n; i++)
-            if (!(sc_load(w.g.v[i]) & (S_MARK | S_SKIP)) && !hvec_push(&garbage, w.g.v[i]))
-                oom = true;
-    }
-    ouro_read_end();
+    /* steps 1-4, with H2 between the mark and the validation */
+    bool oom = !ouro__gc_mark(&G, &garbage, handshake_h2, &examined, &markers);
     if (oom)
         garbage.n = 0;
 
@@ -1199,6 +702,7 @@ static long collect_locked(int gen)
         }
         for (size_t i = 0; i < garbage.n; i++) {
             ouro_object_t *o = gc_object_of(garbage.v[i]);
+            /* relaxed: FINALIZED is set only here, under gc_mutex */
             if (o->type->finalize &&
                 !(__atomic_fetch_or(&o->gc, GC_FINALIZED, __ATOMIC_RELAXED) & GC_FINALIZED)) {
                 o->type->finalize(o);
@@ -1206,7 +710,7 @@ static long collect_locked(int gen)
             }
         }
         if (user_code)
-            revalidate(&w, &garbage);
+            ouro__gc_revalidate(&garbage);
         found = garbage.n;
         /* 6. break the cycles; the objects die as their counts reach zero */
         unsigned dbg = atomic_load_explicit(&debug_flags, memory_order_relaxed);
@@ -1236,18 +740,14 @@ static long collect_locked(int gen)
                 ouro_decref(gc_object_of(garbage.v[i]));
             /* dead objects keep their memory until the zombie drain below */
             for (size_t i = 0; i < garbage.n; i++)
-                if (!is_dead(gc_object_of(garbage.v[i])))
+                if (!ouro__gc_is_dead(gc_object_of(garbage.v[i])))
                     uncollectable++;
         }
     }
-    hvec_free(&garbage);
+    ouro__hvec_free(&garbage);
 
-    for (int i = 0; i < OURO_GC_MAX_MARKERS; i++)
-        hvec_free(&w.m[i].stack);
-    cds_lfs_destroy(&w.shared);
+    ouro__gc_mark_end();
     size_t survivors = relink(&G, dest, ts);
-    if (w.g.cap > 2 * w.g.n + 65536)
-        hvec_free(&w.g); /* do not keep a big array after the heap shrank */
 
     /* the end: the barrier goes off (release: after our last scratch use) */
     if (mb_mode != MB_FENCE)
@@ -1270,8 +770,8 @@ static long collect_locked(int gen)
     stats.gen[gen].collections++;
     stats.gen[gen].collected += found;
     stats.gen[gen].uncollectable += uncollectable;
-    stats.last_objects = w.g.n;
-    stats.last_markers = (unsigned)w.nmarkers;
+    stats.last_objects = examined;
+    stats.last_markers = markers;
     uint64_t dt = now_ns() - t0;
     stats.last_ns = dt;
     pause_record(dt);
@@ -1287,6 +787,7 @@ static long collect_locked(int gen)
 /* Which generation an automatic collection takes (CPython's rule), or -1. */
 static int auto_generation(void)
 {
+    /* relaxed: thresholds and counts are independent heuristics */
     for (int g = 2; g >= 0; g--) {
         long c = g ? atomic_load_explicit(&gen_count[g], memory_order_relaxed) : young_count();
         long t = atomic_load_explicit(&threshold[g], memory_order_relaxed);
@@ -1371,6 +872,8 @@ long ouro_gc_collect(int generation)
     return r;
 }
 
+/* Settings (enabled, thresholds, debug flags) and the generation counts
+ * are independent words read as heuristics: relaxed loads and stores. */
 void ouro_gc_enable(void)
 {
     atomic_store_explicit(&enabled, 1, memory_order_relaxed);
@@ -1419,9 +922,23 @@ void ouro_gc_get_stats(ouro_gc_stats_t *out)
     out->young = (size_t)young_count();
     for (int g = 1; g < 4; g++)
         out->objects[g] = gen_size[g];
-    out->zombies = atomic_load_explicit(&nzombies, memory_order_relaxed);
+    out->zombies = atomic_load_explicit(&nzombies, memory_order_relaxed); /* a statistic */
     out->saved = saved_n;
     pthread_mutex_unlock(&gc_mutex);
+}
+
+/* Take gc_mutex for an API call that walks or moves the lists, with the
+ * zombies drained; -1 with EDEADLK from a finalizer or callback (this
+ * thread already holds it for a collection). */
+static int lists_lock(void)
+{
+    if (in_collector) {
+        errno = EDEADLK;
+        return -1;
+    }
+    pthread_mutex_lock(&gc_mutex);
+    drain_zombies_locked();
+    return 0;
 }
 
 static void move_list_locked(gc_head_t *from, int to)
@@ -1437,12 +954,8 @@ static void move_list_locked(gc_head_t *from, int to)
 
 int ouro_gc_freeze(void)
 {
-    if (in_collector) {
-        errno = EDEADLK;
+    if (lists_lock())
         return -1;
-    }
-    pthread_mutex_lock(&gc_mutex);
-    drain_zombies_locked();
     gc_head_t young;
     list_init(&young);
     take_young(&young);
@@ -1457,12 +970,8 @@ int ouro_gc_freeze(void)
 
 int ouro_gc_unfreeze(void)
 {
-    if (in_collector) {
-        errno = EDEADLK;
+    if (lists_lock())
         return -1;
-    }
-    pthread_mutex_lock(&gc_mutex);
-    drain_zombies_locked();
     move_list_locked(&gens[3], 2);
     gen_size[3] = 0;
     pthread_mutex_unlock(&gc_mutex);
@@ -1471,8 +980,8 @@ int ouro_gc_unfreeze(void)
 
 size_t ouro_gc_get_freeze_count(void)
 {
-    pthread_mutex_lock(&gc_mutex);
-    drain_zombies_locked();
+    if (lists_lock())
+        return gen_size[3]; /* from a callback: this thread holds gc_mutex */
     size_t n = gen_size[3];
     pthread_mutex_unlock(&gc_mutex);
     return n;
@@ -1544,7 +1053,7 @@ static size_t referrers_in(gc_head_t *l, ouro_object_t *target, ouro_visit_fn *v
     size_t n = 0;
     for (gc_head_t *h = NEXT(l); h != l; h = NEXT(h)) {
         ouro_object_t *o = gc_object_of(h);
-        if (is_dead(o))
+        if (ouro__gc_is_dead(o))
             continue;
         referrers_t f = {target, false};
         o->type->traverse(o, find_target, &f);
@@ -1563,13 +1072,9 @@ long ouro_gc_get_referrers(ouro_object_t *target, ouro_visit_fn *visit, void *ar
         errno = EINVAL;
         return -1;
     }
-    if (in_collector) {
-        errno = EDEADLK;
+    if (lists_lock())
         return -1;
-    }
     size_t n = 0;
-    pthread_mutex_lock(&gc_mutex);
-    drain_zombies_locked();
     ouro_read_begin();
     for (int g = 1; g < 4; g++)
         n += referrers_in(&gens[g], target, visit, arg);
@@ -1624,7 +1129,7 @@ void ouro__gc_fork_prepare(void)
 {
     pthread_mutex_lock(&bg_lock);
     pthread_mutex_lock(&gc_mutex);
-    pthread_mutex_lock(&mk_lock);
+    ouro__gc_mark_fork_prepare();
     for (int i = 0; i < NSTRIPES; i++)
         spin_lock(&stripes[i].lock);
 }
@@ -1633,7 +1138,7 @@ void ouro__gc_fork_parent(void)
 {
     for (int i = NSTRIPES - 1; i >= 0; i--)
         spin_unlock(&stripes[i].lock);
-    pthread_mutex_unlock(&mk_lock);
+    ouro__gc_mark_fork_parent();
     pthread_mutex_unlock(&gc_mutex);
     pthread_mutex_unlock(&bg_lock);
 }
@@ -1643,10 +1148,7 @@ void ouro__gc_fork_child(void)
 {
     ouro__gc_fork_parent();
     bg_started = false;
-    atomic_store_explicit(&bg_requested, 0, memory_order_relaxed);
+    atomic_store_explicit(&bg_requested, 0, memory_order_relaxed); /* the child is single-threaded */
     sem_init(&bg_sem, 0, 0);
-    mk_threads = 0;
-    mk_pending = 0;
-    pthread_cond_init(&mk_go, NULL);
-    pthread_cond_init(&mk_done, NULL);
+    ouro__gc_mark_fork_child();
 }

@@ -666,8 +666,6 @@ START_TEST(parallel_markers_find_the_same_garbage)
     ck_assert_int_eq(one, 3L * pairs / 2);
     ck_assert_int_eq(two, one);
     ck_assert_int_eq(four, one);
-    ouro_gc_stats_t st;
-    ouro_gc_get_stats(&st);
     ck_assert_uint_eq(atomic_load(&deaths), 3L * 3 * pairs);
     ASSERT_NO_FAILURES();
 }

@@ -1,0 +1,575 @@
+/*
+ * gcmark.c — steps 1-4 of a collection (see the protocol at the top of
+ * gc.c): snapshot each member's count into its scratch word, subtract the
+ * references from inside the set, mark from the roots, and after H2
+ * validate what was left unmarked.  Runs on `nmarkers` threads: the
+ * collecting one and helpers parked between phases; marking work is
+ * shared in chunks on a liburcu lock-free stack.
+ */
+#include "config.h"
+#include "gc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+#include <urcu/lfstack.h>
+
+/* ================================================================== */
+/* arrays of list heads                                                */
+/* ================================================================== */
+bool ouro__hvec_push(hvec_t *s, gc_head_t *h)
+{
+    if (unlikely(s->n == s->cap)) {
+        size_t cap = s->cap ? s->cap * 2 : 1024;
+        gc_head_t **v = ouro_realloc(s->v, cap * sizeof *v);
+        if (v == NULL)
+            return false;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = h;
+    return true;
+}
+
+void ouro__hvec_free(hvec_t *s)
+{
+    ouro_free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
+
+/* ================================================================== */
+/* counts                                                              */
+/* ================================================================== */
+#define COUNT_UNSTABLE (-1)
+/* The object's count, consistent across the owner/shared split: retried
+ * while a merge is half done (tid cleared, shared not yet MERGED).
+ * Acquire loads: read in this order, as a seqlock reads. */
+static int64_t gc_count(ouro_object_t *o)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        int64_t s1 = __atomic_load_n(&o->shared, __ATOMIC_ACQUIRE);
+        uint32_t local = __atomic_load_n(&o->local, __ATOMIC_ACQUIRE);
+        uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_ACQUIRE);
+        int64_t s2 = __atomic_load_n(&o->shared, __ATOMIC_ACQUIRE);
+        if (local == OURO_IMMORTAL)
+            return COUNT_UNSTABLE;
+        /* tid 0 before MERGED: a merge is between its stores and its CAS
+         * (local already moved out, not yet added to shared) */
+        if (s1 != s2 || (tid == 0 && (s1 & REF_STATE_MASK) != REF_MERGED))
+            continue;
+        int64_t rc = (s1 >> REF_SHIFT) + (tid ? (int64_t)local : 0);
+        if ((s1 & REF_STATE_MASK) == REF_QUEUED)
+            rc -= 1;
+        return rc;
+    }
+    return COUNT_UNSTABLE;
+}
+
+/* ================================================================== */
+/* the scratch word (prefix prev of a G member during a collection)    */
+/* ================================================================== */
+#define S_TAG 1ull        /* in G */
+#define S_MARK 2ull       /* reachable (or rejected) */
+#define S_FORCE 4ull      /* a root whatever its count says */
+#define S_SKIP 8ull       /* dead: neither traversed nor collected */
+#define S_REFS_SHIFT 8    /* gc_refs + 2^31, 32 bits */
+#define S_REFS_BIAS ((int64_t)1 << 31)
+#define S_C1_SHIFT 40     /* c1, 24 bits */
+#define S_C1_MAX (((int64_t)1 << 24) - 1)
+#define S_ONE_REF ((uint64_t)1 << S_REFS_SHIFT)
+
+/* Relaxed: during a collection only markers touch a member's scratch word;
+ * phases are ordered by mk_lock, and within a parallel phase every
+ * concurrent update is an RMW (mark_head, visit_subtract, the SKIP bit). */
+static inline uint64_t sc_load(gc_head_t *h)
+{
+    return atomic_load_explicit(&h->prev, memory_order_relaxed);
+}
+static inline void sc_store(gc_head_t *h, uint64_t w)
+{
+    atomic_store_explicit(&h->prev, w, memory_order_relaxed);
+}
+static inline int64_t sc_refs(uint64_t w)
+{
+    return (int64_t)((w >> S_REFS_SHIFT) & 0xffffffffu) - S_REFS_BIAS;
+}
+static inline int64_t sc_c1(uint64_t w)
+{
+    return (int64_t)(w >> S_C1_SHIFT);
+}
+static inline uint64_t sc_make(int64_t c)
+{
+    if (c < 0 || c > S_C1_MAX)
+        return S_TAG | S_FORCE;
+    return S_TAG | ((uint64_t)(c + S_REFS_BIAS) << S_REFS_SHIFT) | ((uint64_t)c << S_C1_SHIFT);
+}
+
+/* The G member that `r` is, or NULL.  `r` is a referent read from a live
+ * object's slot during a pass: its memory is not reused before our next
+ * quiescent state (see the top of the file). */
+static inline gc_head_t *in_g(ouro_object_t *r)
+{
+    if (r == NULL || !ouro__is_container(r))
+        return NULL;
+    gc_head_t *h = gc_head_of(r);
+    return (sc_load(h) & S_TAG) ? h : NULL;
+}
+
+/* ================================================================== */
+/* work: the G array, mark stacks, markers                             */
+/* ================================================================== */
+/* A chunk of marking work shared between markers. */
+#define CHUNK 256
+typedef struct chunk_s {
+    struct cds_lfs_node node;
+    size_t n;
+    gc_head_t *v[CHUNK];
+} chunk_t;
+
+typedef struct marker_s {
+    hvec_t stack;
+    bool oom;
+    size_t found;          /* validation: rejections */
+} marker_t;
+
+/* One collection's shared work state. */
+typedef struct work_s {
+    hvec_t g;              /* every member of G */
+    int nmarkers;
+    bool parallel;         /* scratch updates must be atomic RMWs */
+    struct cds_lfs_stack shared; /* chunks; pops take its mutex (ABA), pushes are lock-free */
+    _Atomic int idle;
+    _Atomic bool oom;
+    marker_t m[OURO_GC_MAX_MARKERS];
+} work_t;
+
+static inline bool mark_head(work_t *w, gc_head_t *h)
+{
+    if (w->parallel) {
+        /* relaxed: the winner of the RMW traverses; the referents it
+         * reads are the mutators' (ouro_load) */
+        return !(atomic_fetch_or_explicit(&h->prev, S_MARK, memory_order_relaxed) & S_MARK);
+    }
+    uint64_t s = sc_load(h);
+    if (s & S_MARK)
+        return false;
+    sc_store(h, s | S_MARK);
+    return true;
+}
+
+typedef struct visit_ctx_s {
+    work_t *w;
+    marker_t *m;
+} visit_ctx_t;
+
+static int visit_subtract(ouro_object_t *r, void *arg)
+{
+    visit_ctx_t *c = arg;
+    gc_head_t *h = in_g(r);
+    if (h == NULL)
+        return 0;
+    if (c->w->parallel)
+        atomic_fetch_sub_explicit(&h->prev, S_ONE_REF, memory_order_relaxed); /* a count only */
+    else
+        sc_store(h, sc_load(h) - S_ONE_REF);
+    return 0;
+}
+
+static void share_work(work_t *w, marker_t *m)
+{
+    chunk_t *c = ouro_malloc(sizeof *c);
+    if (c == NULL)
+        return;
+    c->n = CHUNK;
+    m->stack.n -= CHUNK;
+    memcpy(c->v, m->stack.v + m->stack.n, sizeof c->v);
+    /* cds_lfs_push is a full barrier: the popper sees the chunk's contents */
+    ouro_tsan_release(&w->shared);
+    cds_lfs_push(&w->shared, &c->node);
+}
+
+static int visit_mark(ouro_object_t *r, void *arg)
+{
+    visit_ctx_t *c = arg;
+    gc_head_t *h = in_g(r);
+    if (h == NULL || !mark_head(c->w, h))
+        return 0;
+    if (!ouro__hvec_push(&c->m->stack, h))
+        c->m->oom = true;
+    return 0;
+}
+
+/* Traverse everything on the marker's stack (and, in parallel, what the
+ * others share) until no marker has work left. */
+static void mark_drain(work_t *w, marker_t *m)
+{
+    visit_ctx_t ctx = {w, m};
+    for (;;) {
+        while (m->stack.n) {
+            gc_head_t *h = m->stack.v[--m->stack.n];
+            ouro_object_t *o = gc_object_of(h);
+            if (!ouro__gc_is_dead(o))
+                o->type->traverse(o, visit_mark, &ctx);
+            /* relaxed: a hint; a stale read only delays sharing */
+            if (w->parallel && m->stack.n >= 2 * CHUNK && atomic_load_explicit(&w->idle, memory_order_relaxed))
+                share_work(w, m);
+        }
+        if (!w->parallel)
+            return;
+        struct cds_lfs_node *n = cds_lfs_pop_blocking(&w->shared);
+        if (n) {
+            ouro_tsan_acquire(&w->shared);
+            chunk_t *c = caa_container_of(n, chunk_t, node);
+            for (size_t i = 0; i < c->n; i++)
+                if (!ouro__hvec_push(&m->stack, c->v[i]))
+                    m->oom = true;
+            ouro_free(c);
+            continue;
+        }
+        /* seq_cst: ordered with the pushes and the others' idle counts, so
+         * the last marker to go idle sees any chunk still shared */
+        atomic_fetch_add_explicit(&w->idle, 1, memory_order_seq_cst);
+        for (;;) {
+            if (!cds_lfs_empty(&w->shared)) {
+                atomic_fetch_sub_explicit(&w->idle, 1, memory_order_seq_cst); /* as the add above */
+                break;
+            }
+            if (atomic_load_explicit(&w->idle, memory_order_seq_cst) == w->nmarkers)
+                return;
+            __builtin_ia32_pause();
+        }
+    }
+}
+
+static void push_root(work_t *w, marker_t *m, gc_head_t *h)
+{
+    if (mark_head(w, h) && !ouro__hvec_push(&m->stack, h))
+        m->oom = true;
+}
+
+/* ---- the phases, each run by every marker over its slice of G ---- */
+enum { PH_SNAPSHOT, PH_SUBTRACT, PH_MARK, PH_VALIDATE };
+
+static void slice(work_t *w, int id, size_t *lo, size_t *hi)
+{
+    size_t n = w->g.n, k = (size_t)w->nmarkers;
+    *lo = n * (size_t)id / k;
+    *hi = n * (size_t)(id + 1) / k;
+}
+
+static void snapshot_one(gc_head_t *h)
+{
+    ouro_object_t *o = gc_object_of(h);
+    /* seq_cst RMW before the count loads: a barrier after it shades again */
+    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
+    if (gc & GC_DIRTY)
+        gc = __atomic_fetch_and(&o->gc, ~GC_DIRTY, __ATOMIC_SEQ_CST);
+    int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
+    /* a count of zero: dying right now (GC_DEAD comes next); a root, so
+     * that nothing it still holds is taken for garbage meanwhile */
+    sc_store(h, c == 0 ? (S_TAG | S_FORCE) : sc_make(c));
+}
+
+static void run_phase(work_t *w, int phase, int id)
+{
+    marker_t *m = &w->m[id];
+    visit_ctx_t ctx = {w, m};
+    size_t lo, hi;
+    slice(w, id, &lo, &hi);
+    switch (phase) {
+    case PH_SNAPSHOT:
+        for (size_t i = lo; i < hi; i++)
+            snapshot_one(w->g.v[i]);
+        break;
+    case PH_SUBTRACT:
+        for (size_t i = lo; i < hi; i++) {
+            gc_head_t *h = w->g.v[i];
+            ouro_object_t *o = gc_object_of(h);
+            if (!(sc_load(h) & S_SKIP) && !ouro__gc_is_dead(o))
+                o->type->traverse(o, visit_subtract, &ctx);
+        }
+        break;
+    case PH_MARK:
+        for (size_t i = lo; i < hi; i++) {
+            gc_head_t *h = w->g.v[i];
+            uint64_t s = sc_load(h);
+            if (s & (S_MARK | S_SKIP))
+                continue;
+            /* relaxed: DIRTY is read again, after H2, by the validation */
+            if (sc_refs(s) > 0 || (s & S_FORCE) ||
+                (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & GC_DIRTY)) {
+                push_root(w, m, h);
+                if (!w->parallel)
+                    mark_drain(w, m);
+            }
+        }
+        mark_drain(w, m);
+        break;
+    case PH_VALIDATE:
+        for (size_t i = lo; i < hi; i++) {
+            gc_head_t *h = w->g.v[i];
+            uint64_t s = sc_load(h);
+            if (s & (S_MARK | S_SKIP))
+                continue;
+            ouro_object_t *o = gc_object_of(h);
+            /* acquire: as ouro__gc_is_dead; DIRTY was made visible by H2 */
+            uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
+            if (gc & GC_DEAD) {
+                /* dead meanwhile: its own dealloc frees it; in parallel
+                 * mode only the SKIP bit is added, by RMW */
+                if (w->parallel)
+                    atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
+                else
+                    sc_store(h, s | S_SKIP);
+                continue;
+            }
+            int64_t c = gc_count(o);
+            if (c == 0) {
+                if (w->parallel)
+                    atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
+                else
+                    sc_store(h, s | S_SKIP);
+                continue;
+            }
+            if (c < 0 || c != sc_c1(s) || (s & S_FORCE) || (gc & GC_DIRTY)) {
+                m->found++;
+                push_root(w, m, h);
+                if (!w->parallel)
+                    mark_drain(w, m);
+            }
+        }
+        mark_drain(w, m);
+        break;
+    }
+}
+
+/* ---- marker threads ---- */
+static pthread_mutex_t mk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mk_go = PTHREAD_COND_INITIALIZER, mk_done = PTHREAD_COND_INITIALIZER;
+static int mk_threads;            /* [mk_lock] helper threads running */
+static unsigned long mk_epoch;    /* [mk_lock] bumped per phase */
+static int mk_pending;            /* [mk_lock] helpers still in the phase */
+static work_t *mk_work;           /* [mk_lock] */
+static int mk_phase, mk_active;   /* [mk_lock] helpers 1..mk_active-1 take part */
+static _Atomic int markers_wanted; /* 0: the core count */
+
+static void *marker_main(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    ouro_thread_register();
+    unsigned long seen = 0;
+    pthread_mutex_lock(&mk_lock);
+    for (;;) {
+        while (mk_epoch == seen)
+            pthread_cond_wait(&mk_go, &mk_lock);
+        seen = mk_epoch;
+        if (id >= mk_active)
+            continue;
+        work_t *w = mk_work;
+        int phase = mk_phase;
+        pthread_mutex_unlock(&mk_lock);
+        ouro_read_begin(); /* an RCU reader while traversing */
+        run_phase(w, phase, id);
+        ouro_read_end();
+        pthread_mutex_lock(&mk_lock);
+        if (--mk_pending == 0)
+            pthread_cond_signal(&mk_done);
+    }
+    return NULL;
+}
+
+static int cores(void)
+{
+    static int n;
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = ouro__hw_cores();
+        if (n <= 0)
+            n = c > 0 ? (int)c : 1;
+    }
+    return n;
+}
+
+/* markers_wanted: a setting read as a heuristic, relaxed */
+int ouro_gc_get_markers(void)
+{
+    int n = atomic_load_explicit(&markers_wanted, memory_order_relaxed);
+    if (n == 0)
+        n = (int)ouro__options[OURO_OPTION_GC_MARKERS];
+    if (n == 0)
+        n = 1; /* not cores(): see ouro.h, parallel marking has an open race */
+    if (n < 0)
+        n = cores();
+    return n < 1 ? 1 : n > OURO_GC_MAX_MARKERS ? OURO_GC_MAX_MARKERS : n;
+}
+
+int ouro_gc_set_markers(int n)
+{
+    if (n < 0 || n > OURO_GC_MAX_MARKERS) {
+        errno = EINVAL;
+        return -1;
+    }
+    atomic_store_explicit(&markers_wanted, n, memory_order_relaxed);
+    return 0;
+}
+
+/* Start helper threads until `want` markers (this thread included) can
+ * run; returns how many can. */
+static int markers_ready(int want)
+{
+    pthread_mutex_lock(&mk_lock);
+    while (mk_threads < want - 1) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, marker_main, (void *)(intptr_t)(mk_threads + 1)) != 0)
+            break;
+        pthread_detach(t);
+        mk_threads++;
+    }
+    int n = mk_threads + 1 < want ? mk_threads + 1 : want;
+    pthread_mutex_unlock(&mk_lock);
+    return n;
+}
+
+/* Run `phase` on `w->nmarkers` markers: this thread is marker 0. */
+static void parallel_phase(work_t *w, int phase)
+{
+    int helpers = w->nmarkers - 1;
+    if (helpers > 0) {
+        pthread_mutex_lock(&mk_lock);
+        mk_work = w;
+        mk_phase = phase;
+        mk_active = w->nmarkers;
+        mk_pending = helpers;
+        mk_epoch++;
+        pthread_cond_broadcast(&mk_go);
+        pthread_mutex_unlock(&mk_lock);
+    }
+    run_phase(w, phase, 0);
+    if (helpers > 0) {
+        pthread_mutex_lock(&mk_lock);
+        while (mk_pending)
+            pthread_cond_wait(&mk_done, &mk_lock);
+        pthread_mutex_unlock(&mk_lock);
+    }
+    /* relaxed: the helpers are done (mk_lock ordered their writes) */
+    atomic_store_explicit(&w->idle, 0, memory_order_relaxed);
+}
+
+
+/* ================================================================== */
+/* the driver's entry points                                           */
+/* ================================================================== */
+static work_t work; /* gc_mutex: one collection at a time */
+
+bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, void (*h2)(void), size_t *examined, unsigned *markers)
+{
+    work_t *w = &work;
+    hvec_t gv = w->g; /* the array is kept between collections */
+    memset(w, 0, sizeof *w);
+    w->g = gv;
+    w->g.n = 0;
+    cds_lfs_init(&w->shared);
+    bool oom = false;
+    ouro_read_begin(); /* an RCU reader while traversing */
+    for (gc_head_t *h = (gc_head_t *)atomic_load_explicit(&G->next, memory_order_relaxed); h != G;
+         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) /* relaxed: ours, gc_mutex */
+        if (!ouro__hvec_push(&w->g, h)) {
+            oom = true;
+            break;
+        }
+    w->nmarkers = oom ? 1 : ouro_gc_get_markers();
+    if ((size_t)w->nmarkers * 4096 > w->g.n)
+        w->nmarkers = 1; /* too little to share */
+    if (w->nmarkers > 1)
+        w->nmarkers = markers_ready(w->nmarkers);
+    w->parallel = w->nmarkers > 1;
+    *examined = w->g.n;
+    *markers = (unsigned)w->nmarkers;
+    if (!oom) {
+        parallel_phase(w, PH_SNAPSHOT);
+        parallel_phase(w, PH_SUBTRACT);
+        parallel_phase(w, PH_MARK);
+        ouro_read_end();
+        h2();
+        ouro_read_begin();
+        parallel_phase(w, PH_VALIDATE);
+        for (int i = 0; i < w->nmarkers; i++)
+            oom |= w->m[i].oom;
+    }
+    for (size_t i = 0; !oom && i < w->g.n; i++)
+        if (!(sc_load(w->g.v[i]) & (S_MARK | S_SKIP)) && !ouro__hvec_push(garbage, w->g.v[i]))
+            oom = true;
+    ouro_read_end();
+    return !oom;
+}
+
+void ouro__gc_mark_end(void)
+{
+    work_t *w = &work;
+    for (int i = 0; i < OURO_GC_MAX_MARKERS; i++)
+        ouro__hvec_free(&w->m[i].stack);
+    cds_lfs_destroy(&w->shared);
+    if (w->g.cap > 2 * w->g.n + 65536)
+        ouro__hvec_free(&w->g); /* do not keep a big array after the heap shrank */
+}
+
+void ouro__gc_mark_fork_prepare(void)
+{
+    pthread_mutex_lock(&mk_lock);
+}
+
+void ouro__gc_mark_fork_parent(void)
+{
+    pthread_mutex_unlock(&mk_lock);
+}
+
+/* The child has no marker threads (mk_lock is released by the parent
+ * hook, which the child runs first). */
+void ouro__gc_mark_fork_child(void)
+{
+    mk_threads = 0;
+    mk_pending = 0;
+    pthread_cond_init(&mk_go, NULL);
+    pthread_cond_init(&mk_done, NULL);
+}
+
+/* Re-validate the garbage after user code ran (weak reference callbacks,
+ * finalizers): a count changed, a store shaded, or a death. */
+void ouro__gc_revalidate(hvec_t *garbage)
+{
+    work_t *w = &work;
+    marker_t *m = &w->m[0];
+    bool par = w->parallel;
+    w->parallel = false;
+    for (size_t i = 0; i < garbage->n; i++) {
+        gc_head_t *h = garbage->v[i];
+        uint64_t s = sc_load(h);
+        if (s & (S_MARK | S_SKIP))
+            continue;
+        ouro_object_t *o = gc_object_of(h);
+        /* acquire: as ouro__gc_is_dead; user code ran on this thread */
+        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
+        if (gc & GC_DEAD) {
+            sc_store(h, s | S_SKIP);
+            continue;
+        }
+        int64_t c = gc_count(o);
+        if (c == 0) {
+            sc_store(h, s | S_SKIP);
+            continue;
+        }
+        if (c != sc_c1(s) || (gc & GC_DIRTY)) {
+            push_root(w, m, h);
+            mark_drain(w, m);
+        }
+    }
+    w->parallel = par;
+    size_t k = 0;
+    for (size_t i = 0; i < garbage->n; i++)
+        if (!(sc_load(garbage->v[i]) & (S_MARK | S_SKIP)))
+            garbage->v[k++] = garbage->v[i];
+    garbage->n = k;
+}
