@@ -3,7 +3,7 @@
  * calls (a full, stop-the-world mark and sweep) and prints the median in
  * ns per object.  gc-boehm [objects] [markers] [rounds] (markers: Boehm's
  * parallel marker threads, GC_MARKERS). */
-#include <gc.h>
+#include <gc/gc.h> /* Boehm GC (not src/gc.h: -I./src is on the path) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
