@@ -515,15 +515,16 @@ void ouro_gc_get_count(long out[3]);
 
 /* Start tracking a container (one created untracked by ouro_gc_untrack, for
  * example) in generation 0; or stop.  -1 with errno EINVAL if `o` is not a
- * container; untrack gives EDEADLK from a finalizer or callback.  Untracking
- * an old object may wait for a collection in progress to end. */
+ * container; untrack gives EDEADLK from a finalizer of an old object.
+ * Untracking an old object may wait for a collection in progress to end. */
 int ouro_gc_track(ouro_object_t *o);
 int ouro_gc_untrack(ouro_object_t *o);
 int ouro_gc_is_tracked(const ouro_object_t *o);
 
 /* Move every tracked object to the permanent generation, which collections
  * ignore (for long-lived objects: python's gc.freeze); back to the oldest
- * generation; how many it holds.  -1 with EDEADLK during a collection. */
+ * generation; how many it holds.  -1 with EDEADLK from a finalizer (the
+ * lists are in use); from a callback they work (the lists are at rest). */
 int ouro_gc_freeze(void);
 int ouro_gc_unfreeze(void);
 size_t ouro_gc_get_freeze_count(void);

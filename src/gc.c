@@ -26,12 +26,13 @@
  *
  * The protocol of a collection of set G (generations 0..g), with mutators
  * running throughout:
- *   H1. gc_active = 1, then a handshake (membarrier(), then wait until no
+ *   H1. gc_active = this collection's dirty bit, then a handshake (membarrier(), then wait until no
  *       thread is inside an ouro_store that began before: see handshake()):
  *       from now on every reference store through ouro_store() shades
  *       (GC_DIRTY) both the value it stores and the one it overwrites, and
  *       every container that dies shades its referents before its dealloc
- *       drops them.  Then G is taken.
+ *       drops them (its GC_DEAD and that shading are one barrier sequence,
+ *       ouro__gc_die).  Then G is taken.
  *   1.  For each x in G: clear DIRTY, then snapshot c1(x) = its count.
  *   2.  Trial deletion: gc_refs(x) = c1(x) minus the references from G
  *       objects, found by traverse.
@@ -39,13 +40,21 @@
  *   H2. A grace period (synchronize_rcu) and a handshake: no thread still
  *       holds a pointer into U that it read without a reference before
  *       now, every store and count change made before is visible, and every
- *       store that began before has shaded what it had to.  (A membarrier
- *       alone is not enough: a store preempted between its slot write and
- *       its shading could straddle the whole mark and validation; the
- *       concurrent test found exactly that.)
+ *       store or death that began before has shaded what it had to.  (A
+ *       membarrier alone is not enough: a store preempted between its slot
+ *       write and its shading could straddle the whole mark and validation;
+ *       the concurrent test found exactly that.  Nor is the grace period:
+ *       threads are offline outside ouro_read_begin/end, and a grace period
+ *       does not wait for them; the test found a death whose GC_DEAD came
+ *       before its barrier sequence straddling H2 that way.)
  *   4.  Validate (Bacon and Rajan's Delta and Sigma tests): reject every u
- *       in U whose count differs from c1(u), or that is DIRTY or dead, and
- *       everything reachable from a rejected one.  The rest is garbage.
+ *       in U whose count differs from c1(u), that is DIRTY, or whose count
+ *       is zero (dying: its own dealloc will drop what it holds, so that
+ *       is not ours to collect), and everything reachable from a rejected
+ *       one.  Dead members are skipped; if there were any, wait until
+ *       every death's barrier sequence open now has closed (its referents
+ *       are shaded then) and validate what is left again.  The rest is
+ *       garbage: nothing outside it holds a reference to it.
  *   5.  Clear its weak references, run finalizers (once per object), and
  *       if any user code ran, validate again (resurrection).
  *   6.  Take a reference to each, `clear` each, drop the references: the
@@ -89,7 +98,10 @@
 /* ---- the write barrier's switch (read inline by ouro_store) ---- */
 int ouro__gc_barrier;     /* [atomic] non-zero: ouro_store calls ouro__gc_shade */
 __thread unsigned long ouro__bseq __attribute__((tls_model("initial-exec")));
-static _Atomic int gc_active; /* [gc_mutex writes] a collection is between H1 and its end */
+/* [gc_mutex writes] while a collection is between H1 and its end, the
+ * GC_DIRTY bit (A or B, alternately) its barrier sets; 0 otherwise */
+static _Atomic uint32_t gc_active;
+static unsigned long collections_begun; /* [gc_mutex] */
 enum { MB_PRIVATE = 1, MB_GLOBAL = 2, MB_FENCE = 3 };
 static int mb_mode;       /* [init] how membarrier_all() reaches every thread */
 
@@ -118,7 +130,38 @@ static size_t long_lived_total, long_lived_pending;
 static ouro_gc_stats_t stats;
 static ouro_object_t **saved;      /* OURO_GC_DEBUG_SAVEALL: garbage kept, with a reference each */
 static size_t saved_n, saved_cap;
-static __thread bool in_collector; /* this thread holds gc_mutex for a collection */
+static __thread bool in_collector; /* this thread is inside a collection (steps H1 to the end) */
+static __thread bool gc_held;      /* this thread holds gc_mutex: a collection, its callbacks included */
+
+/* gc_mutex for an API call; false (nothing to unlock) when this thread
+ * already holds it, from a callback or finalizer: then the collector's
+ * state is this thread's to read. */
+static bool gc_lock(void)
+{
+    if (gc_held)
+        return false;
+    pthread_mutex_lock(&gc_mutex);
+    return true;
+}
+
+static void gc_unlock(bool locked)
+{
+    if (locked)
+        pthread_mutex_unlock(&gc_mutex);
+}
+
+/* gc_mutex for a collection (gc_held is set while it is held). */
+static void collector_lock(void)
+{
+    pthread_mutex_lock(&gc_mutex);
+    gc_held = true;
+}
+
+static void collector_unlock(void)
+{
+    gc_held = false;
+    pthread_mutex_unlock(&gc_mutex);
+}
 
 /* ---- zombies: containers that died on lists the collector owns ---- */
 typedef struct zombie_s {
@@ -287,6 +330,15 @@ static void handshake(void)
     ouro__tstates_visit(wait_store, NULL);
 }
 
+/* Wait until no death's barrier sequence that is open now stays open: the
+ * validation saw GC_DEAD, which its sequence's odd value precedes (the
+ * locked RMW that set it drained the dying thread's stores), so no fence
+ * is needed first. */
+static void settle(void)
+{
+    ouro__tstates_visit(wait_store, NULL);
+}
+
 /* H2: a grace period (no borrowed pointer from before survives it), then
  * a handshake.  The caller is not an RCU reader here. */
 static void handshake_h2(void)
@@ -443,9 +495,9 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
             __atomic_fetch_or(&o->gc, GC_ORPHAN, __ATOMIC_RELAXED);
             return false;
         }
-        pthread_mutex_lock(&gc_mutex);
+        bool locked = gc_lock(); /* from a callback: the lists are at rest */
         untrack_old_locked(o);
-        pthread_mutex_unlock(&gc_mutex);
+        gc_unlock(locked);
         return true;
     }
     z->o = o;
@@ -492,13 +544,13 @@ int ouro_gc_untrack(ouro_object_t *o)
     if (!(gc & GC_OLD) && untrack_young(o, gc))
         return 0;
     if (in_collector) {
-        errno = EDEADLK; /* from a finalizer or callback: the lists are in use */
+        errno = EDEADLK; /* from a finalizer: the lists are in use */
         return -1;
     }
-    pthread_mutex_lock(&gc_mutex);
+    bool locked = gc_lock();
     if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED)
         untrack_old_locked(o);
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     return 0;
 }
 
@@ -511,58 +563,72 @@ int ouro_gc_is_tracked(const ouro_object_t *o)
 /* ================================================================== */
 /* the write barrier                                                   */
 /* ================================================================== */
-static inline void shade(ouro_object_t *o)
+static inline void shade(ouro_object_t *o, uint32_t bit)
 {
     if (o == NULL || !ouro__is_container(o))
         return;
     /* relaxed: H2's membarrier and grace period make it visible to the
-     * validation; a first load spares the RMW when already shaded */
+     * validation; a first load spares the RMW when already shaded (the
+     * collection never clears its own bit, see object.h) */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    if ((gc & (GC_TRACKED | GC_DIRTY)) == GC_TRACKED)
-        __atomic_fetch_or(&o->gc, GC_DIRTY, __ATOMIC_RELAXED);
+    if ((gc & (GC_TRACKED | bit)) == GC_TRACKED)
+        __atomic_fetch_or(&o->gc, bit, __ATOMIC_RELAXED);
 }
 
-static inline bool barrier_active(void)
+/* The dirty bit of the running collection, or 0. */
+static inline uint32_t barrier_active(void)
 {
     if (mb_mode == MB_FENCE)
         /* the mutator's half of Dekker's protocol: our store before the
          * collector's flag read */
         atomic_thread_fence(memory_order_seq_cst);
     /* relaxed: membarrier_all() after the collector's store orders it */
-    return atomic_load_explicit(&gc_active, memory_order_relaxed) != 0;
+    return atomic_load_explicit(&gc_active, memory_order_relaxed);
 }
 
 void ouro__gc_shade(ouro_object_t *old, ouro_object_t *value)
 {
     if (ouro__tstate == NULL)
         ouro__tstate_get(); /* register: collections must see our stores in flight */
-    if (!barrier_active())
+    uint32_t bit = barrier_active();
+    if (!bit)
         return;
-    shade(old);
-    shade(value);
+    shade(old, bit);
+    shade(value, bit);
 }
 
 static int shade_visit(ouro_object_t *r, void *arg)
 {
-    (void)arg;
-    shade(r);
+    shade(r, (uint32_t)(uintptr_t)arg);
     return 0;
 }
 
-void ouro__gc_dying(ouro_object_t *o)
+/* A container dies: set GC_DEAD and, during a collection, shade its
+ * referents before its dealloc drops them; returns the gc bits before.
+ * Both happen inside one barrier sequence (as ouro_store's, ouro.h), so a
+ * collector that saw the object dead, and so stopped traversing it, waits
+ * in its next handshake until the referents are shaded.  Mutators run
+ * offline by default: the grace period of H2 does not wait for them, only
+ * the handshake does (the concurrent test found a death straddling H2
+ * when GC_DEAD was set before the sequence opened).  No user code runs
+ * inside: a nested ouro_store would close the sequence early. */
+uint32_t ouro__gc_die(ouro_object_t *o)
 {
-    /* relaxed: see ouro_store; a collection that starts after this load
-     * sees the counts our dealloc changes */
-    /* the sequence brackets the check and the shading as in ouro_store
-     * (ouro.h): relaxed stores, compiler fences, ordered for the collector
-     * by its membarrier; the closing store is a release */
+    /* relaxed stores with compiler fences, as in ouro_store: ordered for
+     * the collector by its membarrier; the closing store is a release */
     unsigned long seq = ouro__bseq;
     __atomic_store_n(&ouro__bseq, seq + 1, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&ouro__gc_barrier, __ATOMIC_RELAXED) && barrier_active())
-        o->type->traverse(o, shade_visit, NULL);
+    /* seq_cst: see dealloc_one (object.c) */
+    uint32_t gc = __atomic_fetch_or(&o->gc, GC_DEAD, __ATOMIC_SEQ_CST);
+    /* relaxed: see ouro__gc_shade; a collection that starts after this
+     * load sees the counts our dealloc changes */
+    uint32_t bit;
+    if (!(gc & GC_DEAD) && __atomic_load_n(&ouro__gc_barrier, __ATOMIC_RELAXED) && (bit = barrier_active()))
+        o->type->traverse(o, shade_visit, (void *)(uintptr_t)bit);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     __atomic_store_n(&ouro__bseq, seq + 2, __ATOMIC_RELEASE);
+    return gc;
 }
 
 /* ================================================================== */
@@ -668,7 +734,8 @@ static long collect_locked(int gen)
     drain_zombies_locked();
 
     /* H1: the barrier is on everywhere before we read anything */
-    atomic_store_explicit(&gc_active, 1, memory_order_seq_cst);
+    uint32_t dirty = (++collections_begun & 1) ? GC_DIRTY_A : GC_DIRTY_B;
+    atomic_store_explicit(&gc_active, dirty, memory_order_seq_cst);
     if (mb_mode != MB_FENCE)
         __atomic_store_n(&ouro__gc_barrier, 1, __ATOMIC_SEQ_CST);
     handshake();
@@ -686,7 +753,7 @@ static long collect_locked(int gen)
     unsigned markers = 1;
     hvec_t garbage = {0};
     /* steps 1-4, with H2 between the mark and the validation */
-    bool oom = !ouro__gc_mark(&G, &garbage, handshake_h2, &examined, &markers);
+    bool oom = !ouro__gc_mark(&G, &garbage, dirty, handshake_h2, settle, &examined, &markers);
     if (oom)
         garbage.n = 0;
 
@@ -710,7 +777,7 @@ static long collect_locked(int gen)
             }
         }
         if (user_code)
-            ouro__gc_revalidate(&garbage);
+            ouro__gc_revalidate(&garbage, settle);
         found = garbage.n;
         /* 6. break the cycles; the objects die as their counts reach zero */
         unsigned dbg = atomic_load_explicit(&debug_flags, memory_order_relaxed);
@@ -811,11 +878,11 @@ static void *bg_main(void *arg)
             ;
         /* relaxed: a request made after this store posts again */
         atomic_store_explicit(&bg_requested, 0, memory_order_relaxed);
-        pthread_mutex_lock(&gc_mutex);
+        collector_lock();
         int g;
         if (atomic_load_explicit(&enabled, memory_order_relaxed) && (g = auto_generation()) >= 0)
             collect_locked(g);
-        pthread_mutex_unlock(&gc_mutex);
+        collector_unlock();
         ouro_quiescent();
     }
     return NULL;
@@ -850,7 +917,7 @@ long ouro_gc_collect(int generation)
         errno = EINVAL;
         return -1;
     }
-    if (in_collector)
+    if (gc_held)
         return 0; /* from a callback or finalizer: one at a time, as Python */
     ouro_tstate_t *ts = ouro__tstate_get();
     if (ts == NULL) {
@@ -864,9 +931,9 @@ long ouro_gc_collect(int generation)
     bool online = ts->online;
     if (online)
         ouro_thread_offline();
-    pthread_mutex_lock(&gc_mutex);
+    collector_lock();
     long r = collect_locked(generation);
-    pthread_mutex_unlock(&gc_mutex);
+    collector_unlock();
     if (online)
         ouro_thread_online();
     return r;
@@ -917,28 +984,29 @@ void ouro_gc_get_count(long out[3])
 
 void ouro_gc_get_stats(ouro_gc_stats_t *out)
 {
-    pthread_mutex_lock(&gc_mutex);
+    bool locked = gc_lock();
     *out = stats;
     out->young = (size_t)young_count();
     for (int g = 1; g < 4; g++)
         out->objects[g] = gen_size[g];
     out->zombies = atomic_load_explicit(&nzombies, memory_order_relaxed); /* a statistic */
     out->saved = saved_n;
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
 }
 
 /* Take gc_mutex for an API call that walks or moves the lists, with the
- * zombies drained; -1 with EDEADLK from a finalizer or callback (this
- * thread already holds it for a collection). */
+ * zombies drained: returns whether to unlock (false from a collection's
+ * callback: this thread holds it, the lists are at rest), or -1 with
+ * EDEADLK from a finalizer (the lists are in use). */
 static int lists_lock(void)
 {
     if (in_collector) {
         errno = EDEADLK;
         return -1;
     }
-    pthread_mutex_lock(&gc_mutex);
+    bool locked = gc_lock();
     drain_zombies_locked();
-    return 0;
+    return locked;
 }
 
 static void move_list_locked(gc_head_t *from, int to)
@@ -954,7 +1022,8 @@ static void move_list_locked(gc_head_t *from, int to)
 
 int ouro_gc_freeze(void)
 {
-    if (lists_lock())
+    int locked = lists_lock();
+    if (locked < 0)
         return -1;
     gc_head_t young;
     list_init(&young);
@@ -964,26 +1033,28 @@ int ouro_gc_freeze(void)
         move_list_locked(&gens[g], 3);
         gen_size[g] = 0;
     }
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     return 0;
 }
 
 int ouro_gc_unfreeze(void)
 {
-    if (lists_lock())
+    int locked = lists_lock();
+    if (locked < 0)
         return -1;
     move_list_locked(&gens[3], 2);
     gen_size[3] = 0;
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     return 0;
 }
 
 size_t ouro_gc_get_freeze_count(void)
 {
-    if (lists_lock())
-        return gen_size[3]; /* from a callback: this thread holds gc_mutex */
+    int locked = lists_lock();
+    if (locked < 0)
+        return gen_size[3]; /* from a finalizer: this thread holds gc_mutex */
     size_t n = gen_size[3];
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     return n;
 }
 
@@ -1072,7 +1143,8 @@ long ouro_gc_get_referrers(ouro_object_t *target, ouro_visit_fn *visit, void *ar
         errno = EINVAL;
         return -1;
     }
-    if (lists_lock())
+    int locked = lists_lock();
+    if (locked < 0)
         return -1;
     size_t n = 0;
     ouro_read_begin();
@@ -1085,7 +1157,7 @@ long ouro_gc_get_referrers(ouro_object_t *target, ouro_visit_fn *visit, void *ar
         spin_unlock(&s->lock);
     }
     ouro_read_end();
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     return (long)n;
 }
 
@@ -1101,22 +1173,22 @@ unsigned ouro_gc_get_debug(void)
 
 size_t ouro_gc_garbage(ouro_object_t **out, size_t max)
 {
-    pthread_mutex_lock(&gc_mutex);
+    bool locked = gc_lock();
     size_t n = saved_n;
     for (size_t i = 0; i < n && i < max; i++)
         out[i] = saved[i];
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     return n;
 }
 
 void ouro_gc_garbage_clear(void)
 {
-    pthread_mutex_lock(&gc_mutex);
+    bool locked = gc_lock();
     ouro_object_t **v = saved;
     size_t n = saved_n;
     saved = NULL;
     saved_n = saved_cap = 0;
-    pthread_mutex_unlock(&gc_mutex);
+    gc_unlock(locked);
     for (size_t i = 0; i < n; i++)
         ouro_decref(v[i]);
     ouro_free(v);

@@ -26,13 +26,17 @@ static inline bool ouro__gc_is_dead(ouro_object_t *o)
 }
 
 /* Steps 1-4 over the members of list G (gc_mutex held, the barrier on):
- * append the garbage found to `garbage`, calling h2() between the mark and
- * the validation.  False if out of memory (then everything survives).
- * Leaves each member's scratch word in its prefix until ouro__gc_mark_end. */
-bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, void (*h2)(void), size_t *examined,
-                   unsigned *markers) ouro_hidden;
-/* Step 5's second look: drop from `garbage` what user code made reachable. */
-void ouro__gc_revalidate(hvec_t *garbage) ouro_hidden;
+ * append the garbage found to `garbage` (`dirty`: the barrier's GC_DIRTY
+ * bit this time), calling h2() between the mark and
+ * the validation, and settle() (wait until no death's barrier sequence
+ * that began before is still open) when the validation met deaths.  False
+ * if out of memory (then everything survives).  Leaves each member's
+ * scratch word in its prefix until ouro__gc_mark_end. */
+bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, uint32_t dirty, void (*h2)(void), void (*settle)(void),
+                   size_t *examined, unsigned *markers) ouro_hidden;
+/* Step 5's second look: drop from `garbage` what user code made reachable
+ * or what a concurrent death still holds. */
+void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void)) ouro_hidden;
 /* The scratch words are no longer needed; release the work's memory. */
 void ouro__gc_mark_end(void) ouro_hidden;
 

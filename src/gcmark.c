@@ -132,7 +132,7 @@ typedef struct chunk_s {
 typedef struct marker_s {
     hvec_t stack;
     bool oom;
-    size_t found;          /* validation: rejections */
+    size_t deaths;         /* validation: members found dead */
 } marker_t;
 
 /* One collection's shared work state. */
@@ -140,6 +140,7 @@ typedef struct work_s {
     hvec_t g;              /* every member of G */
     int nmarkers;
     bool parallel;         /* scratch updates must be atomic RMWs */
+    uint32_t dirty;        /* this collection's GC_DIRTY bit */
     struct cds_lfs_stack shared; /* chunks; pops take its mutex (ABA), pushes are lock-free */
     _Atomic int idle;
     _Atomic bool oom;
@@ -263,14 +264,48 @@ static void slice(work_t *w, int id, size_t *lo, size_t *hi)
 static void snapshot_one(gc_head_t *h)
 {
     ouro_object_t *o = gc_object_of(h);
-    /* seq_cst RMW before the count loads: a barrier after it shades again */
+    /* the dirty bits are left as they are: this collection's only goes
+     * from 0 to 1 until relink, so a barrier that sees it set may skip its
+     * RMW (ouro__gc_shade) without losing a shade (object.h) */
+    /* relaxed: ordered after H1 by the handshake, and DEAD is read again
+     * under acquire by the validation */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    if (gc & GC_DIRTY)
-        gc = __atomic_fetch_and(&o->gc, ~GC_DIRTY, __ATOMIC_SEQ_CST);
     int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
     /* a count of zero: dying right now (GC_DEAD comes next); a root, so
      * that nothing it still holds is taken for garbage meanwhile */
     sc_store(h, c == 0 ? (S_TAG | S_FORCE) : sc_make(c));
+}
+
+/* Validate one unmarked member of G after H2 (step 4): reject it (mark it
+ * and what it reaches) if its count changed, it was shaded, it was a
+ * forced root, or its count is zero: a dying object whose own dealloc
+ * will drop what it holds, so what it holds is not ours to collect.
+ * Returns true if the member is dead (then skipped): its death's shading
+ * may still be under way (see ouro__gc_mark). */
+static bool validate_one(work_t *w, marker_t *m, gc_head_t *h)
+{
+    uint64_t s = sc_load(h);
+    if (s & (S_MARK | S_SKIP))
+        return false;
+    ouro_object_t *o = gc_object_of(h);
+    /* acquire: as ouro__gc_is_dead; DIRTY was made visible by H2 */
+    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
+    if (gc & GC_DEAD) {
+        /* its own dealloc frees it; in parallel mode only the SKIP bit
+         * is added, by RMW (relaxed: a count in the scratch word) */
+        if (w->parallel)
+            atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
+        else
+            sc_store(h, s | S_SKIP);
+        return true;
+    }
+    int64_t c = gc_count(o);
+    if (c <= 0 || c != sc_c1(s) || (s & S_FORCE) || (gc & w->dirty)) {
+        push_root(w, m, h);
+        if (!w->parallel)
+            mark_drain(w, m);
+    }
+    return false;
 }
 
 static void run_phase(work_t *w, int phase, int id)
@@ -300,7 +335,7 @@ static void run_phase(work_t *w, int phase, int id)
                 continue;
             /* relaxed: DIRTY is read again, after H2, by the validation */
             if (sc_refs(s) > 0 || (s & S_FORCE) ||
-                (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & GC_DIRTY)) {
+                (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & w->dirty)) {
                 push_root(w, m, h);
                 if (!w->parallel)
                     mark_drain(w, m);
@@ -309,38 +344,8 @@ static void run_phase(work_t *w, int phase, int id)
         mark_drain(w, m);
         break;
     case PH_VALIDATE:
-        for (size_t i = lo; i < hi; i++) {
-            gc_head_t *h = w->g.v[i];
-            uint64_t s = sc_load(h);
-            if (s & (S_MARK | S_SKIP))
-                continue;
-            ouro_object_t *o = gc_object_of(h);
-            /* acquire: as ouro__gc_is_dead; DIRTY was made visible by H2 */
-            uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
-            if (gc & GC_DEAD) {
-                /* dead meanwhile: its own dealloc frees it; in parallel
-                 * mode only the SKIP bit is added, by RMW */
-                if (w->parallel)
-                    atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
-                else
-                    sc_store(h, s | S_SKIP);
-                continue;
-            }
-            int64_t c = gc_count(o);
-            if (c == 0) {
-                if (w->parallel)
-                    atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
-                else
-                    sc_store(h, s | S_SKIP);
-                continue;
-            }
-            if (c < 0 || c != sc_c1(s) || (s & S_FORCE) || (gc & GC_DIRTY)) {
-                m->found++;
-                push_root(w, m, h);
-                if (!w->parallel)
-                    mark_drain(w, m);
-            }
-        }
+        for (size_t i = lo; i < hi; i++)
+            m->deaths += validate_one(w, m, w->g.v[i]);
         mark_drain(w, m);
         break;
     }
@@ -464,7 +469,8 @@ static void parallel_phase(work_t *w, int phase)
 /* ================================================================== */
 static work_t work; /* gc_mutex: one collection at a time */
 
-bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, void (*h2)(void), size_t *examined, unsigned *markers)
+bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, uint32_t dirty, void (*h2)(void), void (*settle)(void), size_t *examined,
+                   unsigned *markers)
 {
     work_t *w = &work;
     hvec_t gv = w->g; /* the array is kept between collections */
@@ -472,6 +478,7 @@ bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, void (*h2)(void), size_t *exam
     w->g = gv;
     w->g.n = 0;
     cds_lfs_init(&w->shared);
+    w->dirty = dirty;
     bool oom = false;
     ouro_read_begin(); /* an RCU reader while traversing */
     for (gc_head_t *h = (gc_head_t *)atomic_load_explicit(&G->next, memory_order_relaxed); h != G;
@@ -496,6 +503,25 @@ bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, void (*h2)(void), size_t *exam
         h2();
         ouro_read_begin();
         parallel_phase(w, PH_VALIDATE);
+        size_t deaths = 0;
+        for (int i = 0; i < w->nmarkers; i++)
+            deaths += w->m[i].deaths;
+        /* A member that died after H2 may be inside its death's barrier
+         * sequence, its referents not shaded yet: wait until every such
+         * sequence has closed, then look at what is left again (a death
+         * seen now began after its referents were validated as garbage
+         * together with it, so the loop ends). */
+        while (deaths) {
+            ouro_read_end();
+            settle();
+            ouro_read_begin();
+            bool par = w->parallel;
+            w->parallel = false;
+            deaths = 0;
+            for (size_t i = 0; i < w->g.n; i++)
+                deaths += validate_one(w, &w->m[0], w->g.v[i]);
+            w->parallel = par;
+        }
         for (int i = 0; i < w->nmarkers; i++)
             oom |= w->m[i].oom;
     }
@@ -538,38 +564,23 @@ void ouro__gc_mark_fork_child(void)
 
 /* Re-validate the garbage after user code ran (weak reference callbacks,
  * finalizers): a count changed, a store shaded, or a death. */
-void ouro__gc_revalidate(hvec_t *garbage)
+void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void))
 {
     work_t *w = &work;
-    marker_t *m = &w->m[0];
     bool par = w->parallel;
     w->parallel = false;
-    for (size_t i = 0; i < garbage->n; i++) {
-        gc_head_t *h = garbage->v[i];
-        uint64_t s = sc_load(h);
-        if (s & (S_MARK | S_SKIP))
-            continue;
-        ouro_object_t *o = gc_object_of(h);
-        /* acquire: as ouro__gc_is_dead; user code ran on this thread */
-        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
-        if (gc & GC_DEAD) {
-            sc_store(h, s | S_SKIP);
-            continue;
-        }
-        int64_t c = gc_count(o);
-        if (c == 0) {
-            sc_store(h, s | S_SKIP);
-            continue;
-        }
-        if (c != sc_c1(s) || (gc & GC_DIRTY)) {
-            push_root(w, m, h);
-            mark_drain(w, m);
-        }
-    }
+    size_t deaths;
+    do {
+        deaths = 0;
+        for (size_t i = 0; i < garbage->n; i++)
+            deaths += validate_one(w, &w->m[0], garbage->v[i]);
+        size_t k = 0;
+        for (size_t i = 0; i < garbage->n; i++)
+            if (!(sc_load(garbage->v[i]) & (S_MARK | S_SKIP)))
+                garbage->v[k++] = garbage->v[i];
+        garbage->n = k;
+        if (deaths)
+            settle(); /* as in ouro__gc_mark */
+    } while (deaths);
     w->parallel = par;
-    size_t k = 0;
-    for (size_t i = 0; i < garbage->n; i++)
-        if (!(sc_load(garbage->v[i]) & (S_MARK | S_SKIP)))
-            garbage->v[k++] = garbage->v[i];
-    garbage->n = k;
 }

@@ -220,17 +220,20 @@ int ouro_is_immortal(const ouro_object_t *o)
 static void dealloc_one(ouro_tstate_t *ts, ouro_object_t *o)
 {
     const ouro_type_t *type = o->type;
+    bool container = type->traverse != NULL;
     /* dead first, before the type's dealloc drops what the object holds:
      * the collector never traverses an object it has seen dead, and one
      * it saw alive cannot have its referents' memory reused before the
-     * collector's next quiescent state (gc.c).  seq_cst: a locked RMW on
-     * x86 either way; it also orders the loads below after it. */
-    uint32_t gc = __atomic_fetch_or(&o->gc, GC_DEAD, __ATOMIC_SEQ_CST);
+     * collector's next quiescent state (gc.c).  A container also shades
+     * its referents, in one step with the death as a collection sees it
+     * (ouro__gc_die).  seq_cst: a locked RMW on x86 either way; it also
+     * orders the loads below after it. */
+    uint32_t gc = container ? ouro__gc_die(o) : __atomic_fetch_or(&o->gc, GC_DEAD, __ATOMIC_SEQ_CST);
+    if (unlikely(gc & GC_DEAD))
+        ouro__fatal("object %p (type %s) deallocated twice: a reference count was dropped once too often",
+                    (void *)o, type->name ? type->name : "?");
     if (gc & GC_HAS_WEAKREFS)
         ouro__weakrefs_clear(o);
-    bool container = type->traverse != NULL;
-    if (container)
-        ouro__gc_dying(o);
     if (type->dealloc)
         type->dealloc(o);
     if (ts) {

@@ -41,7 +41,15 @@
 #define GC_OLD 0x08000000u        /* on a list the collector owns (not a young stripe list) */
 #define GC_PARITY 0x04000000u     /* young: which of its stripe's two lists */
 #define GC_FINALIZED 0x02000000u  /* its finalizer has run */
-#define GC_DIRTY 0x01000000u      /* a reference to it was stored or overwritten during a collection */
+/* A reference to it was stored or overwritten during a collection: two
+ * bits, one per collection parity, so that a collection never clears the
+ * bit the running barrier sets (a barrier that sees its bit set skips the
+ * RMW, so the bit must stay set until the validation); relink clears both
+ * for the survivors, and a bit left from two collections ago only makes a
+ * root once. */
+#define GC_DIRTY_A 0x01000000u
+#define GC_DIRTY_B 0x00040000u
+#define GC_DIRTY (GC_DIRTY_A | GC_DIRTY_B)
 #define GC_ORPHAN 0x00800000u     /* died collector-owned with no zombie record (out of memory) */
 #define GC_GEN_SHIFT 20           /* old: generation 1, 2, or 3 (permanent) */
 #define GC_GEN_MASK (3u << GC_GEN_SHIFT)
@@ -149,7 +157,7 @@ void ouro__object_dealloc(ouro_object_t *o) ouro_hidden;
 /* gc.c */
 void ouro__gc_init(void) ouro_hidden;
 void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o) ouro_hidden;
-void ouro__gc_dying(ouro_object_t *o) ouro_hidden;       /* before its dealloc: shade its referents */
+uint32_t ouro__gc_die(ouro_object_t *o) ouro_hidden;      /* set GC_DEAD and shade its referents; the old bits */
 bool ouro__gc_untrack_dead(ouro_object_t *o) ouro_hidden; /* false: the collector frees its memory */
 void ouro__gc_fork_prepare(void) ouro_hidden;
 void ouro__gc_fork_parent(void) ouro_hidden;

@@ -506,6 +506,15 @@ static void gc_cb(int phase, int gen, size_t collected, size_t uncollectable, vo
         if (gen == 1)
             atomic_store(&cb_collected, (long)collected);
     }
+    /* the collector's API from a callback: answers, never deadlocks */
+    ck_assert_int_eq(ouro_gc_collect(2), 0);
+    ouro_gc_stats_t st;
+    ouro_gc_get_stats(&st);
+    ck_assert_uint_ge(st.gen[gen].collections, phase == OURO_GC_STOP ? 1 : 0);
+    ck_assert_uint_eq(ouro_gc_get_freeze_count(), 0);
+    ck_assert_uint_eq(ouro_gc_garbage(NULL, 0), 0);
+    ouro_gc_garbage_clear();
+    ck_assert_int_eq(ouro_gc_unfreeze(), 0);
 }
 
 START_TEST(callbacks_see_each_collection)
@@ -793,13 +802,26 @@ START_TEST(mutators_racing_collections_never_lose_a_live_object)
         pthread_mutex_init(&node_lock[i], NULL);
     }
     table = gnew(&troots);
+    /* ballast: a static chain big enough that full collections share
+     * their work between markers (gcmark.c gives each at least 4096) */
+    enum { BALLAST = 12000 };
+    gnode_t *ballast = gnew(&t4);
+    for (int i = 1; i < BALLAST; i++) {
+        gnode_t *n = gnew(&t4);
+        link_(n, 0, ballast);
+        ouro_decref(&ballast->ob);
+        ballast = n;
+    }
     atomic_store(&stop_flag, 0);
     enum { NT = 3 };
     pthread_t t[NT], c;
     for (int i = 0; i < NT; i++)
         pthread_create(&t[i], NULL, mutator, (void *)(uintptr_t)(i + 1));
     pthread_create(&c, NULL, collector, NULL);
-    tu_sleep_us((long)tu_scale(3000000, 2000000));
+    /* OURO_TEST_RACE_SECONDS: race longer when hunting a bug */
+    long us = getenv("OURO_TEST_RACE_SECONDS") ? atol(getenv("OURO_TEST_RACE_SECONDS")) * 1000000L
+                                               : (long)tu_scale(3000000, 2000000);
+    tu_sleep_us(us);
     atomic_store(&stop_flag, 1);
     for (int i = 0; i < NT; i++)
         pthread_join(t[i], NULL);
@@ -807,6 +829,7 @@ START_TEST(mutators_racing_collections_never_lose_a_live_object)
     ASSERT_NO_FAILURES();
     /* everything is unreachable once the table goes: two full collections */
     ouro_decref(&table->ob);
+    ouro_decref(&ballast->ob);
     ouro_gc_collect(2);
     ouro_gc_collect(2);
     ouro_gc_stats_t st;
