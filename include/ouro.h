@@ -130,11 +130,9 @@ typedef enum ouro_option_e {
      * that start a collection); 0 never collects automatically.  Default 700.
      * Env: OURO_GC_THRESHOLD.  Read at start; later use ouro_gc_set_threshold. */
     OURO_OPTION_GC_THRESHOLD,
-    /* Marker threads of a collection: 0 (default) one, -1 the core count
+    /* Marker threads of a collection: 0 (default) or -1 the core count
      * found with hwloc, else 1..OURO_GC_MAX_MARKERS.  Env: OURO_GC_MARKERS.
-     * Known issue: with more than one marker, a collection racing heavy
-     * mutation can (rarely) take a live object for garbage; the default is
-     * one marker until that is fixed (issue 4). */
+     * A collection of fewer than 4096 objects per marker uses fewer. */
     OURO_OPTION_GC_MARKERS,
     OURO_OPTION_COUNT_
 } ouro_option_t;
@@ -561,9 +559,8 @@ size_t ouro_gc_garbage(ouro_object_t **out, size_t max);
 void ouro_gc_garbage_clear(void);
 
 /* Marker threads for the next collections: 0 = the default (OURO_GC_MARKERS,
- * else one), 1..OURO_GC_MAX_MARKERS; -1 with EINVAL otherwise.  get returns
- * the number the next collection will ask for.  More than one marker is
- * unsafe while other threads mutate the graph (see OURO_OPTION_GC_MARKERS). */
+ * else the core count), 1..OURO_GC_MAX_MARKERS; -1 with EINVAL otherwise.
+ * get returns the number the next collection will ask for. */
 #define OURO_GC_MAX_MARKERS 64
 int ouro_gc_set_markers(int n);
 int ouro_gc_get_markers(void);

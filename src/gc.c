@@ -806,9 +806,15 @@ static long collect_locked(int gen)
             for (size_t i = 0; i < garbage.n; i++)
                 ouro_decref(gc_object_of(garbage.v[i]));
             /* dead objects keep their memory until the zombie drain below */
-            for (size_t i = 0; i < garbage.n; i++)
-                if (!ouro__gc_is_dead(gc_object_of(garbage.v[i])))
+            /* still referenced after clear (no clear, or it resurrected);
+             * not those whose last reference went to their owner's merge
+             * queue (count zero: they die at the owner's next quiescent
+             * state) */
+            for (size_t i = 0; i < garbage.n; i++) {
+                ouro_object_t *o = gc_object_of(garbage.v[i]);
+                if (!ouro__gc_is_dead(o) && ouro_refcount(o) > 0)
                     uncollectable++;
+            }
         }
     }
     ouro__hvec_free(&garbage);

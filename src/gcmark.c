@@ -359,7 +359,7 @@ static unsigned long mk_epoch;    /* [mk_lock] bumped per phase */
 static int mk_pending;            /* [mk_lock] helpers still in the phase */
 static work_t *mk_work;           /* [mk_lock] */
 static int mk_phase, mk_active;   /* [mk_lock] helpers 1..mk_active-1 take part */
-static _Atomic int markers_wanted; /* 0: the core count */
+static _Atomic int markers_wanted; /* 0: the option, else the core count */
 
 static void *marker_main(void *arg)
 {
@@ -404,9 +404,7 @@ int ouro_gc_get_markers(void)
     int n = atomic_load_explicit(&markers_wanted, memory_order_relaxed);
     if (n == 0)
         n = (int)ouro__options[OURO_OPTION_GC_MARKERS];
-    if (n == 0)
-        n = 1; /* not cores(): see ouro.h, parallel marking has an open race */
-    if (n < 0)
+    if (n <= 0)
         n = cores();
     return n < 1 ? 1 : n > OURO_GC_MAX_MARKERS ? OURO_GC_MAX_MARKERS : n;
 }

@@ -26,7 +26,7 @@ static const option_desc_t table[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_GC_THRESHOLD] = {"OURO_GC_THRESHOLD", 700, 0, 1L << 40,
                                   "generation-0 threshold of the collector (0: no automatic collections)"},
     [OURO_OPTION_GC_MARKERS] = {"OURO_GC_MARKERS", 0, -1, 64,
-                                "marker threads per collection (0: one, -1: the core count)"},
+                                "marker threads per collection (0 or -1: the core count)"},
 };
 
 long ouro__options[OURO_OPTION_COUNT_] = {
