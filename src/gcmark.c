@@ -487,7 +487,7 @@ bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, uint32_t dirty, void (*h2)(voi
         }
     w->nmarkers = oom ? 1 : ouro_gc_get_markers();
     if ((size_t)w->nmarkers * 4096 > w->g.n)
-        w->nmarkers = 1; /* too little to share */
+        w->nmarkers = w->g.n >= 8192 ? (int)(w->g.n / 4096) : 1; /* too little to share */
     if (w->nmarkers > 1)
         w->nmarkers = markers_ready(w->nmarkers);
     w->parallel = w->nmarkers > 1;

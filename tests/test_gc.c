@@ -796,7 +796,7 @@ START_TEST(mutators_racing_collections_never_lose_a_live_object)
 {
     setup();
     /* OURO_TEST_MARKERS: run the race with another marker count */
-    ouro_gc_set_markers(getenv("OURO_TEST_MARKERS") ? atoi(getenv("OURO_TEST_MARKERS")) : 1);
+    ouro_gc_set_markers(getenv("OURO_TEST_MARKERS") ? atoi(getenv("OURO_TEST_MARKERS")) : 0);
     for (int i = 0; i < ROOTS; i++) {
         pthread_mutex_init(&table_lock[i], NULL);
         pthread_mutex_init(&node_lock[i], NULL);
@@ -831,7 +831,9 @@ START_TEST(mutators_racing_collections_never_lose_a_live_object)
     ouro_gc_stats_t st;
     ck_assert_int_ge(ouro_gc_collect(2), 0);
     ouro_gc_get_stats(&st);
-    ck_assert_uint_eq(st.last_markers, (unsigned)ouro_gc_get_markers());
+    size_t share = st.last_objects / 4096; /* gcmark.c: 4096 objects a marker at least */
+    unsigned want = (unsigned)ouro_gc_get_markers();
+    ck_assert_uint_eq(st.last_markers, share < 2 ? 1 : share < want ? share : want);
     /* everything is unreachable once the table goes: two full collections */
     ouro_decref(&table->ob);
     ouro_decref(&ballast->ob);
