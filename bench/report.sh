@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # report.sh — run the allocator workloads of bench/workloads under glibc,
 # ouro, mimalloc, jemalloc and tcmalloc (LD_PRELOAD) at 1..N threads and
-# write raw.csv, report.md, throughput.png and rss.png into a results folder.
+# write raw.csv, report.md, throughput.png and rss.png into a results folder;
+# then the collector workloads (bench/gc/run.sh: ouro, Boehm GC, CPython)
+# into its gc/ subfolder, their tables appended to report.md.
 #
 # Usage: bench/report.sh [--quick] [--reps R] [--out DIR] [--workloads a,b,c]
-#                        [--threads 1,2,4]
+#                        [--threads 1,2,4] [--no-gc]
 #   --quick          every workload once, briefly, at 1 and N threads (CI; < 60 s here)
 #   --reps R         repetitions (default 3); each cell is the median over them
 #   --out DIR        results folder (default results/DATE, under the current directory)
-#   --workloads LIST comma-separated subset (default: all)
+#   --workloads LIST comma-separated subset (default: all); the collector
+#                    workloads run only if LIST names `gc`
 #   --threads LIST   comma-separated thread counts (default: 1..N; --quick: 1,N)
+#   --no-gc          leave out the collector workloads (bench/gc/run.sh alone runs them)
 # Environment:
 #   WORKLOAD_DIR     where the compiled workloads are (default BUILD_DIR/bench/workloads)
 #   BUILD_DIR        build tree holding src/.libs/libouro-malloc.so (default: the top dir)
@@ -80,6 +84,7 @@ reps_set=0
 out=
 workload_list=
 thread_list=
+run_gc=1
 cmdline="$0${*:+ $*}"
 while (($#)); do
     case $1 in
@@ -92,6 +97,7 @@ while (($#)); do
         --workloads=*) workload_list=${1#*=} ;;
         --threads) thread_list=${2-}; shift ;;
         --threads=*) thread_list=${1#*=} ;;
+        --no-gc) run_gc=0 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "report.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -112,14 +118,17 @@ fi
 workloads=()
 if [[ -n $workload_list ]]; then
     IFS=, read -r -a wanted <<< "$workload_list"
+    gc_wanted=0
     for w in "${wanted[@]}"; do
         [[ -z $w ]] && continue
+        if [[ $w == gc ]]; then gc_wanted=1; continue; fi
         if [[ -z ${full_args[$w]+x} ]]; then
             echo "report.sh: unknown workload '$w' (known: ${all_workloads[*]})" >&2
             exit 2
         fi
         workloads+=("$w")
     done
+    ((gc_wanted)) || run_gc=0
 else
     workloads=("${all_workloads[@]}")
 fi
@@ -537,6 +546,23 @@ if [[ -n $plot_note ]]; then
 fi
 
 echo "report.sh: wrote $out/report.md, raw.csv, throughput.png, rss.png in ${runtime} s" >&2
+
+# ---- the collector workloads: their own script, their tables appended ----
+if ((run_gc)); then
+    gc_rc=0
+    gc_args=(--out "$out/gc")
+    ((quick)) && gc_args+=(--quick)
+    ((reps_set)) && gc_args+=(--reps "$reps")
+    BUILD_DIR=$build bash "$top/bench/gc/run.sh" "${gc_args[@]}" || gc_rc=$?
+    if [[ -f $out/gc/report.md ]]; then
+        # one level down: its title becomes a section of this report
+        { echo; sed 's/^#/##/' "$out/gc/report.md"; } >> "$out/report.md"
+    fi
+    if ((gc_rc != 0)); then
+        failures+=("collector workloads: bench/gc/run.sh exited $gc_rc (see gc/report.md)")
+    fi
+fi
+
 if ((${#failures[@]})); then
     echo "report.sh: ${#failures[@]} run(s) failed:" >&2
     printf '  %s\n' "${failures[@]}" >&2

@@ -6,6 +6,7 @@
 #include <gc/gc.h> /* Boehm GC (not src/gc.h: -I./src is on the path) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 typedef struct pair_s {
@@ -18,6 +19,12 @@ static double now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -50,10 +57,10 @@ int main(int argc, char **argv)
     }
     qsort(times, (size_t)rounds, sizeof *times, cmp_double);
     printf("impl=boehm objects=%ld markers=%d build_s=%.3f full_ns_per_obj=%.2f full_ms=%.1f "
-           "min_ns_per_obj=%.2f live=%ld\n",
+           "min_ns_per_obj=%.2f live=%ld peak_rss_kib=%ld\n",
            n, argc > 2 ? atoi(argv[2]) : 1, build,
            times[rounds / 2] * 1e9 / (double)n, times[rounds / 2] * 1e3, times[0] * 1e9 / (double)n,
-           roots[pairs - 1]->other->other == roots[pairs - 1] ? n : -1);
+           roots[pairs - 1]->other->other == roots[pairs - 1] ? n : -1, peak_rss_kib());
     free(times);
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "ouro.h"
@@ -72,6 +73,12 @@ static void *mutator(void *arg)
     return NULL;
 }
 
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -122,9 +129,9 @@ int main(int argc, char **argv)
     ouro_gc_get_stats(&st);
     printf("impl=ouro objects=%ld markers=%u build_s=%.3f first_ns_per_obj=%.2f "
            "full_ns_per_obj=%.2f full_ms=%.1f min_ns_per_obj=%.2f garbage=%ld "
-           "mutator_max_gap_us=%.0f mutator_ops=%lu\n",
+           "mutator_max_gap_us=%.0f mutator_ops=%lu peak_rss_kib=%ld\n",
            n, st.last_markers, build, first * 1e9 / (double)n, times[rounds / 2] * 1e9 / (double)n,
-           times[rounds / 2] * 1e3, times[0] * 1e9 / (double)n, found, max_gap * 1e6, mut_ops);
+           times[rounds / 2] * 1e3, times[0] * 1e9 / (double)n, found, max_gap * 1e6, mut_ops, peak_rss_kib());
     for (long i = 0; i < pairs; i++)
         ouro_decref(roots[i]);
     free(roots);

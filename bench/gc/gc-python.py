@@ -3,6 +3,7 @@ a <-> b (two-element lists), each `a` held in a root list; times `rounds`
 gc.collect() calls and prints the median in ns per object.
    python3 gc-python.py [objects] [rounds]"""
 import gc
+import resource
 import sys
 import time
 
@@ -28,4 +29,5 @@ times.sort()
 med = times[len(times) // 2]
 print(f"impl=python{sys.version_info.major}.{sys.version_info.minor} objects={n} markers=1 "
       f"build_s={build:.3f} full_ns_per_obj={med * 1e9 / n:.2f} full_ms={med * 1e3:.1f} "
-      f"min_ns_per_obj={times[0] * 1e9 / n:.2f} tracked={len(gc.get_objects())}")
+      f"min_ns_per_obj={times[0] * 1e9 / n:.2f} tracked={len(gc.get_objects())} "
+      f"peak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
