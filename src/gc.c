@@ -32,10 +32,14 @@
  *       (GC_DIRTY) both the value it stores and the one it overwrites, and
  *       every container that dies shades its referents before its dealloc
  *       drops them (its GC_DEAD and that shading are one barrier sequence,
- *       ouro__gc_die).  Then G is taken.
- *   1.  For each x in G: clear DIRTY, then snapshot c1(x) = its count.
- *   2.  Trial deletion: gc_refs(x) = c1(x) minus the references from G
- *       objects, found by traverse.
+ *       ouro__gc_die).  G was taken just before (so that what the handshake
+ *       waits for does not make new members dirty).
+ *   1.  For each x in G: snapshot c1(x) = its count, and count one
+ *       internal reference for each G member x refers to (traverse).  One
+ *       pass: a member's snapshot may come before or after the counting
+ *       of the references to it, since a change to either after H1 shades
+ *       (this collection's dirty bit is never cleared before its end).
+ *   2.  Trial deletion: gc_refs(x) = c1(x) minus its internal references.
  *   3.  Mark from every x with gc_refs > 0 or DIRTY.  Unmarked: U.
  *   H2. A grace period (synchronize_rcu) and a handshake: no thread still
  *       holds a pointer into U that it read without a reference before
@@ -54,7 +58,9 @@
  *       one.  Dead members are skipped; if there were any, wait until
  *       every death's barrier sequence open now has closed (its referents
  *       are shaded then) and validate what is left again.  The rest is
- *       garbage: nothing outside it holds a reference to it.
+ *       garbage: nothing outside it holds a reference to it.  Members that
+ *       are settled (marked or dead) are relinked in the same pass
+ *       (gcmark.c); the garbage is relinked after step 6.
  *   5.  Clear its weak references, run finalizers (once per object), and
  *       if any user code ran, validate again (resurrection).
  *   6.  Take a reference to each, `clear` each, drop the references: the
@@ -102,6 +108,7 @@ __thread unsigned long ouro__bseq __attribute__((tls_model("initial-exec")));
  * GC_DIRTY bit (A or B, alternately) its barrier sets; 0 otherwise */
 static _Atomic uint32_t gc_active;
 static unsigned long collections_begun; /* [gc_mutex] */
+static size_t orphans;           /* [gc_mutex] members of G that died without a zombie record */
 enum { MB_PRIVATE = 1, MB_GLOBAL = 2, MB_FENCE = 3 };
 static int mb_mode;       /* [init] how membarrier_all() reaches every thread */
 
@@ -378,23 +385,9 @@ static inline unsigned stripe_of(uint32_t gc)
     return (gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT;
 }
 
-/* Set the gc bits under `mask` to `bits` (other threads may be setting
- * DIRTY, DEAD or HAS_WEAKREFS meanwhile, hence the CAS; relaxed: the lock
- * that makes us the list's owner orders what matters). */
-static inline void gc_bits_set(ouro_object_t *o, uint32_t mask, uint32_t bits)
-{
-    uint32_t old = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    while ((old & mask) != bits &&
-           !__atomic_compare_exchange_n(&o->gc, &old, (old & ~mask) | bits, true, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED))
-        ;
-}
-
-#define LOC_MASK (GC_TRACKED | GC_OLD | GC_PARITY | GC_GEN_MASK | GC_STRIPE_MASK)
-static inline uint32_t loc_old(int gen)
-{
-    return GC_TRACKED | GC_OLD | ((uint32_t)gen << GC_GEN_SHIFT);
-}
+#define LOC_MASK GC_LOC_MASK
+#define gc_bits_set ouro__gc_bits_set
+#define loc_old ouro__gc_loc_old
 
 /* ================================================================== */
 /* tracking                                                            */
@@ -493,6 +486,7 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
             /* we are the collector, in a collection of o's set: its relink
              * pass frees it */
             __atomic_fetch_or(&o->gc, GC_ORPHAN, __ATOMIC_RELAXED);
+            orphans++;
             return false;
         }
         bool locked = gc_lock(); /* from a callback: the lists are at rest */
@@ -652,14 +646,17 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Take the current young lists of every stripe onto `to`. */
-static size_t take_young(gc_head_t *to)
+/* Take the current young lists of every stripe onto `to`; bit s of
+ * *parity is the parity of stripe s's taken list. */
+static size_t take_young(gc_head_t *to, uint64_t *parity)
 {
     size_t n = 0;
+    *parity = 0;
     for (int i = 0; i < NSTRIPES; i++) {
         stripe_t *s = &stripes[i];
         spin_lock(&s->lock);
         list_splice(&s->young[s->parity], to);
+        *parity |= (uint64_t)s->parity << i;
         s->parity ^= 1;
         n += (size_t)atomic_load_explicit(&s->count, memory_order_relaxed);
         atomic_store_explicit(&s->count, 0, memory_order_relaxed);
@@ -676,34 +673,23 @@ static long young_count(void)
     return n < 0 ? 0 : n;
 }
 
-/* Restore the links of G (its `next` chain is intact), set each member's
- * new location, free orphans, and move G to generation `dest`. */
-static size_t relink(gc_head_t *G, int dest, ouro_tstate_t *ts)
+/* Free the members of G that died without a zombie record (out of
+ * memory, on this thread): G is a whole list again (ouro__gc_mark_end).
+ * Returns how many. */
+static size_t free_orphans(gc_head_t *G, ouro_tstate_t *ts)
 {
     size_t n = 0;
-    gc_head_t *prev = G;
     for (gc_head_t *h = NEXT(G), *next; h != G; h = next) {
         next = NEXT(h);
         ouro_object_t *o = gc_object_of(h);
-        /* relaxed: ORPHAN is set by this thread; gc_bits_set's CAS keeps the
-         * bits others set meanwhile */
-        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-        if ((gc & (GC_DEAD | GC_ORPHAN)) == (GC_DEAD | GC_ORPHAN)) {
-            SET_NEXT(prev, next);
+        /* relaxed: ORPHAN is set by this thread */
+        if ((__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & (GC_DEAD | GC_ORPHAN)) == (GC_DEAD | GC_ORPHAN)) {
+            list_unlink(h);
             if (ts)
                 ouro__defer_free(ts, ouro__object_block(o));
-            continue;
+            n++;
         }
-        SET_PREV(h, prev);
-        if ((gc & (LOC_MASK | GC_DIRTY)) != loc_old(dest))
-            gc_bits_set(o, LOC_MASK | GC_DIRTY, loc_old(dest));
-        prev = h;
-        n++;
     }
-    SET_PREV(G, prev);
-    SET_NEXT(prev, G);
-    list_splice(G, &gens[dest]);
-    gen_size[dest] += n;
     return n;
 }
 
@@ -733,6 +719,18 @@ static long collect_locked(int gen)
     in_collector = true;
     drain_zombies_locked();
 
+    /* G is taken first: containers made or changed after this and before
+     * H1 are not in it, or are counted as H1 leaves them; the protocol
+     * needs only that G is fixed before the first snapshot */
+    gc_head_t G;
+    list_init(&G);
+    gc_set_t set = {.maxgen = gen};
+    take_young(&G, &set.young_parity);
+    for (int g = 1; g <= gen; g++) {
+        list_splice(&gens[g], &G);
+        gen_size[g] = 0;
+    }
+
     /* H1: the barrier is on everywhere before we read anything */
     uint32_t dirty = (++collections_begun & 1) ? GC_DIRTY_A : GC_DIRTY_B;
     atomic_store_explicit(&gc_active, dirty, memory_order_seq_cst);
@@ -740,20 +738,14 @@ static long collect_locked(int gen)
         __atomic_store_n(&ouro__gc_barrier, 1, __ATOMIC_SEQ_CST);
     handshake();
 
-    gc_head_t G;
-    list_init(&G);
-    take_young(&G);
-    for (int g = 1; g <= gen; g++) {
-        list_splice(&gens[g], &G);
-        gen_size[g] = 0;
-    }
     int dest = gen < 2 ? gen + 1 : 2;
 
     size_t found = 0, uncollectable = 0, examined = 0;
     unsigned markers = 1;
     hvec_t garbage = {0};
     /* steps 1-4, with H2 between the mark and the validation */
-    bool oom = !ouro__gc_mark(&G, &garbage, dirty, handshake_h2, settle, &examined, &markers);
+    orphans = 0;
+    bool oom = !ouro__gc_mark(&G, &set, dest, &garbage, dirty, handshake_h2, settle, &examined, &markers);
     if (oom)
         garbage.n = 0;
 
@@ -819,8 +811,11 @@ static long collect_locked(int gen)
     }
     ouro__hvec_free(&garbage);
 
-    ouro__gc_mark_end();
-    size_t survivors = relink(&G, dest, ts);
+    size_t survivors = ouro__gc_mark_end();
+    if (orphans)
+        survivors -= free_orphans(&G, ts);
+    list_splice(&G, &gens[dest]);
+    gen_size[dest] += survivors;
 
     /* the end: the barrier goes off (release: after our last scratch use) */
     if (mb_mode != MB_FENCE)
@@ -1033,7 +1028,8 @@ int ouro_gc_freeze(void)
         return -1;
     gc_head_t young;
     list_init(&young);
-    take_young(&young);
+    uint64_t parity;
+    take_young(&young, &parity);
     move_list_locked(&young, 3);
     for (int g = 1; g <= 2; g++) {
         move_list_locked(&gens[g], 3);

@@ -25,20 +25,51 @@ static inline bool ouro__gc_is_dead(ouro_object_t *o)
     return (__atomic_load_n(&o->gc, __ATOMIC_ACQUIRE) & GC_DEAD) != 0;
 }
 
+/* Which containers are in G, by their gc bits: young ones whose parity is
+ * their stripe's taken list's (bit s of young_parity for stripe s), old
+ * ones of generations up to maxgen. */
+typedef struct gc_set_s {
+    uint64_t young_parity;
+    int maxgen;
+} gc_set_t;
+
+/* Set the gc bits under `mask` to `bits` (other threads may be setting
+ * DIRTY, DEAD or HAS_WEAKREFS meanwhile, hence the CAS; relaxed: the lock
+ * that makes us the list's owner orders what matters). */
+static inline void ouro__gc_bits_set(ouro_object_t *o, uint32_t mask, uint32_t bits)
+{
+    uint32_t old = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
+    while ((old & mask) != bits &&
+           !__atomic_compare_exchange_n(&o->gc, &old, (old & ~mask) | bits, true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        ;
+}
+
+/* The bits that say which list a container is on, and their value for a
+ * list the collector owns (generation 1, 2, or 3: permanent). */
+#define GC_LOC_MASK (GC_TRACKED | GC_OLD | GC_PARITY | GC_GEN_MASK | GC_STRIPE_MASK)
+static inline uint32_t ouro__gc_loc_old(int gen)
+{
+    return GC_TRACKED | GC_OLD | ((uint32_t)gen << GC_GEN_SHIFT);
+}
+
 /* Steps 1-4 over the members of list G (gc_mutex held, the barrier on):
  * append the garbage found to `garbage` (`dirty`: the barrier's GC_DIRTY
- * bit this time), calling h2() between the mark and
- * the validation, and settle() (wait until no death's barrier sequence
- * that began before is still open) when the validation met deaths.  False
- * if out of memory (then everything survives).  Leaves each member's
- * scratch word in its prefix until ouro__gc_mark_end. */
-bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, uint32_t dirty, void (*h2)(void), void (*settle)(void),
-                   size_t *examined, unsigned *markers) ouro_hidden;
+ * bit this time), calling h2() between the mark and the validation, and
+ * settle() (wait until no death's barrier sequence that began before is
+ * still open) when the validation met deaths.  Members that survive are
+ * relinked on the way, located in generation `dest`.  False if out of
+ * memory (then everything survives).  The garbage keeps its scratch words
+ * until ouro__gc_mark_end. */
+bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage, uint32_t dirty,
+                   void (*h2)(void), void (*settle)(void), size_t *examined, unsigned *markers) ouro_hidden;
 /* Step 5's second look: drop from `garbage` what user code made reachable
  * or what a concurrent death still holds. */
 void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void)) ouro_hidden;
-/* The scratch words are no longer needed; release the work's memory. */
-void ouro__gc_mark_end(void) ouro_hidden;
+/* The driver is done with the garbage: relink it too (G is a whole list
+ * again, every member located in `dest`), release the work's memory, and
+ * return how many members G has. */
+size_t ouro__gc_mark_end(void) ouro_hidden;
 
 void ouro__gc_mark_fork_prepare(void) ouro_hidden;
 void ouro__gc_mark_fork_parent(void) ouro_hidden;

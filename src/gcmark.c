@@ -1,10 +1,23 @@
 /*
  * gcmark.c — steps 1-4 of a collection (see the protocol at the top of
- * gc.c): snapshot each member's count into its scratch word, subtract the
- * references from inside the set, mark from the roots, and after H2
- * validate what was left unmarked.  Runs on `nmarkers` threads: the
- * collecting one and helpers parked between phases; marking work is
- * shared in chunks on a liburcu lock-free stack.
+ * gc.c), in three passes over the members of G:
+ *   COUNT     walk G's list into an array; for each member, snapshot its
+ *             count (c1) into its scratch word and add one to the
+ *             internal-reference count of each referent that is in G;
+ *   MARK      mark from each member referenced from outside G (c1 above
+ *             its internal references), forced, or shaded;
+ *   (H2)
+ *   VALIDATE  validate each unmarked member; give every member that is
+ *             settled (marked, or dead) its list link back and its new
+ *             generation at once, so no pass of its own relinks G.  What
+ *             is left is the garbage, relinked by ouro__gc_mark_end once
+ *             the driver is done with it.
+ * Membership of a referent in G is read from its gc bits during COUNT (a
+ * scratch word may not be made yet) and from the TAG bit of its scratch
+ * word afterwards (a relinked member has a pointer there again: settled).
+ * Runs on `nmarkers` threads: the collecting one and helpers parked
+ * between passes; marking work is shared in chunks on a liburcu lock-free
+ * stack.
  */
 #include "config.h"
 #include "gc.h"
@@ -71,19 +84,19 @@ static int64_t gc_count(ouro_object_t *o)
 /* ================================================================== */
 /* the scratch word (prefix prev of a G member during a collection)    */
 /* ================================================================== */
-#define S_TAG 1ull        /* in G */
+#define S_TAG 1ull        /* a scratch word, not a prev pointer */
 #define S_MARK 2ull       /* reachable (or rejected) */
 #define S_FORCE 4ull      /* a root whatever its count says */
 #define S_SKIP 8ull       /* dead: neither traversed nor collected */
-#define S_REFS_SHIFT 8    /* gc_refs + 2^31, 32 bits */
-#define S_REFS_BIAS ((int64_t)1 << 31)
+#define S_IN_SHIFT 8      /* references from inside G, 32 bits */
+#define S_IN_MAX 0xffffffffull
 #define S_C1_SHIFT 40     /* c1, 24 bits */
 #define S_C1_MAX (((int64_t)1 << 24) - 1)
-#define S_ONE_REF ((uint64_t)1 << S_REFS_SHIFT)
+#define S_ONE_IN ((uint64_t)1 << S_IN_SHIFT)
 
 /* Relaxed: during a collection only markers touch a member's scratch word;
- * phases are ordered by mk_lock, and within a parallel phase every
- * concurrent update is an RMW (mark_head, visit_subtract, the SKIP bit). */
+ * passes are ordered by mk_lock, and within a parallel pass every
+ * concurrent update is an RMW (CAS in COUNT, fetch_or of MARK and SKIP). */
 static inline uint64_t sc_load(gc_head_t *h)
 {
     return atomic_load_explicit(&h->prev, memory_order_relaxed);
@@ -92,24 +105,19 @@ static inline void sc_store(gc_head_t *h, uint64_t w)
 {
     atomic_store_explicit(&h->prev, w, memory_order_relaxed);
 }
-static inline int64_t sc_refs(uint64_t w)
-{
-    return (int64_t)((w >> S_REFS_SHIFT) & 0xffffffffu) - S_REFS_BIAS;
-}
 static inline int64_t sc_c1(uint64_t w)
 {
     return (int64_t)(w >> S_C1_SHIFT);
 }
-static inline uint64_t sc_make(int64_t c)
+/* gc_refs: c1 minus the references from inside G */
+static inline int64_t sc_refs(uint64_t w)
 {
-    if (c < 0 || c > S_C1_MAX)
-        return S_TAG | S_FORCE;
-    return S_TAG | ((uint64_t)(c + S_REFS_BIAS) << S_REFS_SHIFT) | ((uint64_t)c << S_C1_SHIFT);
+    return sc_c1(w) - (int64_t)((w >> S_IN_SHIFT) & S_IN_MAX);
 }
 
-/* The G member that `r` is, or NULL.  `r` is a referent read from a live
- * object's slot during a pass: its memory is not reused before our next
- * quiescent state (see the top of the file). */
+/* The unsettled G member that `r` is, or NULL (after COUNT).  `r` is a
+ * referent read from a live object's slot during a pass: its memory is not
+ * reused before our next quiescent state (see the top of gc.c). */
 static inline gc_head_t *in_g(ouro_object_t *r)
 {
     if (r == NULL || !ouro__is_container(r))
@@ -129,8 +137,36 @@ typedef struct chunk_s {
     gc_head_t *v[CHUNK];
 } chunk_t;
 
+/* A growable array of indices into the G array. */
+typedef struct ivec_s {
+    size_t *v;
+    size_t n, cap;
+} ivec_t;
+
+static bool ivec_push(ivec_t *s, size_t i)
+{
+    if (unlikely(s->n == s->cap)) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        size_t *v = ouro_realloc(s->v, cap * sizeof *v);
+        if (v == NULL)
+            return false;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = i;
+    return true;
+}
+
+static void ivec_free(ivec_t *s)
+{
+    ouro_free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
+
 typedef struct marker_s {
     hvec_t stack;
+    ivec_t cand;           /* VALIDATE: members left unmarked, by index */
     bool oom;
     size_t deaths;         /* validation: members found dead */
 } marker_t;
@@ -141,22 +177,33 @@ typedef struct work_s {
     int nmarkers;
     bool parallel;         /* scratch updates must be atomic RMWs */
     uint32_t dirty;        /* this collection's GC_DIRTY bit */
+    gc_set_t set;          /* who is in G, by gc bits */
+    gc_head_t *G;          /* G's list head */
+    uint32_t loc;          /* the gc location bits of a survivor (its new generation) */
+    ivec_t garbage;        /* indices of the garbage, relinked at the end */
     struct cds_lfs_stack shared; /* chunks; pops take its mutex (ABA), pushes are lock-free */
     _Atomic int idle;
-    _Atomic bool oom;
+    bool oom;              /* [driver] gave up: everything survives */
     marker_t m[OURO_GC_MAX_MARKERS];
 } work_t;
 
 static inline bool mark_head(work_t *w, gc_head_t *h)
 {
-    if (w->parallel) {
-        /* relaxed: the winner of the RMW traverses; the referents it
-         * reads are the mutators' (ouro_load) */
-        return !(atomic_fetch_or_explicit(&h->prev, S_MARK, memory_order_relaxed) & S_MARK);
-    }
     uint64_t s = sc_load(h);
-    if (s & S_MARK)
-        return false;
+    if (!(s & S_TAG) || (s & S_MARK))
+        return false; /* relinked (settled), or marked */
+    if (w->parallel) {
+        /* a CAS, not a fetch_or: in VALIDATE another marker may relink a
+         * settled member (a pointer again) between our load and our RMW.
+         * Relaxed: the winner traverses; the referents it reads are the
+         * mutators' (ouro_load) */
+        do {
+            if (!(s & S_TAG) || (s & S_MARK))
+                return false;
+        } while (!atomic_compare_exchange_weak_explicit(&h->prev, &s, s | S_MARK, memory_order_relaxed,
+                                                        memory_order_relaxed));
+        return true;
+    }
     sc_store(h, s | S_MARK);
     return true;
 }
@@ -166,16 +213,51 @@ typedef struct visit_ctx_s {
     marker_t *m;
 } visit_ctx_t;
 
-static int visit_subtract(ouro_object_t *r, void *arg)
+/* Is an object with these gc bits in G?  (Stable during a collection: only
+ * the collector moves members, and a container tracked or untracked
+ * meanwhile is on a current young list, which is not in G.) */
+static inline bool member_bits(const work_t *w, uint32_t gc)
+{
+    if (!(gc & GC_TRACKED))
+        return false;
+    if (gc & GC_OLD)
+        return ((gc & GC_GEN_MASK) >> GC_GEN_SHIFT) <= (uint32_t)w->set.maxgen;
+    unsigned stripe = (gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT;
+    return ((gc & GC_PARITY) != 0) == ((w->set.young_parity >> stripe) & 1);
+}
+
+/* Add `add` to a member's scratch word, making it a scratch word first if
+ * it still holds its prev pointer (COUNT may reach a referent before the
+ * walk does); `force` sets FORCE instead when the internal count is full. */
+static inline void sc_add(work_t *w, gc_head_t *h, uint64_t add, uint64_t flags)
+{
+    uint64_t s = sc_load(h), ns;
+    do {
+        ns = (s & S_TAG) ? s : S_TAG;
+        if (add == S_ONE_IN && ((ns >> S_IN_SHIFT) & S_IN_MAX) == S_IN_MAX)
+            ns |= S_FORCE; /* 2^32 references from inside G: a root */
+        else
+            ns += add;
+        ns |= flags;
+        if (!w->parallel) {
+            sc_store(h, ns);
+            return;
+        }
+        /* relaxed: a count in the scratch word, see sc_load */
+    } while (!atomic_compare_exchange_weak_explicit(&h->prev, &s, ns, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
+/* COUNT: one more reference to `r` from inside G. */
+static int visit_count(ouro_object_t *r, void *arg)
 {
     visit_ctx_t *c = arg;
-    gc_head_t *h = in_g(r);
-    if (h == NULL)
+    if (r == NULL || !ouro__is_container(r))
         return 0;
-    if (c->w->parallel)
-        atomic_fetch_sub_explicit(&h->prev, S_ONE_REF, memory_order_relaxed); /* a count only */
-    else
-        sc_store(h, sc_load(h) - S_ONE_REF);
+    /* relaxed: the location bits are stable (member_bits); r's memory
+     * stays ours while we are an RCU reader */
+    if (member_bits(c->w, __atomic_load_n(&r->gc, __ATOMIC_RELAXED)))
+        sc_add(c->w, gc_head_of(r), S_ONE_IN, 0);
     return 0;
 }
 
@@ -252,7 +334,7 @@ static void push_root(work_t *w, marker_t *m, gc_head_t *h)
 }
 
 /* ---- the phases, each run by every marker over its slice of G ---- */
-enum { PH_SNAPSHOT, PH_SUBTRACT, PH_MARK, PH_VALIDATE };
+enum { PH_COUNT, PH_MARK, PH_VALIDATE };
 
 static void slice(work_t *w, int id, size_t *lo, size_t *hi)
 {
@@ -261,19 +343,40 @@ static void slice(work_t *w, int id, size_t *lo, size_t *hi)
     *hi = n * (size_t)(id + 1) / k;
 }
 
-static void snapshot_one(gc_head_t *h)
+/* COUNT for one member: snapshot its count as c1, then count its
+ * references into G. */
+static void count_one(work_t *w, visit_ctx_t *ctx, gc_head_t *h)
 {
     ouro_object_t *o = gc_object_of(h);
     /* the dirty bits are left as they are: this collection's only goes
      * from 0 to 1 until relink, so a barrier that sees it set may skip its
      * RMW (ouro__gc_shade) without losing a shade (object.h) */
-    /* relaxed: ordered after H1 by the handshake, and DEAD is read again
-     * under acquire by the validation */
-    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
+    /* acquire: as ouro__gc_is_dead (a dead member is not traversed) */
+    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
     int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
     /* a count of zero: dying right now (GC_DEAD comes next); a root, so
-     * that nothing it still holds is taken for garbage meanwhile */
-    sc_store(h, c == 0 ? (S_TAG | S_FORCE) : sc_make(c));
+     * that nothing it still holds is taken for garbage meanwhile; an
+     * unstable or huge count: a root too */
+    if (c <= 0 || c > S_C1_MAX)
+        sc_add(w, h, 0, S_FORCE);
+    else
+        sc_add(w, h, (uint64_t)c << S_C1_SHIFT, 0);
+    if (!(gc & GC_DEAD))
+        o->type->traverse(o, visit_count, ctx);
+}
+
+/* A settled member (marked: it survives; or dead: a zombie) gets its list
+ * link back and its new location: G's array is its list's order. */
+static void relink_one(work_t *w, size_t i)
+{
+    gc_head_t *h = w->g.v[i];
+    atomic_store_explicit(&h->prev, (uintptr_t)(i ? w->g.v[i - 1] : w->G),
+                          memory_order_relaxed); /* ours: gc_mutex */
+    ouro_object_t *o = gc_object_of(h);
+    /* relaxed: see gc_bits_set */
+    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
+    if ((gc & (GC_LOC_MASK | GC_DIRTY)) != w->loc)
+        ouro__gc_bits_set(o, GC_LOC_MASK | GC_DIRTY, w->loc);
 }
 
 /* Validate one unmarked member of G after H2 (step 4): reject it (mark it
@@ -315,17 +418,9 @@ static void run_phase(work_t *w, int phase, int id)
     size_t lo, hi;
     slice(w, id, &lo, &hi);
     switch (phase) {
-    case PH_SNAPSHOT:
+    case PH_COUNT:
         for (size_t i = lo; i < hi; i++)
-            snapshot_one(w->g.v[i]);
-        break;
-    case PH_SUBTRACT:
-        for (size_t i = lo; i < hi; i++) {
-            gc_head_t *h = w->g.v[i];
-            ouro_object_t *o = gc_object_of(h);
-            if (!(sc_load(h) & S_SKIP) && !ouro__gc_is_dead(o))
-                o->type->traverse(o, visit_subtract, &ctx);
-        }
+            count_one(w, &ctx, w->g.v[i]);
         break;
     case PH_MARK:
         for (size_t i = lo; i < hi; i++) {
@@ -333,7 +428,7 @@ static void run_phase(work_t *w, int phase, int id)
             uint64_t s = sc_load(h);
             if (s & (S_MARK | S_SKIP))
                 continue;
-            /* relaxed: DIRTY is read again, after H2, by the validation */
+            /* relaxed: the dirty bit is read again, after H2, by the validation */
             if (sc_refs(s) > 0 || (s & S_FORCE) ||
                 (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & w->dirty)) {
                 push_root(w, m, h);
@@ -344,8 +439,16 @@ static void run_phase(work_t *w, int phase, int id)
         mark_drain(w, m);
         break;
     case PH_VALIDATE:
-        for (size_t i = lo; i < hi; i++)
-            m->deaths += validate_one(w, m, w->g.v[i]);
+        for (size_t i = lo; i < hi; i++) {
+            gc_head_t *h = w->g.v[i];
+            m->deaths += validate_one(w, m, h);
+            /* settled now (marked or dead): relink it at once; otherwise a
+             * candidate, which a later rejection may still mark */
+            if (sc_load(h) & (S_MARK | S_SKIP))
+                relink_one(w, i);
+            else if (!ivec_push(&m->cand, i))
+                m->oom = true;
+        }
         mark_drain(w, m);
         break;
     }
@@ -467,8 +570,29 @@ static void parallel_phase(work_t *w, int phase)
 /* ================================================================== */
 static work_t work; /* gc_mutex: one collection at a time */
 
-bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, uint32_t dirty, void (*h2)(void), void (*settle)(void), size_t *examined,
-                   unsigned *markers)
+/* Out of memory half-way: every member survives.  Walk G's list (its next
+ * chain is intact) and give each its link and location back, whatever its
+ * scratch word holds. */
+static size_t relink_all(work_t *w)
+{
+    size_t n = 0;
+    gc_head_t *prev = w->G;
+    for (gc_head_t *h = (gc_head_t *)atomic_load_explicit(&w->G->next, memory_order_relaxed); h != w->G;
+         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours */
+        atomic_store_explicit(&h->prev, (uintptr_t)prev, memory_order_relaxed);
+        ouro_object_t *o = gc_object_of(h);
+        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED); /* see gc_bits_set */
+        if ((gc & (GC_LOC_MASK | GC_DIRTY)) != w->loc)
+            ouro__gc_bits_set(o, GC_LOC_MASK | GC_DIRTY, w->loc);
+        prev = h;
+        n++;
+    }
+    atomic_store_explicit(&w->G->prev, (uintptr_t)prev, memory_order_relaxed);
+    return n;
+}
+
+bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage, uint32_t dirty,
+                   void (*h2)(void), void (*settle)(void), size_t *examined, unsigned *markers)
 {
     work_t *w = &work;
     hvec_t gv = w->g; /* the array is kept between collections */
@@ -477,67 +601,109 @@ bool ouro__gc_mark(gc_head_t *G, hvec_t *garbage, uint32_t dirty, void (*h2)(voi
     w->g.n = 0;
     cds_lfs_init(&w->shared);
     w->dirty = dirty;
+    w->set = *set;
+    w->G = G;
+    w->loc = ouro__gc_loc_old(dest);
+    w->nmarkers = ouro_gc_get_markers();
     bool oom = false;
     ouro_read_begin(); /* an RCU reader while traversing */
+    /* COUNT fused with the walk when one marker does it all */
+    visit_ctx_t ctx0 = {w, &w->m[0]};
+    bool fused = w->nmarkers == 1;
+    w->parallel = false;
     for (gc_head_t *h = (gc_head_t *)atomic_load_explicit(&G->next, memory_order_relaxed); h != G;
-         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) /* relaxed: ours, gc_mutex */
+         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours, gc_mutex */
         if (!ouro__hvec_push(&w->g, h)) {
             oom = true;
             break;
         }
-    w->nmarkers = oom ? 1 : ouro_gc_get_markers();
-    if ((size_t)w->nmarkers * 4096 > w->g.n)
-        w->nmarkers = w->g.n >= 8192 ? (int)(w->g.n / 4096) : 1; /* too little to share */
-    if (w->nmarkers > 1)
-        w->nmarkers = markers_ready(w->nmarkers);
-    w->parallel = w->nmarkers > 1;
+        if (fused)
+            count_one(w, &ctx0, h);
+    }
+    if (!oom && !fused) {
+        if ((size_t)w->nmarkers * 4096 > w->g.n)
+            w->nmarkers = w->g.n >= 8192 ? (int)(w->g.n / 4096) : 1; /* too little to share */
+        if (w->nmarkers > 1)
+            w->nmarkers = markers_ready(w->nmarkers);
+        w->parallel = w->nmarkers > 1;
+        parallel_phase(w, PH_COUNT);
+    }
+    if (fused || oom)
+        w->nmarkers = 1;
     *examined = w->g.n;
     *markers = (unsigned)w->nmarkers;
     if (!oom) {
-        parallel_phase(w, PH_SNAPSHOT);
-        parallel_phase(w, PH_SUBTRACT);
         parallel_phase(w, PH_MARK);
         ouro_read_end();
         h2();
         ouro_read_begin();
         parallel_phase(w, PH_VALIDATE);
         size_t deaths = 0;
-        for (int i = 0; i < w->nmarkers; i++)
+        for (int i = 0; i < w->nmarkers; i++) {
             deaths += w->m[i].deaths;
+            oom |= w->m[i].oom;
+        }
+        /* the candidates, in one array (marker 0's) */
+        for (int i = 1; !oom && i < w->nmarkers; i++)
+            for (size_t k = 0; k < w->m[i].cand.n; k++)
+                if (!ivec_push(&w->m[0].cand, w->m[i].cand.v[k]))
+                    oom = true;
+        bool par = w->parallel;
+        w->parallel = false;
+        ivec_t *cand = &w->m[0].cand;
         /* A member that died after H2 may be inside its death's barrier
          * sequence, its referents not shaded yet: wait until every such
-         * sequence has closed, then look at what is left again (a death
+         * sequence has closed, then look at the candidates again (a death
          * seen now began after its referents were validated as garbage
          * together with it, so the loop ends). */
-        while (deaths) {
+        while (!oom && deaths) {
             ouro_read_end();
             settle();
             ouro_read_begin();
-            bool par = w->parallel;
-            w->parallel = false;
             deaths = 0;
-            for (size_t i = 0; i < w->g.n; i++)
-                deaths += validate_one(w, &w->m[0], w->g.v[i]);
-            w->parallel = par;
+            for (size_t k = 0; k < cand->n; k++)
+                deaths += validate_one(w, &w->m[0], w->g.v[cand->v[k]]);
         }
-        for (int i = 0; i < w->nmarkers; i++)
-            oom |= w->m[i].oom;
+        oom |= w->m[0].oom;
+        w->parallel = par;
+        /* settled candidates are relinked; the rest is garbage */
+        for (size_t k = 0; !oom && k < cand->n; k++) {
+            size_t i = cand->v[k];
+            if (sc_load(w->g.v[i]) & (S_MARK | S_SKIP))
+                relink_one(w, i);
+            else if (!ivec_push(&w->garbage, i) || !ouro__hvec_push(garbage, w->g.v[i]))
+                oom = true;
+        }
     }
-    for (size_t i = 0; !oom && i < w->g.n; i++)
-        if (!(sc_load(w->g.v[i]) & (S_MARK | S_SKIP)) && !ouro__hvec_push(garbage, w->g.v[i]))
-            oom = true;
     ouro_read_end();
+    w->oom = oom;
+    if (oom)
+        garbage->n = 0;
     return !oom;
 }
 
-void ouro__gc_mark_end(void)
+size_t ouro__gc_mark_end(void)
 {
     work_t *w = &work;
-    for (int i = 0; i < OURO_GC_MAX_MARKERS; i++)
+    size_t n;
+    if (w->oom) {
+        n = relink_all(w);
+    } else {
+        for (size_t k = 0; k < w->garbage.n; k++)
+            relink_one(w, w->garbage.v[k]);
+        n = w->g.n;
+        if (n)
+            atomic_store_explicit(&w->G->prev, (uintptr_t)w->g.v[n - 1], memory_order_relaxed);
+    }
+    for (int i = 0; i < OURO_GC_MAX_MARKERS; i++) {
         ouro__hvec_free(&w->m[i].stack);
+        ivec_free(&w->m[i].cand);
+    }
+    ivec_free(&w->garbage);
     cds_lfs_destroy(&w->shared);
     if (w->g.cap > 2 * w->g.n + 65536)
         ouro__hvec_free(&w->g); /* do not keep a big array after the heap shrank */
+    return n;
 }
 
 void ouro__gc_mark_fork_prepare(void)
