@@ -310,7 +310,8 @@ static inline void ouro_incref(ouro_object_t *o)
 
 /* Drop a reference; the object is finalized and freed when none are left
  * (its memory is reused only after an RCU grace period).  A decref below
- * zero is reported (address, size class, type) and aborts. */
+ * zero is reported on stderr and aborts: on the owning thread always (with
+ * the size class), on others once the counts are merged. */
 static inline void ouro_decref(ouro_object_t *o)
 {
     if (__builtin_expect(__atomic_load_n(&o->tid, __ATOMIC_RELAXED) == ouro__tid(), 1)) {

@@ -372,8 +372,25 @@ int ouro__debug_owns(const void *p)
     return head_sane(h, bs) && u == (uintptr_t)block + h->offset;
 }
 
-/* ---- objects: the owner's decref at a count of 1 or 0 (ouro.h) ---- */
+/* ---- objects: a decref below zero ---- */
 
+/* The report, with the object's size class.  object.c's shared path
+ * (ouro__decref_shared, for MERGED counts) could call it too. */
+void ouro__report_decref_below_zero(const ouro_object_t *o)
+{
+    uintptr_t u = (uintptr_t)o;
+    ouro_pool_t *pool = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
+    if (pool == NULL)
+        ouro__fatal("ouro_decref(%p): reference count below zero (size class: none, not an object of "
+                    "ouro)", (const void *)o);
+    ouro__fatal("ouro_decref(%p): reference count below zero: a reference was dropped that nobody "
+                "held (type %s; size class %d, %zu-byte blocks; allocated at an unknown call site: "
+                "objects record none)",
+                (const void *)o, o->type && o->type->name ? o->type->name : "?", pool->cls,
+                block_size_of(pool));
+}
+
+/* The owner's decref found its count at 1 or 0 (ouro_decref in ouro.h). */
 void ouro__decref_local_last(ouro_object_t *o, uint32_t local)
 {
     if (likely(local == 1)) {
@@ -382,15 +399,8 @@ void ouro__decref_local_last(ouro_object_t *o, uint32_t local)
         ouro__merge_zero_local(o);
         return;
     }
-    /* local 0 on the owner's path: the owner dropped its last reference
-     * already, and the object is dead (its memory waits for a grace period) */
-    uintptr_t u = (uintptr_t)o;
-    ouro_pool_t *pool = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
-    if (pool == NULL)
-        ouro__fatal("ouro_decref(%p): reference count below zero (size class: none, not an object of "
-                    "ouro)", (void *)o);
-    ouro__fatal("ouro_decref(%p): reference count below zero: the owning thread dropped a reference "
-                "to an object it had freed already (type %s; size class %d, %zu-byte blocks; "
-                "allocated at an unknown call site: objects record none)",
-                (void *)o, o->type && o->type->name ? o->type->name : "?", pool->cls, block_size_of(pool));
+    /* local 0 with the owner's tid still set: the owner dropped its last
+     * reference already, and the object is dead (its memory waits for a
+     * grace period); once merged, tid is 0 and the shared path checks */
+    ouro__report_decref_below_zero(o);
 }
