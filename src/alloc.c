@@ -172,7 +172,7 @@ OURO_FAST void ouro_free(void *p)
     free_generic(p);
 }
 
-/* Whether `u`, in an arena unit, is a live block of its pool. */
+/* The pool of `u` (in an arena unit) if `u` is a live block of it, else NULL. */
 static inline ouro_pool_t *live_pool(uintptr_t u)
 {
     ouro_pool_t *pool = ouro__pool_of(u);
