@@ -2,6 +2,14 @@
  * alloc.c — the public allocation API: malloc, calloc, realloc, free,
  * aligned allocation, usable size.  Fast paths are the inline helpers of
  * internal.h; everything else is a call to heap.c, pool.c or large.c.
+ *
+ * Debug mode (debug.c) costs the fast paths nothing: its thread heaps stay
+ * the sentinel, whose pools are all empty, so every inline allocation path
+ * misses and reaches alloc_slow, which tests the flag only where it already
+ * tests for the sentinel; and its pointers are never the start of a block,
+ * so every free misses the inline path and reaches free_generic.  The slow
+ * paths carry the call site (the public function's return address) for
+ * debug mode's reports; the fast paths never read it.
  */
 #include "internal.h"
 
@@ -18,17 +26,57 @@ static inline ouro_pool_t *checked_pool(uintptr_t u, const char *fn)
     return pool;
 }
 
-/* Medium and large requests, out of line so ouro_malloc stays small. */
-static ouro_noinline void *malloc_generic(size_t size)
+/* The return address of the public function: the caller's call site. */
+#define CALLER() __builtin_return_address(0)
+
+/* The slow path of every plain allocation up to OURO_LARGE_MAX bytes: the
+ * current pool of class `cls` has nothing to hand out.  The heap is the
+ * sentinel on the thread's first allocation, and always in debug mode: the
+ * one place that tests the flag (heap_alloc_slow tests for the sentinel
+ * again; the duplicate compare is all this costs the default mode). */
+static ouro_noinline void *alloc_slow(ouro_heap_t *heap, int cls, size_t size, size_t align, bool *zero,
+                                      const void *site)
 {
-    if (size <= OURO_LARGE_MAX)
-        return ouro__alloc_small(size);
-    return ouro__large_alloc(size, 16, NULL);
+    if (unlikely(heap == &ouro__empty_heap)) {
+        ouro__init(); /* the options decide the mode */
+        if (ouro__debug_on()) {
+            if (zero)
+                *zero = false; /* calloc clears the bytes it asked for */
+            return ouro__debug_alloc(size, align, zero != NULL, site);
+        }
+    }
+    return ouro__heap_alloc_slow(heap, cls, zero);
 }
 
-#define OURO_FAST __attribute__((aligned(64))) /* steady timings: see bench/README */
+/* Requests above OURO_LARGE_MAX (and those debug mode's layout makes so). */
+static ouro_noinline void *large_alloc(size_t size, size_t align, bool *zero, const void *site)
+{
+    ouro__init(); /* a large request may be the process's first */
+    if (unlikely(ouro__debug_on()))
+        return ouro__debug_alloc(size, align, zero != NULL, site);
+    return ouro__large_alloc(size, align, zero);
+}
 
-OURO_FAST void *ouro_malloc(size_t size)
+/* Medium and large requests, out of line so ouro_malloc stays small. */
+static ouro_noinline void *malloc_generic(size_t size, const void *site)
+{
+    if (size <= OURO_LARGE_MAX) {
+        ouro_heap_t *heap = ouro__heap;
+        int cls = ouro__size_class(size);
+        void *p = ouro__heap_pop(heap, (size_t)cls);
+        if (likely(p != NULL))
+            return p;
+        return alloc_slow(heap, cls, size, 16, NULL, site);
+    }
+    return large_alloc(size, 16, NULL, site);
+}
+
+/* ouro_malloc's body, also inlined into the functions that allocate on
+ * their caller's behalf (realloc, aligned_alloc).  CALLER() in an inlined
+ * function is the return address of the function it is inlined into (gcc
+ * and clang alike), and written on the slow branches, the compiler reads it
+ * there only: passed in as an argument, gcc 12 loads it on entry. */
+static inline __attribute__((always_inline)) void *malloc_inline(size_t size)
 {
     if (likely(size <= OURO_DIRECT_MAX)) {
         ouro_heap_t *heap = ouro__heap;
@@ -40,9 +88,16 @@ OURO_FAST void *ouro_malloc(size_t size)
             ouro__pool_used_add(pool, 1);
             return b;
         }
-        return ouro__heap_alloc_slow(heap, ouro__size_class(size), NULL);
+        return alloc_slow(heap, ouro__size_class(size), size, 16, NULL, CALLER());
     }
-    return malloc_generic(size);
+    return malloc_generic(size, CALLER());
+}
+
+#define OURO_FAST __attribute__((aligned(64))) /* steady timings: see bench/README */
+
+OURO_FAST void *ouro_malloc(size_t size)
+{
+    return malloc_inline(size);
 }
 
 /* A block freed by a thread that does not own its pool: push it on the
@@ -64,6 +119,10 @@ static ouro_noinline void free_generic(void *p)
 {
     if (p == NULL)
         return;
+    if (unlikely(ouro__debug_on())) {
+        ouro__debug_free(p, "ouro_free"); /* every block of debug mode comes here */
+        return;
+    }
     uintptr_t u = (uintptr_t)p;
     int kind = ouro__unit_kind(u);
     if (kind == OURO_UNIT_ARENA) {
@@ -113,21 +172,44 @@ OURO_FAST void ouro_free(void *p)
     free_generic(p);
 }
 
-size_t ouro_usable_size(const void *p)
+/* The pool of `u` (in an arena unit) if `u` is a live block of it, else NULL. */
+static inline ouro_pool_t *live_pool(uintptr_t u)
 {
+    ouro_pool_t *pool = ouro__pool_of(u);
+    if (likely(pool != NULL && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key)))
+        return pool;
+    return NULL;
+}
+
+/* Large blocks, debug mode, and misuse. */
+static ouro_noinline size_t usable_size_generic(const void *p, int kind)
+{
+    if (unlikely(ouro__debug_on()))
+        return ouro__debug_usable_size(p);
     uintptr_t u = (uintptr_t)p;
-    if (p == NULL)
-        return 0;
-    int kind = ouro__unit_kind(u);
-    if (likely(kind == OURO_UNIT_ARENA))
-        /* relaxed: an [init] field, published with the pool (release on slot_pool) */
-        return atomic_load_explicit(&checked_pool(u, "ouro_usable_size")->block_size, memory_order_relaxed);
+    if (kind == OURO_UNIT_ARENA)
+        (void)checked_pool(u, "ouro_usable_size"); /* reports what is wrong */
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
         ouro_large_t *l = ouro__large_find(p, kind);
         if (l)
             return l->usable;
     }
     ouro__report_invalid("ouro_usable_size", p);
+}
+
+size_t ouro_usable_size(const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (p == NULL)
+        return 0;
+    int kind = ouro__unit_kind(u);
+    if (likely(kind == OURO_UNIT_ARENA)) {
+        ouro_pool_t *pool = live_pool(u);
+        if (likely(pool != NULL))
+            /* relaxed: an [init] field, published with the pool (release on slot_pool) */
+            return atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+    }
+    return usable_size_generic(p, kind);
 }
 
 void ouro_free_sized(void *p, size_t size)
@@ -148,7 +230,9 @@ int ouro_owns(const void *p)
         ouro_pool_t *pool = ouro__pool_of(u);
         if (pool && pool->kind == OURO_KIND_GC)
             u -= 16; /* a container object: its block starts with the collector's prefix */
-        return pool && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key);
+        if (pool && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key))
+            return 1; /* an object, or a block of the default mode */
+        return ouro__debug_on() && ouro__debug_owns(p);
     }
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV)
         return ouro__large_find(p, kind) != NULL;
@@ -171,7 +255,7 @@ void *ouro_calloc(size_t n, size_t size)
         zero = pool->free != NULL && ouro__block_is_fresh(pool, pool->free);
         p = ouro__heap_pop(heap, (size_t)cls);
         if (p == NULL)
-            p = ouro__heap_alloc_slow(heap, cls, &zero);
+            p = alloc_slow(heap, cls, total, 16, &zero, CALLER());
         if (p == NULL)
             return NULL;
         if (zero)
@@ -180,7 +264,7 @@ void *ouro_calloc(size_t n, size_t size)
             memset(p, 0, total);
         return p;
     }
-    return ouro__large_alloc(total, 16, &zero); /* fresh from the OS: zero */
+    return large_alloc(total, 16, &zero, CALLER()); /* fresh from the OS: zero */
 }
 
 /* The size class serving `size` bytes at `align` (> 16), or -1 for the large path. */
@@ -207,22 +291,33 @@ void *ouro_aligned_alloc(size_t align, size_t size)
         return NULL;
     }
     if (align <= 16)
-        return ouro_malloc(size);
+        return malloc_inline(size);
     int cls = aligned_class(size, align);
     if (cls < 0)
-        return ouro__large_alloc(size, align, NULL);
+        return large_alloc(size, align, NULL, CALLER());
     ouro_heap_t *heap = ouro__heap;
     void *p = ouro__heap_pop(heap, (size_t)cls);
     if (p == NULL)
-        p = ouro__heap_alloc_slow(heap, cls, NULL);
+        p = alloc_slow(heap, cls, size, align, NULL, CALLER());
     ouro_assert(p == NULL || ((uintptr_t)p & (align - 1)) == 0);
     return p;
+}
+
+/* Debug mode's blocks, and misuse. */
+static ouro_noinline void *realloc_generic(void *p, size_t size, const void *site)
+{
+    if (ouro__debug_on())
+        return ouro__debug_realloc(p, size, site);
+    uintptr_t u = (uintptr_t)p;
+    if (ouro__unit_kind(u) == OURO_UNIT_ARENA)
+        (void)checked_pool(u, "ouro_realloc"); /* reports what is wrong */
+    ouro__report_invalid("ouro_realloc", p);
 }
 
 void *ouro_realloc(void *p, size_t size)
 {
     if (p == NULL)
-        return ouro_malloc(size);
+        return malloc_inline(size);
     if (size == 0) {
         ouro_free(p);
         return NULL;
@@ -231,12 +326,15 @@ void *ouro_realloc(void *p, size_t size)
     int kind = ouro__unit_kind(u);
     size_t old;
     if (likely(kind == OURO_UNIT_ARENA)) {
+        ouro_pool_t *pool = live_pool(u);
+        if (unlikely(pool == NULL))
+            return realloc_generic(p, size, CALLER());
         /* relaxed: an [init] field, published with the pool (release on slot_pool) */
-        old = atomic_load_explicit(&checked_pool(u, "ouro_realloc")->block_size, memory_order_relaxed);
+        old = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
         /* in place while the block holds it and is not more than twice too big */
         if (size <= old && (size > old / 2 || old <= 16))
             return p;
-    } else if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
+    } else if ((kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) && !ouro__debug_on()) {
         ouro_large_t *l = ouro__large_find(p, kind);
         if (l == NULL)
             ouro__report_invalid("ouro_realloc", p);
@@ -247,9 +345,9 @@ void *ouro_realloc(void *p, size_t size)
                 return q;
         }
     } else {
-        ouro__report_invalid("ouro_realloc", p);
+        return realloc_generic(p, size, CALLER());
     }
-    void *q = ouro_malloc(size);
+    void *q = malloc_inline(size);
     if (q == NULL)
         return NULL;
     memcpy(q, p, size < old ? size : old);

@@ -19,6 +19,7 @@
 __thread ouro_heap_t *ouro__heap __attribute__((tls_model("initial-exec"))) = &ouro__empty_heap;
 __thread ouro_heap_t *ouro__oheap __attribute__((tls_model("initial-exec"))) = &ouro__empty_oheap;
 __thread ouro_heap_t *ouro__gheap __attribute__((tls_model("initial-exec"))) = &ouro__empty_gheap;
+__thread ouro_heap_t *ouro__dheap __attribute__((tls_model("initial-exec"))) = &ouro__empty_heap;
 
 /* The pool every class of a heap starts on: nothing to hand out, so the
  * first allocation takes the slow path. */
@@ -57,9 +58,14 @@ static inline bool heap_is_sentinel(const ouro_heap_t *h)
     return h == &ouro__empty_heap || h == &ouro__empty_oheap || h == &ouro__empty_gheap;
 }
 
+/* The thread's heap of `kind`.  In debug mode the plain heap lives in
+ * ouro__dheap and ouro__heap stays the sentinel (see internal.h). */
 static inline ouro_heap_t **tls_heap(int kind)
 {
-    return kind == OURO_KIND_GC ? &ouro__gheap : kind == OURO_KIND_OBJECT ? &ouro__oheap : &ouro__heap;
+    return kind == OURO_KIND_GC       ? &ouro__gheap
+           : kind == OURO_KIND_OBJECT ? &ouro__oheap
+           : ouro__debug_on()         ? &ouro__dheap
+                                      : &ouro__heap;
 }
 
 static inline ouro_heap_t *sentinel(int kind)
@@ -469,6 +475,7 @@ void ouro__heap_collect(bool release_empty)
 {
     sweep_abandoned(true);
     heap_collect(ouro__heap, release_empty);
+    heap_collect(ouro__dheap, release_empty);
     heap_collect(ouro__oheap, release_empty);
     heap_collect(ouro__gheap, release_empty);
 }
@@ -542,8 +549,8 @@ void ouro__heap_fork_child(void)
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
-        if (h == ouro__heap || h == ouro__oheap || h == ouro__gheap) {
-            alive += h == ouro__heap;
+        if (h == ouro__heap || h == ouro__dheap || h == ouro__oheap || h == ouro__gheap) {
+            alive += h == ouro__heap || h == ouro__dheap;
             continue;
         }
         heap_abandon(h, true);

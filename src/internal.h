@@ -29,6 +29,10 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+/* configure's choices (OURO_DEBUG for --enable-debug): every file of the
+ * library sees them through this header, so the assertions below really
+ * are on in every file of a debug build */
+#include "config.h"
 /* ouro is LGPL-2.1-or-later like liburcu, so it may inline liburcu's
  * lock-free stack and queue fast paths. */
 #define _LGPL_SOURCE
@@ -144,6 +148,9 @@ typedef struct ouro_pool_s {
     uint8_t span;                /* [init] slots covered */
     uint8_t slot;                /* [arena] index of the first slot in the arena */
     uint8_t kind;                /* [init] OURO_KIND_*: which kind of heap it serves */
+    uint32_t nonce;              /* [init] debug mode only: a number no earlier pool set up in
+                                  * this memory had, mixed into the mark of debug-freed blocks
+                                  * (debug.c), so a stale mark of an earlier pool never counts */
 
     /* line 1: the owner's, written by its every malloc and free */
     ouro_block_t *free __attribute__((aligned(64))); /* [owner] blocks ready to hand out */
@@ -189,6 +196,8 @@ typedef struct ouro_large_s {
     size_t map_size;
     size_t usable;       /* bytes usable at `user` (to the end of the mapping) */
     size_t size;         /* bytes last requested */
+    size_t dbg_size;     /* debug mode: bytes the user requested (size holds the guard too) */
+    const void *dbg_site;/* debug mode: return address of the allocating call */
 } ouro_large_t;
 
 /* ---- thread heaps ---- */
@@ -224,6 +233,10 @@ extern ouro_heap_t ouro__empty_gheap ouro_hidden; /* sentinel: no thread heap ye
 extern __thread ouro_heap_t *ouro__heap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__oheap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__gheap ouro_hidden __attribute__((tls_model("initial-exec")));
+/* Debug mode: the thread's plain heap.  ouro__heap then stays the sentinel,
+ * so every inline allocation path misses and reaches a slow path that hands
+ * the request to debug.c, which allocates from this heap. */
+extern __thread ouro_heap_t *ouro__dheap ouro_hidden __attribute__((tls_model("initial-exec")));
 
 /* counters kept by the arena layer, relaxed atomics: only summed for stats */
 typedef struct ouro_counters_s {
@@ -236,6 +249,12 @@ extern ouro_counters_t ouro__counters ouro_hidden;
 extern long ouro__options[OURO_OPTION_COUNT_] ouro_hidden;
 void ouro__options_init(void) ouro_hidden;
 void ouro__warn(const char *fmt, ...) ouro_hidden __attribute__((format(printf, 1, 2)));
+
+/* Debug mode (OURO_DEBUG): fixed once the options are read at start. */
+static inline bool ouro__debug_on(void)
+{
+    return ouro__options[OURO_OPTION_DEBUG] != 0;
+}
 
 /* ---- init and errors (init.c) ---- */
 void ouro__init(void) ouro_hidden;
@@ -297,6 +316,17 @@ void *ouro__large_alloc(size_t size, size_t align, bool *zero) ouro_hidden;
 void ouro__large_free(ouro_large_t *l) ouro_hidden;
 void *ouro__large_realloc(ouro_large_t *l, size_t size) ouro_hidden;
 ouro_large_t *ouro__large_find(const void *p, int kind) ouro_hidden;
+
+/* ---- debug.c: debug mode's guarded blocks and misuse reports ----
+ * Every plain allocation and free of a debug-mode process goes through
+ * these (alloc.c routes them); `site` is the return address of the public
+ * call, `fn` its name for reports. */
+void *ouro__debug_alloc(size_t size, size_t align, bool zero, const void *site) ouro_hidden;
+void ouro__debug_free(void *p, const char *fn) ouro_hidden;
+void *ouro__debug_realloc(void *p, size_t size, const void *site) ouro_hidden;
+size_t ouro__debug_usable_size(const void *p) ouro_hidden;
+int ouro__debug_owns(const void *p) ouro_hidden;
+_Noreturn void ouro__report_decref_below_zero(const ouro_object_t *o) ouro_hidden;
 
 /* ------------------------------------------------------------------ */
 /* fast paths                                                           */
@@ -403,16 +433,6 @@ static inline void *ouro__heap_pop(ouro_heap_t *heap, size_t cls)
     b->cookie = 0;
     ouro__pool_used_add(pool, 1);
     return b;
-}
-
-static inline void *ouro__alloc_small(size_t n)
-{
-    ouro_heap_t *heap = ouro__heap;
-    int cls = ouro__size_class(n); /* n <= OURO_LARGE_MAX */
-    void *p = ouro__heap_pop(heap, (size_t)cls);
-    if (likely(p != NULL))
-        return p;
-    return ouro__heap_alloc_slow(heap, cls, NULL);
 }
 
 #endif /* OURO_INTERNAL_H */

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 
 #define LARGE_HDR 64u
+_Static_assert(sizeof(ouro_large_t) <= LARGE_HDR, "the large header fits below the user pointer");
 
 static size_t round_up(size_t n, size_t to)
 {
@@ -55,6 +56,8 @@ void *ouro__large_alloc(size_t size, size_t align, bool *zero)
     l->map_size = map_size;
     l->usable = map_size - off;
     l->size = size;
+    l->dbg_size = size;
+    l->dbg_site = NULL;
     unit_set(user, off >= OURO_UNIT_SIZE ? OURO_UNIT_LARGE_PREV : OURO_UNIT_LARGE);
     atomic_fetch_add_explicit(&ouro__counters.reserved, map_size, memory_order_relaxed);
     atomic_fetch_add_explicit(&ouro__counters.large_count, 1, memory_order_relaxed);

@@ -10,6 +10,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* --enable-debug (OURO_DEBUG in config.h) turns debug mode on by default */
+#ifdef OURO_DEBUG
+#define DEBUG_DEFAULT 1
+#else
+#define DEBUG_DEFAULT 0
+#endif
+
 typedef struct option_desc_s {
     const char *env;
     long def, min, max;
@@ -27,6 +34,8 @@ static const option_desc_t table[OURO_OPTION_COUNT_] = {
                                   "generation-0 threshold of the collector (0: no automatic collections)"},
     [OURO_OPTION_GC_MARKERS] = {"OURO_GC_MARKERS", 0, -1, 64,
                                 "marker threads per collection (0 or -1: the core count)"},
+    [OURO_OPTION_DEBUG] = {"OURO_DEBUG", DEBUG_DEFAULT, 0, 1,
+                           "debug mode: guard bytes, fill patterns, misuse reports with call sites"},
 };
 
 long ouro__options[OURO_OPTION_COUNT_] = {
@@ -36,6 +45,7 @@ long ouro__options[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_NUMA] = 1,
     [OURO_OPTION_GC] = 1,
     [OURO_OPTION_GC_THRESHOLD] = 700,
+    [OURO_OPTION_DEBUG] = DEBUG_DEFAULT,
 };
 
 void ouro__options_init(void)
@@ -70,6 +80,12 @@ int ouro_option_set(ouro_option_t option, long value)
 {
     if ((unsigned)option >= OURO_OPTION_COUNT_ || value < table[option].min || value > table[option].max) {
         errno = EINVAL;
+        return -1;
+    }
+    /* blocks already handed out have the layout of the mode they were
+     * allocated in: the mode cannot change under them */
+    if (option == OURO_OPTION_DEBUG && value != ouro__options[option]) {
+        errno = EPERM;
         return -1;
     }
     ouro__options[option] = value;

@@ -57,6 +57,11 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     pool->mem_is_zero = mem_is_zero;
     pool->divc = UINT64_MAX / bs + 1;
     pool->next = pool->prev = NULL;
+    if (unlikely(ouro__debug_on())) {
+        static _Atomic uint32_t nonces;
+        /* relaxed: only uniqueness matters, the pool is published below */
+        pool->nonce = atomic_fetch_add_explicit(&nonces, 1, memory_order_relaxed) + 1;
+    }
     ouro_assert(cds_lfs_empty(&pool->remote));
     ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
     for (unsigned i = 0; i < pool->span; i++)

@@ -1,6 +1,7 @@
 /* test_errors.c — misuse is reported, never a crash: each test runs the
  * misuse in a child process and checks that it aborts with a message naming
- * the address. */
+ * the address.  The messages hold in both modes (debug mode's own reports
+ * are tested in test_debug.c). */
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
@@ -189,8 +190,30 @@ static void do_free_sized_wrong(void *p)
 START_TEST(free_sized_with_wrong_size_aborts)
 {
     void *p = ouro_malloc(100);
-    expect_abort(do_free_sized_wrong, p, "holds only 112 bytes", addr(p));
+    /* 112, its class's block size; 100 in debug mode (--enable-debug) */
+    char holds[64];
+    snprintf(holds, sizeof holds, "holds only %zu bytes", ouro_usable_size(p));
+    ck_assert_uint_eq(ouro_usable_size(p), ouro_option_get(OURO_OPTION_DEBUG) ? 100 : 112);
+    expect_abort(do_free_sized_wrong, p, holds, addr(p));
     ouro_free(p);
+}
+END_TEST
+
+static const ouro_type_t plain_type = {.name = "plain", .basic_size = 40};
+
+static void do_decref_twice(void *o)
+{
+    ouro_decref(o);
+    ouro_decref(o);
+}
+
+START_TEST(decref_below_zero_on_owner_aborts)
+{
+    /* the owner's path (plain instructions) checks too, in every mode */
+    ouro_object_t *o = ouro_new(&plain_type);
+    expect_abort(do_decref_twice, o, "reference count below zero", addr(o));
+    expect_abort(do_decref_twice, o, "size class 3,", "type plain");
+    ouro_decref(o);
 }
 END_TEST
 
@@ -224,6 +247,7 @@ int main(void)
         realloc_of_freed_block_aborts,
         usable_size_of_foreign_pointer_aborts,
         free_sized_with_wrong_size_aborts,
+        decref_below_zero_on_owner_aborts,
         NULL};
     return tu_run_case("errors", tests);
 }
