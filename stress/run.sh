@@ -6,8 +6,8 @@
 total=${1:-60}
 threads=${2:-4}
 dir=${BUILD_DIR:-.}/stress
-progs="alloc_stress object_stress fork_stress"
-n=3
+progs="alloc_stress object_stress fork_stress gc_stress"
+n=4
 each=$((total / n))
 [ "$each" -ge 1 ] || each=1
 
