@@ -238,6 +238,33 @@ int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra)
     return rc;
 }
 
+/* The collector's garbage: no thread can reach `o` any more.  Merge its
+ * count on this thread (unless it is ours, merged, or queued to its owner,
+ * whose merge of the queue entry is due), so that the collector's
+ * decrefs free it here instead of queueing it, one malloc and one lookup
+ * each, to an owner that frees it at its next quiescent state. */
+void ouro__brc_merge_unreachable(ouro_object_t *o)
+{
+    /* relaxed loads: hints that the claim below validates; nobody but the
+     * collector touches unreachable objects (and an exiting owner, which
+     * claims the same way) */
+    uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_RELAXED);
+    if (tid == 0 || tid == ouro__thread_id())
+        return;
+    if ((__atomic_load_n(&o->shared, __ATOMIC_RELAXED) & REF_STATE_MASK) == REF_QUEUED)
+        return;
+    /* acquire: the owner's last writes to `local` (made visible to us by
+     * the collection's handshakes anyway) come before our read of it */
+    if (!__atomic_compare_exchange_n(&o->tid, &tid, 0, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return; /* its exiting owner merged it */
+    int64_t rc = ouro__brc_explicit_merge(o, 0);
+    ouro_assert(rc > 0); /* garbage is referenced from inside the garbage */
+    (void)rc;
+    ouro_tstate_t *ts = ouro__tstate;
+    if (ts)
+        stat_inc(&ts->merges_done);
+}
+
 /* A non-owner took the shared count of `o` to zero-and-below and marked it
  * QUEUED: hand the stolen reference to the owner. */
 void ouro__brc_queue(ouro_object_t *o)
@@ -320,12 +347,17 @@ static void merge_owned(void *block, ouro_pool_t *pool, void *arg)
 {
     ouro_tstate_t *ts = arg;
     ouro_object_t *o = ouro__block_object(block, pool);
-    /* relaxed: we own these objects; only we set their tid, and GC_DEAD is
-     * set by whoever frees one, after which it is skipped either way */
+    /* relaxed: GC_DEAD is set by whoever frees one, after which it is
+     * skipped either way */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (gc & (GC_DEAD | GC_IMMORTAL))
         return;
-    if (__atomic_load_n(&o->tid, __ATOMIC_RELAXED) != ts->tid)
+    /* claim it (tid ours -> 0): the collector may be merging it at the
+     * same time (ouro__brc_merge_unreachable), and one merge only must
+     * happen; relaxed: only the claim's atomicity matters, our own writes
+     * to the object are ours */
+    uintptr_t tid = ts->tid;
+    if (!__atomic_compare_exchange_n(&o->tid, &tid, 0, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return; /* already merged */
     /* zero: other threads dropped every reference, decrementing directly
      * once they saw tid 0; an object queued to us keeps the queue's

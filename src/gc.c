@@ -771,7 +771,10 @@ static long collect_locked(int gen)
         if (user_code)
             ouro__gc_revalidate(&garbage, settle);
         found = garbage.n;
-        /* 6. break the cycles; the objects die as their counts reach zero */
+        /* 6. break the cycles; the objects die as their counts reach zero,
+         * here: their counts are merged on this thread first (brc.c) */
+        for (size_t i = 0; i < garbage.n; i++)
+            ouro__brc_merge_unreachable(gc_object_of(garbage.v[i]));
         unsigned dbg = atomic_load_explicit(&debug_flags, memory_order_relaxed);
         for (size_t i = 0; i < garbage.n; i++)
             ouro_incref(gc_object_of(garbage.v[i]));

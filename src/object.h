@@ -135,6 +135,7 @@ ouro_tstate_t *ouro__tstate_get(void) ouro_hidden;      /* the caller's, registe
 void ouro__brc_queue(ouro_object_t *o) ouro_hidden;     /* a non-owner's stolen reference */
 void ouro__brc_merge_pending(ouro_tstate_t *ts) ouro_hidden;
 int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra) ouro_hidden;
+void ouro__brc_merge_unreachable(ouro_object_t *o) ouro_hidden; /* the collector's garbage */
 void ouro__brc_init(void) ouro_hidden;
 void ouro__brc_fork_prepare(void) ouro_hidden;
 void ouro__brc_fork_parent(void) ouro_hidden; /* also the child's: the child is the forking thread */
