@@ -1575,6 +1575,90 @@ START_TEST(test_owner_exit_races_remote_drops)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* 8. threads registering while the collector's handshake runs          */
+/* ------------------------------------------------------------------ */
+/*
+ * A spawner starts short-lived threads, two at a time: each registers,
+ * makes an object and drops it (it dies on that thread), and exits, so
+ * that its thread state is recycled by the next.  Meanwhile the test's
+ * thread runs collections, whose handshake reads every live thread
+ * state's pointer to that thread's store sequence (ouro_store's).  A state
+ * must be complete when it is marked alive: a handshake that read a
+ * recycled state's pointer into an exited thread's TLS, or an unset one,
+ * is a data race (TSan builds report it) and could wait on garbage.
+ * Every registration succeeds, every object dies once, on its own thread.
+ */
+
+#define REG_BATCH 2
+
+static _Atomic bool reg_done;
+
+static void *reg_worker(void *p)
+{
+    (void)p;
+    tl_role = ROLE_WORKER;
+    TCHECK(ouro_thread_register() == 0, "ouro_thread_register failed: %s", strerror(errno));
+    tobj_t *t = tobj_new();
+    if (t)
+        ref_dec(t); /* local count to zero: dies here */
+    return NULL; /* unregistered at exit */
+}
+
+static void *reg_spawner(void *p)
+{
+    unsigned long n = (unsigned long)(uintptr_t)p;
+    for (unsigned long i = 0; i < n && atomic_load(&failures) == 0; i++) {
+        pthread_t w[REG_BATCH];
+        int started = 0;
+        for (int k = 0; k < REG_BATCH; k++) {
+            int e = pthread_create(&w[k], NULL, reg_worker, NULL);
+            if (e != 0) {
+                TFAIL("pthread_create: %s", strerror(e));
+                break;
+            }
+            started++;
+        }
+        for (int k = 0; k < started; k++)
+            pthread_join(w[k], NULL);
+    }
+    atomic_store(&reg_done, true);
+    return NULL;
+}
+
+START_TEST(test_registration_races_handshake)
+{
+    oracle_reset();
+    double t0 = now_s();
+    ouro_object_stats_t before, after;
+    stats_now(&before);
+    atomic_store(&reg_done, false);
+    unsigned long batches = tu_scale(1500, 300);
+    pthread_t sp;
+    start_thread(&sp, reg_spawner, (void *)(uintptr_t)batches);
+    unsigned long collections = 0;
+    do {
+        ck_assert_int_ge(ouro_gc_collect(0), 0);
+        collections++;
+    } while (!atomic_load(&reg_done));
+    pthread_join(sp, NULL);
+    ouro_barrier();
+    stats_now(&after);
+    uint32_t born = atomic_load(&next_id);
+    if (verbose())
+        fprintf(stderr, "registration: %.2fs, %u threads, %lu collections\n", now_s() - t0, born,
+                collections);
+    ASSERT_NO_FAILURES();
+    ck_assert_uint_eq(born, batches * REG_BATCH);
+    ASSERT_ALL_DIED_ONCE();
+    for (uint32_t i = 0; i < born; i++)
+        ck_assert_uint_eq(atomic_load(&death_role[i]), ROLE_WORKER);
+    ck_assert_uint_eq(after.created - before.created, born);
+    ck_assert_uint_eq(after.freed - before.freed, born);
+    ck_assert_uint_eq(after.deferred, 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 
 static Suite *brc_suite(void)
 {
@@ -1590,6 +1674,7 @@ static Suite *brc_suite(void)
         {"weakref", test_weakref_get_races_last_decref},
         {"deferred_reuse", test_deferred_reuse_after_grace_period},
         {"exit_race", test_owner_exit_races_remote_drops},
+        {"registration", test_registration_races_handshake},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);
