@@ -91,8 +91,11 @@ ouro_tstate_t *ouro__tstate_get(void)
         ts->all_next = all_states;
         all_states = ts;
     }
-    ts->alive = true;
-    pthread_mutex_unlock(&all_lock);
+    /* Every field another thread may read once `alive` is set, set first,
+     * under the lock that those readers hold (ouro__tstates_visit: the
+     * collector's handshake reads bseq; a fork child drains the queue of
+     * every alive state).  A recycled state still holds an exited thread's
+     * values, and that thread's bseq points into its freed TLS. */
     ts->tid = ouro__thread_id();
     ts->gc_stripe = ouro__gc_next_stripe();
     ts->bseq = &ouro__bseq;
@@ -101,8 +104,11 @@ ouro_tstate_t *ouro__tstate_get(void)
     ts->batch = NULL;
     __cds_wfcq_init(&ts->mq_head, &ts->mq_tail);
     cds_lfht_node_init(&ts->node);
-    /* relaxed: the state is not published yet (cds_lfht_add below is) */
+    /* relaxed: the state is not published to thieves yet (cds_lfht_add
+     * below is), and the registry's readers hold the lock */
     atomic_store_explicit(&ts->merge_pending, 0, memory_order_relaxed);
+    ts->alive = true;
+    pthread_mutex_unlock(&all_lock);
     ouro__tstate = ts;
     pthread_setspecific(tstate_key, ts);
     ouro__qsbr_register(ts);
@@ -115,6 +121,9 @@ ouro_tstate_t *ouro__tstate_get(void)
     return ts;
 }
 
+/* Every state ever made, exited threads' too (their statistics count):
+ * `fn` runs under the registry lock and must test `alive` before it reads
+ * anything of the thread's own (bseq points into its TLS). */
 void ouro__tstates_visit(void (*fn)(ouro_tstate_t *ts, void *arg), void *arg)
 {
     pthread_mutex_lock(&all_lock);
@@ -195,6 +204,7 @@ void ouro__brc_fork_child_merge(void)
             ouro_read_end();
         }
         ts->alive = false;
+        ts->bseq = NULL; /* that thread's TLS is not ours to read */
     }
 }
 
@@ -397,8 +407,11 @@ static void tstate_exit(ouro_heap_t *heap)
     ouro__defer_flush(ts);
     ouro__qsbr_unregister(ts);
     ouro__tstate = NULL;
+    /* under the lock: a visitor that saw us alive is done with our bseq
+     * before we return (and our TLS goes away with the thread) */
     pthread_mutex_lock(&all_lock);
     ts->alive = false;
+    ts->bseq = NULL;
     pthread_mutex_unlock(&all_lock);
 }
 

@@ -1015,20 +1015,35 @@ END_TEST
  * its quiescent states).  A get returns a live object or, once one get
  * returned NULL, NULL forever; the callback runs exactly once, on the
  * thread that freed the object.
+ *
+ * Under load (the machine shared with other CPU-heavy work) a round can
+ * stall for a long time while the dropper waits for a core, so every limit
+ * is wall-clock time, not an iteration count: the test runs its rounds
+ * until a time budget is spent (at least WR_MIN_ROUNDS of them), and a
+ * round whose referent has not gone away after WR_ROUND_LIMIT_S seconds
+ * fails.  Only the dropper decides whether another round starts, and tells
+ * the getters before the start barrier: after a failure (or when the
+ * budget is spent) they stop at once instead of running rounds on the
+ * previous round's dead object and freed weak references.
  */
 
 #define WR_GETTERS 2
+#define WR_MAX_ROUNDS tu_scale(20000, 1500)
+#define WR_MIN_ROUNDS tu_scale(300, 100)
+#define WR_BUDGET_S ((double)tu_scale(10, 60))
+#define WR_ROUND_LIMIT_S ((double)tu_scale(20, 120))
 
 static struct {
     pthread_barrier_t start, end;
-    unsigned rounds;
+    unsigned rounds; /* rounds run: the dropper's, read after the joins */
+    bool stop;       /* [start barrier] no more rounds: the getters return */
+    atomic_bool dropped; /* the dropper has dropped its own reference */
     ouro_weakref_t *w1, *w2;
     tobj_t *obj;
     uint32_t id;
     tobj_t *given; /* odd rounds: a reference handed to getter 0 to drop */
     _Atomic int cb_calls;
     _Atomic unsigned cb_thread;
-    _Atomic int stop_getters;
     _Atomic unsigned long gets_live, gets_null;
 } wr;
 
@@ -1046,12 +1061,15 @@ static void *wr_getter(void *p)
     int idx = (int)(intptr_t)p;
     tl_role = ROLE_GETTER;
     tu_rng_t rng = tu_rng_make(0x3e4 + (uint64_t)idx);
-    for (unsigned round = 0; round < wr.rounds; round++) {
+    for (unsigned round = 0;; round++) {
         pthread_barrier_wait(&wr.start);
+        if (wr.stop)
+            break;
         tobj_t *given = (idx == 0 && round % 2) ? wr.given : NULL;
         unsigned long drop_after = tu_rng_range(&rng, 0, 60);
         bool saw_null = false;
         unsigned nulls = 0;
+        double deadline = now_s() + WR_ROUND_LIMIT_S;
         for (unsigned long i = 0; nulls < 16; i++) {
             if (given && i >= drop_after) {
                 ref_dec(given); /* shared below zero: queued to the dropper */
@@ -1066,8 +1084,13 @@ static void *wr_getter(void *p)
                 TCHECK(t == wr.obj, "round %u: ouro_weakref_get gave %p, not the referent %p", round,
                        (void *)t, (void *)wr.obj);
                 check_live(t, "weakref_get");
-                if (tu_rng_chance(&rng, 30))
-                    sched_yield(); /* hold it a little */
+                /* hold it a little, across the dropper's decref; not once
+                 * that is done: two getters taking turns to hold it across
+                 * yields would keep it alive as long as a loaded machine
+                 * makes each yield last (every get legal, so no failure).
+                 * Relaxed: a hint for pacing, nothing is read through it */
+                if (!atomic_load_explicit(&wr.dropped, memory_order_relaxed) && tu_rng_chance(&rng, 30))
+                    sched_yield();
                 check_live(t, "weakref_get, held");
                 ref_dec(t);
                 atomic_fetch_add_explicit(&wr.gets_live, 1, memory_order_relaxed);
@@ -1076,8 +1099,8 @@ static void *wr_getter(void *p)
                 nulls++;
                 atomic_fetch_add_explicit(&wr.gets_null, 1, memory_order_relaxed);
             }
-            if (i > 10000000) {
-                TFAIL("round %u: the referent never went away", round);
+            if (i % 1024 == 1023 && now_s() > deadline) {
+                TFAIL("round %u: the referent was still there after %.0f s", round, WR_ROUND_LIMIT_S);
                 break;
             }
         }
@@ -1093,10 +1116,18 @@ static void *wr_dropper(void *p)
     (void)p;
     tl_role = ROLE_DROPPER;
     tu_rng_t rng = tu_rng_make(0xd0);
-    for (unsigned round = 0; round < wr.rounds; round++) {
-        tobj_t *t = tobj_new();
+    double t_start = now_s();
+    unsigned round;
+    for (round = 0;; round++) {
+        tobj_t *t = NULL;
+        /* another round?  Decided here alone, told to the getters by the
+         * start barrier (which orders wr.stop before their reads) */
+        if (round < WR_MAX_ROUNDS && atomic_load(&failures) == 0 &&
+            (round < WR_MIN_ROUNDS || now_s() - t_start < WR_BUDGET_S))
+            t = tobj_new();
         if (t == NULL) {
-            wr.rounds = round; /* before the barrier: getters read it after */
+            wr.stop = true;
+            pthread_barrier_wait(&wr.start);
             break;
         }
         wr.obj = t;
@@ -1106,6 +1137,7 @@ static void *wr_dropper(void *p)
         TCHECK(wr.w1 && wr.w2, "ouro_weakref_new failed");
         atomic_store(&wr.cb_calls, 0);
         atomic_store(&wr.cb_thread, 0);
+        atomic_store(&wr.dropped, false);
         wr.given = NULL;
         if (round % 2) {
             ref_inc(t);
@@ -1116,10 +1148,12 @@ static void *wr_dropper(void *p)
         for (volatile unsigned long s = 0; s < spin; s++)
             ;
         ref_dec(t); /* our own */
+        /* relaxed: only a hint for the getters' pacing */
+        atomic_store_explicit(&wr.dropped, true, memory_order_relaxed);
         /* on odd rounds the last reference is getter 0's, dropped into our
          * queue: merge until the object is gone */
         double t0 = now_s();
-        while (atomic_load(&deaths[wr.id]) == 0 && now_s() - t0 < 10) {
+        while (atomic_load(&deaths[wr.id]) == 0 && now_s() - t0 < WR_ROUND_LIMIT_S) {
             ouro_quiescent();
             sched_yield();
         }
@@ -1136,15 +1170,8 @@ static void *wr_dropper(void *p)
                "round %u: a weak reference still gives the dead referent", round);
         ouro_weakref_free(wr.w1);
         ouro_weakref_free(wr.w2);
-        if (atomic_load(&failures)) {
-            /* stop early; getters still expect the rounds' barriers */
-            for (unsigned rest = round + 1; rest < wr.rounds; rest++) {
-                pthread_barrier_wait(&wr.start);
-                pthread_barrier_wait(&wr.end);
-            }
-            break;
-        }
     }
+    wr.rounds = round;
     return NULL;
 }
 
@@ -1154,7 +1181,8 @@ START_TEST(test_weakref_get_races_last_decref)
     double t0 = now_s();
     ouro_object_stats_t before, after;
     stats_now(&before);
-    wr.rounds = (unsigned)tu_scale(20000, 1500);
+    wr.rounds = 0;
+    wr.stop = false;
     atomic_store(&wr.gets_live, 0);
     atomic_store(&wr.gets_null, 0);
     pthread_barrier_init(&wr.start, NULL, WR_GETTERS + 1);
@@ -1175,6 +1203,7 @@ START_TEST(test_weakref_get_races_last_decref)
                 now_s() - t0, wr.rounds, atomic_load(&wr.gets_live), atomic_load(&wr.gets_null),
                 after.weakrefs);
     ASSERT_NO_FAILURES();
+    ck_assert_uint_ge(wr.rounds, WR_MIN_ROUNDS);
     ck_assert_uint_eq(atomic_load(&next_id), wr.rounds);
     ASSERT_ALL_DIED_ONCE();
     ck_assert_uint_eq(after.weakrefs, before.weakrefs);
@@ -1546,6 +1575,90 @@ START_TEST(test_owner_exit_races_remote_drops)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* 8. threads registering while the collector's handshake runs          */
+/* ------------------------------------------------------------------ */
+/*
+ * A spawner starts short-lived threads, two at a time: each registers,
+ * makes an object and drops it (it dies on that thread), and exits, so
+ * that its thread state is recycled by the next.  Meanwhile the test's
+ * thread runs collections, whose handshake reads every live thread
+ * state's pointer to that thread's store sequence (ouro_store's).  A state
+ * must be complete when it is marked alive: a handshake that read a
+ * recycled state's pointer into an exited thread's TLS, or an unset one,
+ * is a data race (TSan builds report it) and could wait on garbage.
+ * Every registration succeeds, every object dies once, on its own thread.
+ */
+
+#define REG_BATCH 2
+
+static _Atomic bool reg_done;
+
+static void *reg_worker(void *p)
+{
+    (void)p;
+    tl_role = ROLE_WORKER;
+    TCHECK(ouro_thread_register() == 0, "ouro_thread_register failed: %s", strerror(errno));
+    tobj_t *t = tobj_new();
+    if (t)
+        ref_dec(t); /* local count to zero: dies here */
+    return NULL; /* unregistered at exit */
+}
+
+static void *reg_spawner(void *p)
+{
+    unsigned long n = (unsigned long)(uintptr_t)p;
+    for (unsigned long i = 0; i < n && atomic_load(&failures) == 0; i++) {
+        pthread_t w[REG_BATCH];
+        int started = 0;
+        for (int k = 0; k < REG_BATCH; k++) {
+            int e = pthread_create(&w[k], NULL, reg_worker, NULL);
+            if (e != 0) {
+                TFAIL("pthread_create: %s", strerror(e));
+                break;
+            }
+            started++;
+        }
+        for (int k = 0; k < started; k++)
+            pthread_join(w[k], NULL);
+    }
+    atomic_store(&reg_done, true);
+    return NULL;
+}
+
+START_TEST(test_registration_races_handshake)
+{
+    oracle_reset();
+    double t0 = now_s();
+    ouro_object_stats_t before, after;
+    stats_now(&before);
+    atomic_store(&reg_done, false);
+    unsigned long batches = tu_scale(1500, 300);
+    pthread_t sp;
+    start_thread(&sp, reg_spawner, (void *)(uintptr_t)batches);
+    unsigned long collections = 0;
+    do {
+        ck_assert_int_ge(ouro_gc_collect(0), 0);
+        collections++;
+    } while (!atomic_load(&reg_done));
+    pthread_join(sp, NULL);
+    ouro_barrier();
+    stats_now(&after);
+    uint32_t born = atomic_load(&next_id);
+    if (verbose())
+        fprintf(stderr, "registration: %.2fs, %u threads, %lu collections\n", now_s() - t0, born,
+                collections);
+    ASSERT_NO_FAILURES();
+    ck_assert_uint_eq(born, batches * REG_BATCH);
+    ASSERT_ALL_DIED_ONCE();
+    for (uint32_t i = 0; i < born; i++)
+        ck_assert_uint_eq(atomic_load(&death_role[i]), ROLE_WORKER);
+    ck_assert_uint_eq(after.created - before.created, born);
+    ck_assert_uint_eq(after.freed - before.freed, born);
+    ck_assert_uint_eq(after.deferred, 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 
 static Suite *brc_suite(void)
 {
@@ -1561,6 +1674,7 @@ static Suite *brc_suite(void)
         {"weakref", test_weakref_get_races_last_decref},
         {"deferred_reuse", test_deferred_reuse_after_grace_period},
         {"exit_race", test_owner_exit_races_remote_drops},
+        {"registration", test_registration_races_handshake},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);
