@@ -22,7 +22,9 @@
  * handle first frees the block or drops the reference held there.  A size
  * is two bytes, big-endian, v: its top two bits choose the range
  *   00: v & 63 (0..63)            01: v & 1023 (the small classes)
- *   10: (v & 0x3fff) * 8 (to 128 KiB)   11: 128 KiB + (v & 0x3fff) * 64
+ *   10: (v & 0x3fff) * 8 (to 128 KiB)
+ *   11: 128 KiB + (v & 0x3fff) * 256 (to 4.1 MiB: past a 4 MiB unit, so
+ *       that a realloc can outgrow a large block's mapping)
  *
  *   op  name     operands     what it does
  *    0  MALLOC   s szH szL    ouro_malloc
@@ -68,7 +70,7 @@
  *
  * ---- The oracles ----
  * Blocks: each block is filled over its usable size (over what was asked
- * for, for large blocks; above 64 KiB both ends and a word per page) with a
+ * for, for large blocks; above 64 KiB both ends and a word per 16 KiB) with a
  * pattern derived from a serial number of its own, and the pattern is
  * checked before every free and realloc and on BLOCK: two blocks that
  * overlap, or a write by ouro into a live block, abort.  calloc's zeros,
@@ -171,11 +173,11 @@ NO_COVERAGE static inline uint64_t pat_word(uint64_t serial, size_t k)
 }
 
 /* Blocks up to PAT_DENSE bytes are patterned in full; larger ones at both
- * ends (PAT_EDGE bytes each) and one word per page between, which still
- * catches a misplaced mapping or a lost page at a bounded cost. */
+ * ends (PAT_EDGE bytes each) and one word per PAT_STEP between, which still
+ * catches a misplaced or lost mapping at a bounded cost. */
 #define PAT_DENSE ((size_t)64 << 10)
 #define PAT_EDGE ((size_t)16 << 10)
-#define PAT_STEP ((size_t)4096)
+#define PAT_STEP ((size_t)16 << 10)
 
 /* The offset of the patterned word after the one at k (multiples of 8). */
 NO_COVERAGE static inline size_t pat_next(size_t k, size_t n)
@@ -260,7 +262,7 @@ static size_t size_of(rd_t *r)
     case 2:
         return (size_t)(v & 0x3fff) * 8;
     default:
-        return ((size_t)128 << 10) + (size_t)(v & 0x3fff) * 64;
+        return ((size_t)128 << 10) + (size_t)(v & 0x3fff) * 256;
     }
 }
 
@@ -1461,6 +1463,12 @@ static void op_misc(rd_t *r)
             ouro_stats_print(devnull);
             ouro_stats_print_json(devnull);
         }
+        CHECK(ouro_class_block_size(-1) == 0 && ouro_class_block_size(OURO_NUM_CLASSES) == 0,
+              "ouro_class_block_size out of range");
+        for (int c = 1; c < OURO_NUM_CLASSES; c++) /* classes 0 (size 0) and 1 are both 16 bytes */
+            CHECK(ouro_class_block_size(c) >= ouro_class_block_size(c - 1) + (c > 1) * 16 &&
+                      ouro_class_block_size(c) % 16 == 0,
+                  "class %d: block size %zu after %zu", c, ouro_class_block_size(c), ouro_class_block_size(c - 1));
         break;
     }
     case 10:

@@ -24,7 +24,7 @@ def size(n):
     elif n <= 0x3fff * 8:
         v = 0x8000 | (n // 8)
     else:
-        v = 0xc000 | min((n - (128 << 10)) // 64, 0x3fff)
+        v = 0xc000 | min((n - (128 << 10)) // 256, 0x3fff)
     return [v >> 8, v & 255]
 
 
@@ -43,6 +43,7 @@ seeds = {
         [CALLOC, 5, 3] + size(40), [ALIGNED, 6, 12] + size(100), [ALIGNED, 7, 22] + size(300000),
         [REALLOC, 1] + size(600), [REALLOC, 2] + size(30), [REALLOC, 4] + size(900000),
         [REALLOC, 8] + size(50), [BLOCK, 1], [BLOCK, 4], [BLOCK, 6],
+        [REALLOC, 4] + size(4200000), [REALLOC, 7] + size(4300000), [CALLOC, 9, 2] + size(3000000),
         [FREE, 0, 0], [FREE, 1, 1], [FREE, 2, 2], [REALLOC, 3] + size(0), [MISC, 0, 1]),
     # a two-object cycle, dropped, found by a young collection
     "cycle": seed(
