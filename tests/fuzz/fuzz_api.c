@@ -23,8 +23,9 @@
  * is two bytes, big-endian, v: its top two bits choose the range
  *   00: v & 63 (0..63)            01: v & 1023 (the small classes)
  *   10: (v & 0x3fff) * 8 (to 128 KiB)
- *   11: 128 KiB + (v & 0x3fff) * 256 (to 4.1 MiB: past a 4 MiB unit, so
- *       that a realloc can outgrow a large block's mapping)
+ *   11: 128 KiB + w * w / 64 with w = v & 0x3fff (to 4.1 MiB: past a
+ *       4 MiB unit, so that a realloc can outgrow a large block's mapping;
+ *       squared, so that most large blocks stay small and cheap)
  *
  *   op  name     operands     what it does
  *    0  MALLOC   s szH szL    ouro_malloc
@@ -262,7 +263,7 @@ static size_t size_of(rd_t *r)
     case 2:
         return (size_t)(v & 0x3fff) * 8;
     default:
-        return ((size_t)128 << 10) + (size_t)(v & 0x3fff) * 256;
+        return ((size_t)128 << 10) + (size_t)(v & 0x3fff) * (v & 0x3fff) / 64;
     }
 }
 

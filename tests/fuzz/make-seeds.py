@@ -6,6 +6,7 @@ at the top of fuzz_api.c), written here with names so that a reader can see
 what it exercises; libFuzzer grows the corpus from them.  Run from the
 source tree after changing the byte format: python3 tests/fuzz/make-seeds.py
 """
+import math
 import os
 
 MALLOC, CALLOC, REALLOC, FREE, ALIGNED, BLOCK, BAD, NEW, DUP, DECREF, LINK, LOAD, \
@@ -24,7 +25,7 @@ def size(n):
     elif n <= 0x3fff * 8:
         v = 0x8000 | (n // 8)
     else:
-        v = 0xc000 | min((n - (128 << 10)) // 256, 0x3fff)
+        v = 0xc000 | min(math.isqrt((n - (128 << 10)) * 64), 0x3fff)
     return [v >> 8, v & 255]
 
 
