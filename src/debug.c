@@ -374,8 +374,8 @@ int ouro__debug_owns(const void *p)
 
 /* ---- objects: a decref below zero ---- */
 
-/* The report, with the object's size class.  object.c's shared path
- * (ouro__decref_shared, for MERGED counts) could call it too. */
+/* The report, with the object's size class: the owner's path (below) and
+ * the shared one (ouro__decref_shared, for merged counts). */
 void ouro__report_decref_below_zero(const ouro_object_t *o)
 {
     uintptr_t u = (uintptr_t)o;

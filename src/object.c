@@ -93,8 +93,7 @@ void ouro__decref_shared(ouro_object_t *o)
         queue = shared == REF_NONE || shared == REF_READABLE;
         nw = queue ? REF_QUEUED : shared - REF_ONE;
         if (unlikely((shared & REF_STATE_MASK) == REF_MERGED && nw < REF_MERGED))
-            ouro__fatal("ouro_decref(%p): reference count below zero (type %s)", (void *)o,
-                        o->type ? o->type->name : "?");
+            ouro__report_decref_below_zero(o); /* names the size class too (debug.c) */
     } while (!atomic_compare_exchange_weak_explicit(sh, &shared, nw, memory_order_acq_rel,
                                                     memory_order_relaxed));
     if (queue)
