@@ -55,9 +55,10 @@
  *       in U whose count differs from c1(u), that is DIRTY, or whose count
  *       is zero (dying: its own dealloc will drop what it holds, so that
  *       is not ours to collect), and everything reachable from a rejected
- *       one.  Dead members are skipped; if there were any, wait until
- *       every death's barrier sequence open now has closed (its referents
- *       are shaded then) and validate what is left again.  The rest is
+ *       one.  Dead members are skipped; if there were any, or if this
+ *       marking met dead ones (not traversed), wait until every death's
+ *       barrier sequence open now has closed (its referents are shaded
+ *       then) and validate what is left again.  The rest is
  *       garbage: nothing outside it holds a reference to it.  Members that
  *       are settled (marked or dead) are relinked in the same pass
  *       (gcmark.c); the garbage is relinked after step 6.

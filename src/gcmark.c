@@ -296,6 +296,8 @@ static void mark_drain(work_t *w, marker_t *m)
             ouro_object_t *o = gc_object_of(h);
             if (!ouro__gc_is_dead(o))
                 o->type->traverse(o, visit_mark, &ctx);
+            else
+                m->deaths++; /* its referents: see validate_one */
             /* relaxed: a hint; a stale read only delays sharing */
             if (w->parallel && m->stack.n >= 2 * CHUNK && atomic_load_explicit(&w->idle, memory_order_relaxed))
                 share_work(w, m);
@@ -383,13 +385,14 @@ static void relink_one(work_t *w, size_t i)
  * and what it reaches) if its count changed, it was shaded, it was a
  * forced root, or its count is zero: a dying object whose own dealloc
  * will drop what it holds, so what it holds is not ours to collect.
- * Returns true if the member is dead (then skipped): its death's shading
- * may still be under way (see ouro__gc_mark). */
-static bool validate_one(work_t *w, marker_t *m, gc_head_t *h)
+ * A dead member is skipped and counted in m->deaths, as is a dead one
+ * that marking meets (mark_drain): after H2 its death's shading may still
+ * be under way, so what it held is validated again (ouro__gc_mark). */
+static void validate_one(work_t *w, marker_t *m, gc_head_t *h)
 {
     uint64_t s = sc_load(h);
     if (s & (S_MARK | S_SKIP))
-        return false;
+        return;
     ouro_object_t *o = gc_object_of(h);
     /* acquire: as ouro__gc_is_dead; DIRTY was made visible by H2 */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
@@ -400,7 +403,8 @@ static bool validate_one(work_t *w, marker_t *m, gc_head_t *h)
             atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
         else
             sc_store(h, s | S_SKIP);
-        return true;
+        m->deaths++;
+        return;
     }
     int64_t c = gc_count(o);
     if (c <= 0 || c != sc_c1(s) || (s & S_FORCE) || (gc & w->dirty)) {
@@ -408,7 +412,6 @@ static bool validate_one(work_t *w, marker_t *m, gc_head_t *h)
         if (!w->parallel)
             mark_drain(w, m);
     }
-    return false;
 }
 
 static void run_phase(work_t *w, int phase, int id)
@@ -441,7 +444,7 @@ static void run_phase(work_t *w, int phase, int id)
     case PH_VALIDATE:
         for (size_t i = lo; i < hi; i++) {
             gc_head_t *h = w->g.v[i];
-            m->deaths += validate_one(w, m, h);
+            validate_one(w, m, h);
             /* settled now (marked or dead): relink it at once; otherwise a
              * candidate, which a later rejection may still mark */
             if (sc_load(h) & (S_MARK | S_SKIP))
@@ -637,6 +640,8 @@ bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage,
         ouro_read_end();
         h2();
         ouro_read_begin();
+        for (int i = 0; i < w->nmarkers; i++)
+            w->m[i].deaths = 0; /* deaths met while marking: H2 covered them */
         parallel_phase(w, PH_VALIDATE);
         size_t deaths = 0;
         for (int i = 0; i < w->nmarkers; i++) {
@@ -660,9 +665,10 @@ bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage,
             ouro_read_end();
             settle();
             ouro_read_begin();
-            deaths = 0;
+            w->m[0].deaths = 0;
             for (size_t k = 0; k < cand->n; k++)
-                deaths += validate_one(w, &w->m[0], w->g.v[cand->v[k]]);
+                validate_one(w, &w->m[0], w->g.v[cand->v[k]]);
+            deaths = w->m[0].deaths;
         }
         oom |= w->m[0].oom;
         w->parallel = par;
@@ -735,9 +741,10 @@ void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void))
     w->parallel = false;
     size_t deaths;
     do {
-        deaths = 0;
+        w->m[0].deaths = 0;
         for (size_t i = 0; i < garbage->n; i++)
-            deaths += validate_one(w, &w->m[0], garbage->v[i]);
+            validate_one(w, &w->m[0], garbage->v[i]);
+        deaths = w->m[0].deaths;
         size_t k = 0;
         for (size_t i = 0; i < garbage->n; i++)
             if (!(sc_load(garbage->v[i]) & (S_MARK | S_SKIP)))
