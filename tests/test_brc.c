@@ -1029,7 +1029,7 @@ END_TEST
 
 #define WR_GETTERS 2
 #define WR_MAX_ROUNDS tu_scale(20000, 1500)
-#define WR_MIN_ROUNDS tu_scale(300, 100)
+#define WR_MIN_ROUNDS tu_scale(100, 50)
 #define WR_BUDGET_S ((double)tu_scale(10, 60))
 #define WR_ROUND_LIMIT_S ((double)tu_scale(20, 120))
 
