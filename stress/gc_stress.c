@@ -48,7 +48,7 @@
 typedef struct node_s {
     ouro_object_t ob;
     _Atomic uint32_t magic;
-    uint32_t nslots;
+    _Atomic uint32_t nslots; /* set after ouro_new: traverse may already run */
     ouro_object_t *slot[SLOTS];
 } node_t;
 
@@ -62,7 +62,9 @@ static int node_traverse(ouro_object_t *self, ouro_visit_fn *visit, void *arg)
     uint32_t m = atomic_load_explicit(&n->magic, memory_order_relaxed);
     if (m != MAGIC_LIVE && m != MAGIC_DEAD && m != 0)
         TFAIL("traverse of reused memory: magic %#x", m);
-    for (uint32_t i = 0; i < n->nslots; i++) {
+    /* relaxed: 0 until set after ouro_new, then fixed */
+    uint32_t ns = atomic_load_explicit(&n->nslots, memory_order_relaxed);
+    for (uint32_t i = 0; i < ns; i++) {
         ouro_object_t *r = ouro_load(&n->slot[i]);
         if (r) {
             int rc = visit(r, arg);
@@ -76,7 +78,8 @@ static int node_traverse(ouro_object_t *self, ouro_visit_fn *visit, void *arg)
 static void node_clear(ouro_object_t *self)
 {
     node_t *n = (node_t *)self;
-    for (uint32_t i = 0; i < n->nslots; i++)
+    uint32_t ns = atomic_load_explicit(&n->nslots, memory_order_relaxed); /* as in traverse */
+    for (uint32_t i = 0; i < ns; i++)
         ouro_setref(&n->slot[i], NULL);
 }
 
@@ -114,7 +117,7 @@ static node_t *node_new(void)
     node_t *n = (node_t *)ouro_new(&node_type);
     if (n == NULL)
         return NULL;
-    n->nslots = SLOTS;
+    atomic_store_explicit(&n->nslots, SLOTS, memory_order_relaxed); /* relaxed: see traverse */
     atomic_store_explicit(&n->magic, MAGIC_LIVE, memory_order_relaxed);
     atomic_fetch_add_explicit(&born, 1, memory_order_relaxed);
     return n;
@@ -287,7 +290,7 @@ int main(int argc, char **argv)
         printf("stress " NAME ": FAILED cannot make the table\n");
         return 1;
     }
-    table->nslots = ROOTS;
+    atomic_store_explicit(&table->nslots, ROOTS, memory_order_relaxed); /* as node_new */
     atomic_store_explicit(&table->magic, MAGIC_LIVE, memory_order_relaxed);
     atomic_fetch_add_explicit(&born, 1, memory_order_relaxed);
 
