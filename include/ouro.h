@@ -202,11 +202,13 @@ typedef struct ouro_stats_s {
  * any time; costs a walk over the arenas. */
 void ouro_stats_get(ouro_stats_t *out);
 
-/* Print the statistics to `out` (stderr if NULL) as readable text. */
+/* Print the statistics to `out` (stderr if NULL) as readable text: the
+ * allocator's, the object layer's and the collector's (ouro_gc_get_stats;
+ * it waits for a collection in progress). */
 void ouro_stats_print(FILE *out);
 
-/* Print the allocator's and the object layer's statistics to `out` (stderr
- * if NULL) as one JSON object on one line. */
+/* Print the allocator's, the object layer's and the collector's statistics
+ * to `out` (stderr if NULL) as one JSON object on one line. */
 void ouro_stats_print_json(FILE *out);
 
 /* The block size of size class `cls`, or 0 if out of range. */

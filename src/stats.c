@@ -81,6 +81,25 @@ void ouro_stats_print(FILE *out)
         fprintf(out, "  %5d %9zu %7zu %12zu %12zu\n", i, k->block_size, k->pools, k->blocks_used,
                 k->blocks_total);
     }
+    ouro_object_stats_t ob;
+    ouro_object_stats_get(&ob);
+    fprintf(out, "objects: created %zu, freed %zu, merges queued %zu and done %zu, deferred %zu, weakrefs %zu\n",
+            ob.created, ob.freed, ob.merges_queued, ob.merges_done, ob.deferred, ob.weakrefs);
+    ouro_gc_stats_t g;
+    ouro_gc_get_stats(&g);
+    fprintf(out, "collector: young %zu, generation 1 %zu, generation 2 %zu, permanent %zu, zombies %zu\n",
+            g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies);
+    for (int i = 0; i < 3; i++)
+        fprintf(out, "  generation %d: %zu collections, %zu collected, %zu uncollectable\n", i,
+                g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable);
+    fprintf(out, "  collection time: total %.3f ms, longest %.3f ms, last %.3f ms (%zu objects, %u markers)\n",
+            (double)g.total_ns / 1e6, (double)g.pause_max_ns / 1e6, (double)g.last_ns / 1e6, g.last_objects,
+            g.last_markers);
+    fprintf(out, "  durations (us: count):");
+    for (int b = 0; b < OURO_GC_PAUSE_BUCKETS; b++)
+        if (g.pause_hist[b])
+            fprintf(out, " %s%lu: %zu", b ? "" : "<", b ? 1ul << b : 2ul, g.pause_hist[b]);
+    fprintf(out, "\n");
 }
 
 /* The same figures as JSON, one object, for programs and dashboards. */
@@ -111,5 +130,19 @@ void ouro_stats_print_json(FILE *out)
                 first ? "" : ",", i, k->block_size, k->pools, k->blocks_used, k->blocks_total);
         first = 0;
     }
-    fprintf(out, "]}\n");
+    ouro_gc_stats_t g;
+    ouro_gc_get_stats(&g);
+    fprintf(out, "],\"gc\":{\"young\":%zu,\"objects\":[%zu,%zu,%zu],\"zombies\":%zu,\"saved\":%zu,\"generations\":[",
+            g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies, g.saved);
+    for (int i = 0; i < 3; i++)
+        fprintf(out, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu}", i ? "," : "",
+                g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable);
+    fprintf(out,
+            "],\"last_objects\":%zu,\"last_markers\":%u,\"last_ns\":%llu,\"total_ns\":%llu,"
+            "\"max_ns\":%llu,\"duration_hist_us_log2\":[",
+            g.last_objects, g.last_markers, (unsigned long long)g.last_ns, (unsigned long long)g.total_ns,
+            (unsigned long long)g.pause_max_ns);
+    for (int b = 0; b < OURO_GC_PAUSE_BUCKETS; b++)
+        fprintf(out, "%s%zu", b ? "," : "", g.pause_hist[b]);
+    fprintf(out, "]}}\n");
 }

@@ -535,6 +535,37 @@ START_TEST(callbacks_see_each_collection)
 }
 END_TEST
 
+/* ouro_stats_print and its JSON carry the collector's figures. */
+START_TEST(statistics_print_the_collector)
+{
+    setup();
+    gnode_t *a = gnew(&t4);
+    link_(a, 0, a);
+    ouro_decref(&a->ob);
+    ck_assert_int_eq(ouro_gc_collect(2), 1);
+    ouro_gc_stats_t st;
+    ouro_gc_get_stats(&st);
+    char *buf = NULL, want[128];
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ouro_stats_print_json(f);
+    fclose(f);
+    ck_assert_int_eq(buf[len - 2], '}');
+    snprintf(want, sizeof want, "{\"collections\":%zu,\"collected\":%zu,", st.gen[2].collections,
+             st.gen[2].collected);
+    ck_assert_msg(strstr(buf, "\"gc\":{") && strstr(buf, want), "no %s in %s", want, buf);
+    free(buf);
+    f = open_memstream(&buf, &len);
+    ouro_stats_print(f);
+    fclose(f);
+    snprintf(want, sizeof want, "generation 2: %zu collections, %zu collected", st.gen[2].collections,
+             st.gen[2].collected);
+    ck_assert_msg(strstr(buf, want), "no '%s' in %s", want, buf);
+    free(buf);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 static int collect_ptr(ouro_object_t *o, void *arg)
 {
     ouro_object_t **out = arg;
@@ -868,6 +899,7 @@ int main(void)
         untracked_objects_are_not_collected,
         api_rejects_bad_arguments_and_reports_settings,
         callbacks_see_each_collection,
+        statistics_print_the_collector,
         referents_and_referrers,
         debug_saveall_keeps_garbage_for_inspection,
         automatic_collections_follow_the_threshold,
