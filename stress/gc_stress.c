@@ -49,7 +49,7 @@ typedef struct node_s {
     ouro_object_t ob;
     _Atomic uint32_t magic;
     _Atomic uint32_t nslots; /* set after ouro_new: traverse may already run */
-    ouro_object_t *slot[SLOTS];
+    ouro_object_t *slot[]; /* SLOTS in a node, ROOTS in the table */
 } node_t;
 
 static _Atomic unsigned long born, died, ops;
@@ -94,12 +94,12 @@ static void node_dealloc(ouro_object_t *self)
 }
 
 static const ouro_type_t node_type = {.name = "stress-node",
-                                      .basic_size = sizeof(node_t),
+                                      .basic_size = sizeof(node_t) + SLOTS * sizeof(ouro_object_t *),
                                       .traverse = node_traverse,
                                       .clear = node_clear,
                                       .dealloc = node_dealloc};
 static const ouro_type_t table_type = {.name = "stress-table",
-                                       .basic_size = sizeof(node_t) + (ROOTS - SLOTS) * sizeof(ouro_object_t *),
+                                       .basic_size = sizeof(node_t) + ROOTS * sizeof(ouro_object_t *),
                                        .traverse = node_traverse,
                                        .clear = node_clear,
                                        .dealloc = node_dealloc};
