@@ -595,6 +595,19 @@ void ouro_gc_garbage_clear(void);
 int ouro_gc_set_markers(int n);
 int ouro_gc_get_markers(void);
 
+/* The steps of a collection, for ouro_gc_stats_t.last_phase_ns (the
+ * protocol is described in docs/collector.md). */
+typedef enum ouro_gc_phase_e {
+    OURO_GC_PHASE_H1,       /* taking the generations and the first handshake */
+    OURO_GC_PHASE_WALK,     /* listing the members (with one marker, also their counting) */
+    OURO_GC_PHASE_COUNT,    /* counts and references from inside (parallel; 0 with one marker) */
+    OURO_GC_PHASE_MARK,     /* marking from the members referenced from outside */
+    OURO_GC_PHASE_H2,       /* the grace period and second handshake */
+    OURO_GC_PHASE_VALIDATE, /* checking the rest against concurrent changes */
+    OURO_GC_PHASE_FINISH,   /* weak references, finalizers, clearing, relinking */
+    OURO_GC_NPHASES
+} ouro_gc_phase_t;
+
 /* Collector statistics (a snapshot). */
 #define OURO_GC_PAUSE_BUCKETS 24
 typedef struct ouro_gc_stats_s {
@@ -614,6 +627,7 @@ typedef struct ouro_gc_stats_s {
     uint64_t pause_max_ns;    /* the longest collection (mutators are not stopped meanwhile) */
     /* collections by duration: bucket 0 < 2 us, bucket b in [2^b, 2^(b+1)) us */
     size_t pause_hist[OURO_GC_PAUSE_BUCKETS];
+    uint64_t last_phase_ns[OURO_GC_NPHASES]; /* the last collection's duration by step */
 } ouro_gc_stats_t;
 void ouro_gc_get_stats(ouro_gc_stats_t *out);
 

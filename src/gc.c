@@ -41,6 +41,8 @@
  *       (this collection's dirty bit is never cleared before its end).
  *   2.  Trial deletion: gc_refs(x) = c1(x) minus its internal references.
  *   3.  Mark from every x with gc_refs > 0 or DIRTY.  Unmarked: U.
+ *       What is marked now survives (validation only marks more), so it
+ *       is relinked in this pass already (gcmark.c).
  *   H2. A grace period (synchronize_rcu) and a handshake: no thread still
  *       holds a pointer into U that it read without a reference before
  *       now, every store and count change made before is visible, and every
@@ -60,8 +62,8 @@
  *       barrier sequence open now has closed (its referents are shaded
  *       then) and validate what is left again.  The rest is
  *       garbage: nothing outside it holds a reference to it.  Members that
- *       are settled (marked or dead) are relinked in the same pass
- *       (gcmark.c); the garbage is relinked after step 6.
+ *       are settled now (marked or dead) and not yet relinked are relinked
+ *       in the same pass (gcmark.c); the garbage is relinked after step 6.
  *   5.  Clear its weak references, run finalizers (once per object), and
  *       if any user code ran, validate again (resurrection).
  *   6.  Take a reference to each, `clear` each, drop the references: the
@@ -640,7 +642,7 @@ static void run_callbacks(int phase, int gen, size_t collected, size_t uncollect
         copy[i].fn(phase, gen, collected, uncollectable, copy[i].arg);
 }
 
-static uint64_t now_ns(void)
+uint64_t ouro__gc_now_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -716,7 +718,7 @@ static long collect_locked(int gen)
         return -1;
     }
     run_callbacks(OURO_GC_START, gen, 0, 0);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = ouro__gc_now_ns();
     in_collector = true;
     drain_zombies_locked();
 
@@ -726,9 +728,10 @@ static long collect_locked(int gen)
     gc_head_t G;
     list_init(&G);
     gc_set_t set = {.maxgen = gen};
-    take_young(&G, &set.young_parity);
+    size_t expect = take_young(&G, &set.young_parity);
     for (int g = 1; g <= gen; g++) {
         list_splice(&gens[g], &G);
+        expect += gen_size[g];
         gen_size[g] = 0;
     }
 
@@ -744,9 +747,15 @@ static long collect_locked(int gen)
     size_t found = 0, uncollectable = 0, examined = 0;
     unsigned markers = 1;
     hvec_t garbage = {0};
+    uint64_t phase_ns[OURO_GC_NPHASES] = {0};
+    uint64_t t_phase = ouro__gc_now_ns();
+    phase_ns[OURO_GC_PHASE_H1] = t_phase - t0;
     /* steps 1-4, with H2 between the mark and the validation */
     orphans = 0;
-    bool oom = !ouro__gc_mark(&G, &set, dest, &garbage, dirty, handshake_h2, settle, &examined, &markers);
+    bool oom = !ouro__gc_mark(&G, expect, &set, dest, &garbage, dirty, handshake_h2, settle, &examined, &markers,
+                              phase_ns);
+    for (int p = OURO_GC_PHASE_WALK; p <= OURO_GC_PHASE_VALIDATE; p++)
+        t_phase += phase_ns[p];
     if (oom)
         garbage.n = 0;
 
@@ -844,7 +853,9 @@ static long collect_locked(int gen)
     stats.gen[gen].uncollectable += uncollectable;
     stats.last_objects = examined;
     stats.last_markers = markers;
-    uint64_t dt = now_ns() - t0;
+    uint64_t t_end = ouro__gc_now_ns(), dt = t_end - t0;
+    phase_ns[OURO_GC_PHASE_FINISH] = t_end - t_phase;
+    memcpy(stats.last_phase_ns, phase_ns, sizeof phase_ns);
     stats.last_ns = dt;
     pause_record(dt);
     ouro__defer_flush(ts);

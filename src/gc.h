@@ -16,8 +16,17 @@ typedef struct hvec_s {
     size_t n, cap;
 } hvec_t;
 
-bool ouro__hvec_push(hvec_t *s, gc_head_t *h) ouro_hidden; /* false: out of memory */
+bool ouro__hvec_grow(hvec_t *s, size_t min_cap) ouro_hidden; /* false: out of memory */
 void ouro__hvec_free(hvec_t *s) ouro_hidden;
+
+/* Append `h`; false if out of memory (the array is left as it was). */
+static inline bool ouro__hvec_push(hvec_t *s, gc_head_t *h)
+{
+    if (unlikely(s->n == s->cap) && !ouro__hvec_grow(s, s->n + 1))
+        return false;
+    s->v[s->n++] = h;
+    return true;
+}
 
 static inline bool ouro__gc_is_dead(ouro_object_t *o)
 {
@@ -53,16 +62,20 @@ static inline uint32_t ouro__gc_loc_old(int gen)
     return GC_TRACKED | GC_OLD | ((uint32_t)gen << GC_GEN_SHIFT);
 }
 
-/* Steps 1-4 over the members of list G (gc_mutex held, the barrier on):
+/* Steps 1-4 over the members of list G (gc_mutex held, the barrier on;
+ * `expect`: about how many members it has, a hint):
  * append the garbage found to `garbage` (`dirty`: the barrier's GC_DIRTY
  * bit this time), calling h2() between the mark and the validation, and
  * settle() (wait until no death's barrier sequence that began before is
  * still open) when the validation met deaths.  Members that survive are
  * relinked on the way, located in generation `dest`.  False if out of
- * memory (then everything survives).  The garbage keeps its scratch words
+ * memory (then everything survives).  Fills phase_ns[WALK..VALIDATE].
+ * The garbage keeps its scratch words
  * until ouro__gc_mark_end. */
-bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage, uint32_t dirty,
-                   void (*h2)(void), void (*settle)(void), size_t *examined, unsigned *markers) ouro_hidden;
+bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
+                   uint32_t dirty, void (*h2)(void), void (*settle)(void), size_t *examined,
+                   unsigned *markers, uint64_t phase_ns[OURO_GC_NPHASES]) ouro_hidden;
+uint64_t ouro__gc_now_ns(void) ouro_hidden; /* CLOCK_MONOTONIC */
 /* Step 5's second look: drop from `garbage` what user code made reachable
  * or what a concurrent death still holds. */
 void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void)) ouro_hidden;

@@ -32,17 +32,18 @@
 /* ================================================================== */
 /* arrays of list heads                                                */
 /* ================================================================== */
-bool ouro__hvec_push(hvec_t *s, gc_head_t *h)
+bool ouro__hvec_grow(hvec_t *s, size_t min_cap)
 {
-    if (unlikely(s->n == s->cap)) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        gc_head_t **v = ouro_realloc(s->v, cap * sizeof *v);
-        if (v == NULL)
-            return false;
-        s->v = v;
-        s->cap = cap;
-    }
-    s->v[s->n++] = h;
+    size_t cap = s->cap ? s->cap : 1024;
+    while (cap < min_cap)
+        cap *= 2;
+    if (cap == s->cap)
+        return true;
+    gc_head_t **v = ouro_realloc(s->v, cap * sizeof *v);
+    if (v == NULL)
+        return false;
+    s->v = v;
+    s->cap = cap;
     return true;
 }
 
@@ -174,6 +175,10 @@ typedef struct marker_s {
 /* One collection's shared work state. */
 typedef struct work_s {
     hvec_t g;              /* every member of G */
+    uint8_t *relinked;     /* relinked[i]: g.v[i] was relinked during MARK (written and read by
+                            * the marker whose slice holds i, so no atomics), so VALIDATE
+                            * need not touch it; as long as g.cap */
+    size_t relinked_cap;
     int nmarkers;
     bool parallel;         /* scratch updates must be atomic RMWs */
     uint32_t dirty;        /* this collection's GC_DIRTY bit */
@@ -285,23 +290,31 @@ static int visit_mark(ouro_object_t *r, void *arg)
     return 0;
 }
 
-/* Traverse everything on the marker's stack (and, in parallel, what the
- * others share) until no marker has work left. */
-static void mark_drain(work_t *w, marker_t *m)
+/* Traverse everything on the marker's own stack (sharing chunks of it
+ * with idle markers).  Called after each root, so the stack stays small
+ * and the objects on it are still in cache. */
+static void mark_drain_local(work_t *w, marker_t *m)
 {
     visit_ctx_t ctx = {w, m};
+    while (m->stack.n) {
+        gc_head_t *h = m->stack.v[--m->stack.n];
+        ouro_object_t *o = gc_object_of(h);
+        if (!ouro__gc_is_dead(o))
+            o->type->traverse(o, visit_mark, &ctx);
+        else
+            m->deaths++; /* its referents: see validate_one */
+        /* relaxed: a hint; a stale read only delays sharing */
+        if (w->parallel && m->stack.n >= 2 * CHUNK && atomic_load_explicit(&w->idle, memory_order_relaxed))
+            share_work(w, m);
+    }
+}
+
+/* Traverse everything on the marker's stack and, in parallel, what the
+ * others share, until no marker has work left. */
+static void mark_drain(work_t *w, marker_t *m)
+{
     for (;;) {
-        while (m->stack.n) {
-            gc_head_t *h = m->stack.v[--m->stack.n];
-            ouro_object_t *o = gc_object_of(h);
-            if (!ouro__gc_is_dead(o))
-                o->type->traverse(o, visit_mark, &ctx);
-            else
-                m->deaths++; /* its referents: see validate_one */
-            /* relaxed: a hint; a stale read only delays sharing */
-            if (w->parallel && m->stack.n >= 2 * CHUNK && atomic_load_explicit(&w->idle, memory_order_relaxed))
-                share_work(w, m);
-        }
+        mark_drain_local(w, m);
         if (!w->parallel)
             return;
         struct cds_lfs_node *n = cds_lfs_pop_blocking(&w->shared);
@@ -317,14 +330,20 @@ static void mark_drain(work_t *w, marker_t *m)
         /* seq_cst: ordered with the pushes and the others' idle counts, so
          * the last marker to go idle sees any chunk still shared */
         atomic_fetch_add_explicit(&w->idle, 1, memory_order_seq_cst);
-        for (;;) {
+        for (unsigned spins = 0;; spins++) {
             if (!cds_lfs_empty(&w->shared)) {
                 atomic_fetch_sub_explicit(&w->idle, 1, memory_order_seq_cst); /* as the add above */
                 break;
             }
             if (atomic_load_explicit(&w->idle, memory_order_seq_cst) == w->nmarkers)
                 return;
-            __builtin_ia32_pause();
+            /* spin briefly, then give the core away: with more runnable
+             * threads than cores (mutators, other markers) a spinning idle
+             * marker would take the time of the one that has the work */
+            if (spins < 1024)
+                __builtin_ia32_pause();
+            else
+                sched_yield();
         }
     }
 }
@@ -337,6 +356,7 @@ static void push_root(work_t *w, marker_t *m, gc_head_t *h)
 
 /* ---- the phases, each run by every marker over its slice of G ---- */
 enum { PH_COUNT, PH_MARK, PH_VALIDATE };
+#define PREFETCH_AHEAD 16
 
 static void slice(work_t *w, int id, size_t *lo, size_t *hi)
 {
@@ -422,27 +442,41 @@ static void run_phase(work_t *w, int phase, int id)
     slice(w, id, &lo, &hi);
     switch (phase) {
     case PH_COUNT:
-        for (size_t i = lo; i < hi; i++)
+        for (size_t i = lo; i < hi; i++) {
+            /* the RMWs of a parallel pass keep the core from running ahead
+             * to the next misses itself */
+            if (i + PREFETCH_AHEAD < hi)
+                __builtin_prefetch(w->g.v[i + PREFETCH_AHEAD], 1);
             count_one(w, &ctx, w->g.v[i]);
+        }
         break;
     case PH_MARK:
+        /* A member marked by now survives whatever validation finds (it
+         * only ever marks more), so it is relinked here, while its header
+         * is in cache, and VALIDATE skips it by relinked[i].  Members
+         * marked from a later root of the slice, or by another marker,
+         * are relinked by VALIDATE. */
         for (size_t i = lo; i < hi; i++) {
             gc_head_t *h = w->g.v[i];
             uint64_t s = sc_load(h);
-            if (s & (S_MARK | S_SKIP))
-                continue;
             /* relaxed: the dirty bit is read again, after H2, by the validation */
-            if (sc_refs(s) > 0 || (s & S_FORCE) ||
-                (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & w->dirty)) {
+            if (!(s & S_MARK) &&
+                (sc_refs(s) > 0 || (s & S_FORCE) ||
+                 (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & w->dirty))) {
                 push_root(w, m, h);
-                if (!w->parallel)
-                    mark_drain(w, m);
+                mark_drain_local(w, m);
+                s = sc_load(h);
             }
+            w->relinked[i] = (s & S_MARK) != 0;
+            if (s & S_MARK)
+                relink_one(w, i);
         }
         mark_drain(w, m);
         break;
     case PH_VALIDATE:
         for (size_t i = lo; i < hi; i++) {
+            if (w->relinked[i])
+                continue;
             gc_head_t *h = w->g.v[i];
             validate_one(w, m, h);
             /* settled now (marked or dead): relink it at once; otherwise a
@@ -594,14 +628,25 @@ static size_t relink_all(work_t *w)
     return n;
 }
 
-bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage, uint32_t dirty,
-                   void (*h2)(void), void (*settle)(void), size_t *examined, unsigned *markers)
+bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
+                   uint32_t dirty, void (*h2)(void), void (*settle)(void), size_t *examined, unsigned *markers,
+                   uint64_t phase_ns[OURO_GC_NPHASES])
 {
+    uint64_t t = ouro__gc_now_ns(), t1;
+#define PHASE_END(ph) (t1 = ouro__gc_now_ns(), phase_ns[ph] = t1 - t, t = t1)
     work_t *w = &work;
-    hvec_t gv = w->g; /* the array is kept between collections */
+    hvec_t gv = w->g; /* the arrays are kept between collections */
+    uint8_t *rl = w->relinked;
+    size_t rl_cap = w->relinked_cap;
     memset(w, 0, sizeof *w);
     w->g = gv;
     w->g.n = 0;
+    w->relinked = rl;
+    w->relinked_cap = rl_cap;
+    /* room for what the lists say G holds, so the walk does not realloc
+     * (a hint: the young counts are allocations minus deallocations) */
+    if (expect < ((size_t)1 << 32))
+        (void)ouro__hvec_grow(&w->g, expect);
     cds_lfs_init(&w->shared);
     w->dirty = dirty;
     w->set = *set;
@@ -623,6 +668,7 @@ bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage,
         if (fused)
             count_one(w, &ctx0, h);
     }
+    PHASE_END(OURO_GC_PHASE_WALK);
     if (!oom && !fused) {
         if ((size_t)w->nmarkers * 4096 > w->g.n)
             w->nmarkers = w->g.n >= 8192 ? (int)(w->g.n / 4096) : 1; /* too little to share */
@@ -631,15 +677,27 @@ bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage,
         w->parallel = w->nmarkers > 1;
         parallel_phase(w, PH_COUNT);
     }
+    PHASE_END(OURO_GC_PHASE_COUNT);
     if (fused || oom)
         w->nmarkers = 1;
+    if (!oom && w->relinked_cap < w->g.n) {
+        uint8_t *v = ouro_realloc(w->relinked, w->g.cap);
+        if (v == NULL) {
+            oom = true;
+        } else {
+            w->relinked = v;
+            w->relinked_cap = w->g.cap;
+        }
+    }
     *examined = w->g.n;
     *markers = (unsigned)w->nmarkers;
     if (!oom) {
         parallel_phase(w, PH_MARK);
+        PHASE_END(OURO_GC_PHASE_MARK);
         ouro_read_end();
         h2();
         ouro_read_begin();
+        PHASE_END(OURO_GC_PHASE_H2);
         for (int i = 0; i < w->nmarkers; i++)
             w->m[i].deaths = 0; /* deaths met while marking: H2 covered them */
         parallel_phase(w, PH_VALIDATE);
@@ -682,6 +740,8 @@ bool ouro__gc_mark(gc_head_t *G, const gc_set_t *set, int dest, hvec_t *garbage,
         }
     }
     ouro_read_end();
+    PHASE_END(OURO_GC_PHASE_VALIDATE);
+#undef PHASE_END
     w->oom = oom;
     if (oom)
         garbage->n = 0;
@@ -707,8 +767,12 @@ size_t ouro__gc_mark_end(void)
     }
     ivec_free(&w->garbage);
     cds_lfs_destroy(&w->shared);
-    if (w->g.cap > 2 * w->g.n + 65536)
-        ouro__hvec_free(&w->g); /* do not keep a big array after the heap shrank */
+    if (w->g.cap > 2 * w->g.n + 65536) {
+        ouro__hvec_free(&w->g); /* do not keep big arrays after the heap shrank */
+        ouro_free(w->relinked);
+        w->relinked = NULL;
+        w->relinked_cap = 0;
+    }
     return n;
 }
 

@@ -47,6 +47,13 @@ void ouro_stats_get(ouro_stats_t *out)
     out->committed = ouro__arena_dirty_bytes() + atomic_load_explicit(&k->large_mapped, memory_order_relaxed);
 }
 
+/* ouro_gc_phase_t's names, as the text and JSON reports print them */
+static const char *const phase_names[OURO_GC_NPHASES] = {
+    [OURO_GC_PHASE_H1] = "h1",       [OURO_GC_PHASE_WALK] = "walk", [OURO_GC_PHASE_COUNT] = "count",
+    [OURO_GC_PHASE_MARK] = "mark",   [OURO_GC_PHASE_H2] = "h2",     [OURO_GC_PHASE_VALIDATE] = "validate",
+    [OURO_GC_PHASE_FINISH] = "finish",
+};
+
 static void human(char *buf, size_t n, size_t bytes)
 {
     const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -95,6 +102,10 @@ void ouro_stats_print(FILE *out)
     fprintf(out, "  collection time: total %.3f ms, longest %.3f ms, last %.3f ms (%zu objects, %u markers)\n",
             (double)g.total_ns / 1e6, (double)g.pause_max_ns / 1e6, (double)g.last_ns / 1e6, g.last_objects,
             g.last_markers);
+    fprintf(out, "  last collection by step (ms):");
+    for (int p = 0; p < OURO_GC_NPHASES; p++)
+        fprintf(out, " %s %.3f", phase_names[p], (double)g.last_phase_ns[p] / 1e6);
+    fprintf(out, "\n");
     fprintf(out, "  durations (us: count):");
     for (int b = 0; b < OURO_GC_PAUSE_BUCKETS; b++)
         if (g.pause_hist[b])
@@ -144,5 +155,8 @@ void ouro_stats_print_json(FILE *out)
             (unsigned long long)g.pause_max_ns);
     for (int b = 0; b < OURO_GC_PAUSE_BUCKETS; b++)
         fprintf(out, "%s%zu", b ? "," : "", g.pause_hist[b]);
-    fprintf(out, "]}}\n");
+    fprintf(out, "],\"last_phase_ns\":{");
+    for (int p = 0; p < OURO_GC_NPHASES; p++)
+        fprintf(out, "%s\"%s\":%llu", p ? "," : "", phase_names[p], (unsigned long long)g.last_phase_ns[p]);
+    fprintf(out, "}}}\n");
 }

@@ -554,13 +554,24 @@ START_TEST(statistics_print_the_collector)
     snprintf(want, sizeof want, "{\"collections\":%zu,\"collected\":%zu,", st.gen[2].collections,
              st.gen[2].collected);
     ck_assert_msg(strstr(buf, "\"gc\":{") && strstr(buf, want), "no %s in %s", want, buf);
+    snprintf(want, sizeof want, "\"last_phase_ns\":{\"h1\":%llu,", (unsigned long long)st.last_phase_ns[0]);
+    ck_assert_msg(strstr(buf, want), "no %s in %s", want, buf);
     free(buf);
+    /* the steps partition the collection's time, and one that found
+     * garbage listed, marked and finished */
+    uint64_t sum = 0;
+    for (int p = 0; p < OURO_GC_NPHASES; p++)
+        sum += st.last_phase_ns[p];
+    ck_assert_uint_eq(sum, st.last_ns);
+    ck_assert_uint_gt(st.last_phase_ns[OURO_GC_PHASE_WALK], 0);
+    ck_assert_uint_gt(st.last_phase_ns[OURO_GC_PHASE_FINISH], 0);
     f = open_memstream(&buf, &len);
     ouro_stats_print(f);
     fclose(f);
     snprintf(want, sizeof want, "generation 2: %zu collections, %zu collected", st.gen[2].collections,
              st.gen[2].collected);
     ck_assert_msg(strstr(buf, want), "no '%s' in %s", want, buf);
+    ck_assert_msg(strstr(buf, "last collection by step (ms): h1 "), "no steps in %s", buf);
     free(buf);
     ASSERT_NO_FAILURES();
 }

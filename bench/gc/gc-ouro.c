@@ -2,14 +2,16 @@
  * (issue 4's benchmark), on ouro; gc-boehm.c and gc-python.py build the
  * same graph for Boehm GC and CPython's gc.
  *
- *   gc-ouro [objects] [markers] [rounds]
+ *   gc-ouro [objects] [markers] [rounds] [mutator]
  *
  * Builds objects/2 pairs a <-> b, each `a` held by a counted reference in a
  * C array (so every pair is live), then times `rounds` full collections
  * (ouro_gc_collect(2)) and prints the median in ns per object.  Meanwhile
  * a mutator thread keeps allocating, linking and dropping small containers
  * and records the longest gap between two of its operations: the pause a
- * running thread sees.  One line of key=value pairs per run. */
+ * running thread sees; `mutator` 0 leaves it out, to time the markers alone
+ * (on 2 cores the mutator takes one of them).  One line of key=value pairs
+ * per run. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -90,6 +92,7 @@ int main(int argc, char **argv)
     long n = argc > 1 ? atol(argv[1]) : 4000000;
     int markers = argc > 2 ? atoi(argv[2]) : 1;
     int rounds = argc > 3 ? atoi(argv[3]) : 5;
+    int with_mutator = argc > 4 ? atoi(argv[4]) : 1;
     ouro_gc_disable();
     ouro_gc_set_markers(markers);
     long pairs = n / 2;
@@ -114,7 +117,8 @@ int main(int argc, char **argv)
     long found = ouro_gc_collect(2);
     double first = now_s() - t0;
     pthread_t mt;
-    pthread_create(&mt, NULL, mutator, NULL);
+    if (with_mutator)
+        pthread_create(&mt, NULL, mutator, NULL);
     double *times = malloc(sizeof *times * (size_t)rounds);
     atomic_store(&phase, 1);
     for (int r = 0; r < rounds; r++) {
@@ -123,10 +127,16 @@ int main(int argc, char **argv)
         times[r] = now_s() - t0;
     }
     atomic_store(&phase, 2);
-    pthread_join(mt, NULL);
+    if (with_mutator)
+        pthread_join(mt, NULL);
     qsort(times, (size_t)rounds, sizeof *times, cmp_double);
     ouro_gc_stats_t st;
     ouro_gc_get_stats(&st);
+    /* the last collection by step (ouro_gc_phase_t), to see where time goes */
+    static const char *const step[OURO_GC_NPHASES] = {"h1", "walk", "count", "mark", "h2", "validate", "finish"};
+    for (int p = 0; p < OURO_GC_NPHASES; p++)
+        fprintf(stderr, "%s%s_ms=%.2f", p ? " " : "last collection: ", step[p], (double)st.last_phase_ns[p] / 1e6);
+    fprintf(stderr, "\n");
     printf("impl=ouro objects=%ld markers=%u build_s=%.3f first_ns_per_obj=%.2f "
            "full_ns_per_obj=%.2f full_ms=%.1f min_ns_per_obj=%.2f garbage=%ld "
            "mutator_max_gap_us=%.0f mutator_ops=%lu peak_rss_kib=%ld\n",
