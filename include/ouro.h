@@ -620,6 +620,9 @@ typedef struct ouro_gc_stats_s {
     size_t objects[4];        /* [1], [2]: in generations 1 and 2; [3]: permanent */
     size_t zombies;           /* dead containers whose memory the collector has yet to free */
     size_t saved;             /* garbage kept by OURO_GC_DEBUG_SAVEALL */
+    size_t pressure_waits;    /* times a thread making containers waited for a background
+                               * collection: generation 0 had outgrown 64 thresholds
+                               * and 16384 objects */
     size_t last_objects;      /* objects examined by the last collection */
     unsigned last_markers;    /* marker threads it used */
     uint64_t last_ns;         /* its duration */

@@ -141,6 +141,10 @@ static ouro_gc_stats_t stats;
 static ouro_object_t **saved;      /* OURO_GC_DEBUG_SAVEALL: garbage kept, with a reference each */
 static size_t saved_n, saved_cap;
 static __thread bool in_collector; /* this thread is inside a collection (steps H1 to the end) */
+static __thread bool gc_clearing;  /* step 6 on the collector's thread: its stores and deaths need not
+                                    * shade (the validation they would inform is over) */
+static hvec_t dying;               /* [gc_mutex] collector-owned containers that died on the
+                                    * collector's thread during its collection: unlinked at its end */
 static __thread bool gc_held;      /* this thread holds gc_mutex: a collection, its callbacks included */
 
 /* gc_mutex for an API call; false (nothing to unlock) when this thread
@@ -181,6 +185,7 @@ typedef struct zombie_s {
 static struct __cds_lfs_stack zombies;
 static _Atomic size_t nzombies;
 #define ZOMBIE_DRAIN 4096
+#define CLEAR_BATCH 256  /* garbage cleared, then released, a batch at a time (step 6) */
 
 /* ---- callbacks ---- */
 #define MAX_CALLBACKS 16
@@ -196,6 +201,18 @@ static sem_t bg_sem;
 static _Atomic int bg_requested;
 static bool bg_started;            /* [bg_lock] */
 static pthread_mutex_t bg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bg_done;     /* broadcast when a background round ends (CLOCK_MONOTONIC) */
+static unsigned long bg_rounds;    /* [bg_lock] background rounds finished */
+/* Backpressure: a thread that makes containers while generation 0 holds
+ * more than PRESSURE_FACTOR thresholds (and PRESSURE_MIN) waits for the
+ * background round in progress to end, at most PRESSURE_WAIT_MS: without
+ * it a thread making cyclic garbage outruns the collector and the heap
+ * grows without bound.  Bounded, so a collection that needs a lock the
+ * waiting thread holds (a finalizer's) only delays it. */
+#define PRESSURE_FACTOR 64
+#define PRESSURE_MIN 16384
+#define PRESSURE_WAIT_MS 20
+static _Atomic size_t pressure_waits; /* times a thread waited so */
 
 /* ================================================================== */
 /* lists (relaxed atomics: see object.h)                               */
@@ -360,6 +377,15 @@ static void handshake_h2(void)
 /* ================================================================== */
 /* initialisation                                                      */
 /* ================================================================== */
+static void bg_cond_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&bg_done, &a);
+    pthread_condattr_destroy(&a);
+}
+
 void ouro__gc_init(void)
 {
     for (int i = 0; i < NSTRIPES; i++) {
@@ -370,6 +396,7 @@ void ouro__gc_init(void)
         list_init(&gens[g]);
     __cds_lfs_init(&zombies);
     sem_init(&bg_sem, 0, 0);
+    bg_cond_init();
     membarrier_init();
     /* relaxed: ouro's init once, before any thread uses the collector */
     if (ouro__options[OURO_OPTION_GC] == 0)
@@ -395,7 +422,7 @@ static inline unsigned stripe_of(uint32_t gc)
 /* ================================================================== */
 /* tracking                                                            */
 /* ================================================================== */
-static void maybe_collect(void);
+static void maybe_collect(ouro_tstate_t *ts);
 
 static void track_young(ouro_tstate_t *ts, ouro_object_t *o)
 {
@@ -409,7 +436,7 @@ static void track_young(ouro_tstate_t *ts, ouro_object_t *o)
     atomic_store_explicit(&s->count, n, memory_order_relaxed);
     spin_unlock(&s->lock);
     if ((n & 31) == 0)
-        maybe_collect();
+        maybe_collect(ts);
 }
 
 void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o)
@@ -482,16 +509,19 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
         return true;
     if (!(gc & GC_OLD) && untrack_young(o, gc))
         return true;
+    if (in_collector) {
+        /* we are the collector: o's list may hold scratch words now, so
+         * it is unlinked once the lists are whole again (collect_locked);
+         * out of memory, G's relink pass frees it (free_orphans) */
+        if (!ouro__hvec_push(&dying, gc_head_of(o))) {
+            __atomic_fetch_or(&o->gc, GC_ORPHAN, __ATOMIC_RELAXED); /* relaxed: read by this thread */
+            orphans++;
+        }
+        return false;
+    }
     /* the collector owns its list: leave it a zombie */
     zombie_t *z = ouro_malloc(sizeof *z);
     if (z == NULL) {
-        if (in_collector) {
-            /* we are the collector, in a collection of o's set: its relink
-             * pass frees it */
-            __atomic_fetch_or(&o->gc, GC_ORPHAN, __ATOMIC_RELAXED);
-            orphans++;
-            return false;
-        }
         bool locked = gc_lock(); /* from a callback: the lists are at rest */
         untrack_old_locked(o);
         gc_unlock(locked);
@@ -588,7 +618,7 @@ void ouro__gc_shade(ouro_object_t *old, ouro_object_t *value)
     if (ouro__tstate == NULL)
         ouro__tstate_get(); /* register: collections must see our stores in flight */
     uint32_t bit = barrier_active();
-    if (!bit)
+    if (!bit || gc_clearing)
         return;
     shade(old, bit);
     shade(value, bit);
@@ -621,7 +651,8 @@ uint32_t ouro__gc_die(ouro_object_t *o)
     /* relaxed: see ouro__gc_shade; a collection that starts after this
      * load sees the counts our dealloc changes */
     uint32_t bit;
-    if (!(gc & GC_DEAD) && __atomic_load_n(&ouro__gc_barrier, __ATOMIC_RELAXED) && (bit = barrier_active()))
+    if (!(gc & GC_DEAD) && __atomic_load_n(&ouro__gc_barrier, __ATOMIC_RELAXED) && (bit = barrier_active()) &&
+        !gc_clearing)
         o->type->traverse(o, shade_visit, (void *)(uintptr_t)bit);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     __atomic_store_n(&ouro__bseq, seq + 2, __ATOMIC_RELEASE);
@@ -744,22 +775,22 @@ static long collect_locked(int gen)
 
     int dest = gen < 2 ? gen + 1 : 2;
 
-    size_t found = 0, uncollectable = 0, examined = 0;
-    unsigned markers = 1;
+    size_t found = 0, uncollectable = 0;
     hvec_t garbage = {0};
-    uint64_t phase_ns[OURO_GC_NPHASES] = {0};
+    gc_mark_report_t rep = {.markers = 1};
+    uint64_t *phase_ns = rep.phase_ns;
     uint64_t t_phase = ouro__gc_now_ns();
     phase_ns[OURO_GC_PHASE_H1] = t_phase - t0;
     /* steps 1-4, with H2 between the mark and the validation */
     orphans = 0;
-    bool oom = !ouro__gc_mark(&G, expect, &set, dest, &garbage, dirty, handshake_h2, settle, &examined, &markers,
-                              phase_ns);
+    dying.n = 0;
+    bool oom = !ouro__gc_mark(&G, expect, &set, dest, &garbage, dirty, handshake_h2, settle, &rep);
     for (int p = OURO_GC_PHASE_WALK; p <= OURO_GC_PHASE_VALIDATE; p++)
         t_phase += phase_ns[p];
     if (oom)
         garbage.n = 0;
 
-    if (garbage.n) {
+    if (garbage.n && rep.user_code) {
         /* 5. weak references first, then finalizers, then look again */
         bool user_code = false;
         for (size_t i = 0; i < garbage.n; i++) {
@@ -780,14 +811,18 @@ static long collect_locked(int gen)
         }
         if (user_code)
             ouro__gc_revalidate(&garbage, settle);
+    }
+    if (garbage.n) {
         found = garbage.n;
         /* 6. break the cycles; the objects die as their counts reach zero,
-         * here: their counts are merged on this thread first (brc.c) */
-        for (size_t i = 0; i < garbage.n; i++)
-            ouro__brc_merge_unreachable(gc_object_of(garbage.v[i]));
+         * here: their counts are merged on this thread first (brc.c), and
+         * each gets a reference of ours so that none dies before its clear */
+        for (size_t i = 0; i < garbage.n; i++) {
+            ouro_object_t *o = gc_object_of(garbage.v[i]);
+            ouro__brc_merge_unreachable(o);
+            ouro_incref(o);
+        }
         unsigned dbg = atomic_load_explicit(&debug_flags, memory_order_relaxed);
-        for (size_t i = 0; i < garbage.n; i++)
-            ouro_incref(gc_object_of(garbage.v[i]));
         if (dbg & OURO_GC_DEBUG_SAVEALL) {
             for (size_t i = 0; i < garbage.n; i++) {
                 if (saved_n == saved_cap) {
@@ -803,14 +838,22 @@ static long collect_locked(int gen)
                 saved[saved_n++] = gc_object_of(garbage.v[i]); /* keeps our reference */
             }
         } else {
-            for (size_t i = 0; i < garbage.n; i++) {
-                ouro_object_t *o = gc_object_of(garbage.v[i]);
-                if (o->type->clear)
-                    o->type->clear(o);
+            /* clear, then drop our references, a batch at a time so that
+             * the batch is still in cache: an object of a later batch
+             * cannot die before its clear, as it holds our reference */
+            gc_clearing = true;
+            for (size_t b = 0; b < garbage.n; b += CLEAR_BATCH) {
+                size_t e = b + CLEAR_BATCH < garbage.n ? b + CLEAR_BATCH : garbage.n;
+                for (size_t i = b; i < e; i++) {
+                    ouro_object_t *o = gc_object_of(garbage.v[i]);
+                    if (o->type->clear)
+                        o->type->clear(o);
+                }
+                for (size_t i = b; i < e; i++)
+                    ouro_decref(gc_object_of(garbage.v[i]));
             }
-            for (size_t i = 0; i < garbage.n; i++)
-                ouro_decref(gc_object_of(garbage.v[i]));
-            /* dead objects keep their memory until the zombie drain below */
+            gc_clearing = false;
+            /* dead objects keep their memory until `dying` is unlinked below */
             /* still referenced after clear (no clear, or it resurrected);
              * not those whose last reference went to their owner's merge
              * queue (count zero: they die at the owner's next quiescent
@@ -829,6 +872,16 @@ static long collect_locked(int gen)
         survivors -= free_orphans(&G, ts);
     list_splice(&G, &gens[dest]);
     gen_size[dest] += survivors;
+    /* the lists are whole again: unlink and free what died on this thread */
+    for (size_t i = 0; i < dying.n; i++) {
+        ouro_object_t *o = gc_object_of(dying.v[i]);
+        untrack_old_locked(o);
+        if (ts)
+            ouro__defer_free(ts, ouro__object_block(o));
+    }
+    dying.n = 0;
+    if (dying.cap > 65536)
+        ouro__hvec_free(&dying);
 
     /* the end: the barrier goes off (release: after our last scratch use) */
     if (mb_mode != MB_FENCE)
@@ -851,11 +904,11 @@ static long collect_locked(int gen)
     stats.gen[gen].collections++;
     stats.gen[gen].collected += found;
     stats.gen[gen].uncollectable += uncollectable;
-    stats.last_objects = examined;
-    stats.last_markers = markers;
+    stats.last_objects = rep.examined;
+    stats.last_markers = rep.markers;
     uint64_t t_end = ouro__gc_now_ns(), dt = t_end - t0;
     phase_ns[OURO_GC_PHASE_FINISH] = t_end - t_phase;
-    memcpy(stats.last_phase_ns, phase_ns, sizeof phase_ns);
+    memcpy(stats.last_phase_ns, phase_ns, sizeof rep.phase_ns);
     stats.last_ns = dt;
     pause_record(dt);
     ouro__defer_flush(ts);
@@ -900,28 +953,60 @@ static void *bg_main(void *arg)
             collect_locked(g);
         collector_unlock();
         ouro_quiescent();
+        pthread_mutex_lock(&bg_lock);
+        bg_rounds++;
+        pthread_cond_broadcast(&bg_done);
+        pthread_mutex_unlock(&bg_lock);
     }
     return NULL;
 }
 
-static void maybe_collect(void)
+/* Backpressure (see PRESSURE_FACTOR): wait for the background round in
+ * progress to end.  Not from a thread the collection could wait for: one
+ * online or inside a read section (H2's grace period needs it), or one
+ * inside a collection (a callback, a finalizer). */
+static ouro_noinline void pressure_wait(ouro_tstate_t *ts)
+{
+    if (gc_held || in_collector || ts->online || ts->read_depth)
+        return;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_nsec += PRESSURE_WAIT_MS * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&bg_lock);
+    unsigned long seen = bg_rounds;
+    while (bg_started && bg_rounds == seen)
+        if (pthread_cond_timedwait(&bg_done, &bg_lock, &dl) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&bg_lock);
+    atomic_fetch_add_explicit(&pressure_waits, 1, memory_order_relaxed); /* a statistic */
+}
+
+static void maybe_collect(ouro_tstate_t *ts)
 {
     /* relaxed: heuristics; a stale read only shifts a collection */
-    long t = atomic_load_explicit(&threshold[0], memory_order_relaxed);
-    if (!atomic_load_explicit(&enabled, memory_order_relaxed) || t <= 0 || young_count() <= t)
+    long t = atomic_load_explicit(&threshold[0], memory_order_relaxed), y;
+    if (!atomic_load_explicit(&enabled, memory_order_relaxed) || t <= 0 || (y = young_count()) <= t)
         return;
-    if (in_collector || atomic_exchange_explicit(&bg_requested, 1, memory_order_relaxed))
+    if (in_collector)
         return;
-    pthread_mutex_lock(&bg_lock);
-    if (!bg_started) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, bg_main, NULL) == 0) {
-            pthread_detach(th);
-            bg_started = true;
+    if (!atomic_exchange_explicit(&bg_requested, 1, memory_order_relaxed)) {
+        pthread_mutex_lock(&bg_lock);
+        if (!bg_started) {
+            pthread_t th;
+            if (pthread_create(&th, NULL, bg_main, NULL) == 0) {
+                pthread_detach(th);
+                bg_started = true;
+            }
         }
+        pthread_mutex_unlock(&bg_lock);
+        sem_post(&bg_sem);
     }
-    pthread_mutex_unlock(&bg_lock);
-    sem_post(&bg_sem);
+    if (y > PRESSURE_MIN && y / PRESSURE_FACTOR > t)
+        pressure_wait(ts);
 }
 
 /* ================================================================== */
@@ -1007,6 +1092,7 @@ void ouro_gc_get_stats(ouro_gc_stats_t *out)
         out->objects[g] = gen_size[g];
     out->zombies = atomic_load_explicit(&nzombies, memory_order_relaxed); /* a statistic */
     out->saved = saved_n;
+    out->pressure_waits = atomic_load_explicit(&pressure_waits, memory_order_relaxed); /* a statistic */
     gc_unlock(locked);
 }
 
@@ -1239,5 +1325,6 @@ void ouro__gc_fork_child(void)
     bg_started = false;
     atomic_store_explicit(&bg_requested, 0, memory_order_relaxed); /* the child is single-threaded */
     sem_init(&bg_sem, 0, 0);
+    bg_cond_init();
     ouro__gc_mark_fork_child();
 }

@@ -69,12 +69,17 @@ static inline uint32_t ouro__gc_loc_old(int gen)
  * settle() (wait until no death's barrier sequence that began before is
  * still open) when the validation met deaths.  Members that survive are
  * relinked on the way, located in generation `dest`.  False if out of
- * memory (then everything survives).  Fills phase_ns[WALK..VALIDATE].
+ * memory (then everything survives).  Fills `out`.
  * The garbage keeps its scratch words
  * until ouro__gc_mark_end. */
+typedef struct gc_mark_report_s {
+    size_t examined;                    /* members of G */
+    unsigned markers;                   /* marker threads used */
+    bool user_code;                     /* some garbage has weak references or a finalizer to run */
+    uint64_t phase_ns[OURO_GC_NPHASES]; /* WALK..VALIDATE filled */
+} gc_mark_report_t;
 bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
-                   uint32_t dirty, void (*h2)(void), void (*settle)(void), size_t *examined,
-                   unsigned *markers, uint64_t phase_ns[OURO_GC_NPHASES]) ouro_hidden;
+                   uint32_t dirty, void (*h2)(void), void (*settle)(void), gc_mark_report_t *out) ouro_hidden;
 uint64_t ouro__gc_now_ns(void) ouro_hidden; /* CLOCK_MONOTONIC */
 /* Step 5's second look: drop from `garbage` what user code made reachable
  * or what a concurrent death still holds. */

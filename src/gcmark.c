@@ -629,9 +629,9 @@ static size_t relink_all(work_t *w)
 }
 
 bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
-                   uint32_t dirty, void (*h2)(void), void (*settle)(void), size_t *examined, unsigned *markers,
-                   uint64_t phase_ns[OURO_GC_NPHASES])
+                   uint32_t dirty, void (*h2)(void), void (*settle)(void), gc_mark_report_t *out)
 {
+    uint64_t *phase_ns = out->phase_ns;
     uint64_t t = ouro__gc_now_ns(), t1;
 #define PHASE_END(ph) (t1 = ouro__gc_now_ns(), phase_ns[ph] = t1 - t, t = t1)
     work_t *w = &work;
@@ -689,8 +689,9 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
             w->relinked_cap = w->g.cap;
         }
     }
-    *examined = w->g.n;
-    *markers = (unsigned)w->nmarkers;
+    out->examined = w->g.n;
+    out->markers = (unsigned)w->nmarkers;
+    out->user_code = false;
     if (!oom) {
         parallel_phase(w, PH_MARK);
         PHASE_END(OURO_GC_PHASE_MARK);
@@ -733,10 +734,19 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
         /* settled candidates are relinked; the rest is garbage */
         for (size_t k = 0; !oom && k < cand->n; k++) {
             size_t i = cand->v[k];
-            if (sc_load(w->g.v[i]) & (S_MARK | S_SKIP))
+            if (sc_load(w->g.v[i]) & (S_MARK | S_SKIP)) {
                 relink_one(w, i);
-            else if (!ivec_push(&w->garbage, i) || !ouro__hvec_push(garbage, w->g.v[i]))
+            } else if (!ivec_push(&w->garbage, i) || !ouro__hvec_push(garbage, w->g.v[i])) {
                 oom = true;
+            } else {
+                /* while its header is in cache: will step 5 run user code?
+                 * (relaxed: FINALIZED is the driver's; HAS_WEAKREFS cannot
+                 * appear on garbage, which no one can reach) */
+                ouro_object_t *o = gc_object_of(w->g.v[i]);
+                uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
+                if ((gc & GC_HAS_WEAKREFS) || (o->type->finalize && !(gc & GC_FINALIZED)))
+                    out->user_code = true;
+            }
         }
     }
     ouro_read_end();

@@ -94,8 +94,10 @@ void ouro_stats_print(FILE *out)
             ob.created, ob.freed, ob.merges_queued, ob.merges_done, ob.deferred, ob.weakrefs);
     ouro_gc_stats_t g;
     ouro_gc_get_stats(&g);
-    fprintf(out, "collector: young %zu, generation 1 %zu, generation 2 %zu, permanent %zu, zombies %zu\n",
-            g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies);
+    fprintf(out,
+            "collector: young %zu, generation 1 %zu, generation 2 %zu, permanent %zu, zombies %zu, "
+            "backpressure waits %zu\n",
+            g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies, g.pressure_waits);
     for (int i = 0; i < 3; i++)
         fprintf(out, "  generation %d: %zu collections, %zu collected, %zu uncollectable\n", i,
                 g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable);
@@ -143,8 +145,10 @@ void ouro_stats_print_json(FILE *out)
     }
     ouro_gc_stats_t g;
     ouro_gc_get_stats(&g);
-    fprintf(out, "],\"gc\":{\"young\":%zu,\"objects\":[%zu,%zu,%zu],\"zombies\":%zu,\"saved\":%zu,\"generations\":[",
-            g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies, g.saved);
+    fprintf(out,
+            "],\"gc\":{\"young\":%zu,\"objects\":[%zu,%zu,%zu],\"zombies\":%zu,\"saved\":%zu,"
+            "\"pressure_waits\":%zu,\"generations\":[",
+            g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies, g.saved, g.pressure_waits);
     for (int i = 0; i < 3; i++)
         fprintf(out, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu}", i ? "," : "",
                 g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable);

@@ -685,6 +685,68 @@ START_TEST(automatic_collections_follow_the_threshold)
 }
 END_TEST
 
+/* A thread making cyclic garbage as fast as it can does not outrun the
+ * background collector: past 64 thresholds (at least 65536 objects) in
+ * generation 0 it waits for the round in progress (backpressure), so
+ * generation 0 stays bounded instead of growing with the garbage made
+ * (without it: millions here). */
+/* Backpressure: a thread that makes containers faster than the background
+ * collector frees them waits, past 64 thresholds and 16384 objects in
+ * generation 0, for the round in progress, so generation 0 stays bounded.
+ * Here every background collection lags on purpose: its start callback
+ * waits until generation 0 is past that bound (without backpressure
+ * nothing would wait, and generation 0 would grow with the garbage). */
+enum { PRESSURE_BOUND = 16384 };
+static void lagging_collection(int phase, int generation, size_t collected, size_t uncollectable, void *arg)
+{
+    (void)generation, (void)collected, (void)uncollectable;
+    if (phase != OURO_GC_START || pthread_self() == *(pthread_t *)arg)
+        return;
+    double t0 = tu_now_s();
+    long c[3];
+    do {
+        tu_sleep_us(200);
+        ouro_gc_get_count(c);
+    } while (c[0] <= PRESSURE_BOUND && tu_now_s() - t0 < 2);
+}
+
+START_TEST(backpressure_bounds_generation_0)
+{
+    setup();
+    pthread_t self = pthread_self();
+    ck_assert_int_eq(ouro_gc_callback_add(lagging_collection, &self), 0);
+    ouro_gc_set_threshold(100, 10, 10);
+    ouro_gc_enable();
+    ouro_gc_stats_t s0, s1;
+    ouro_gc_get_stats(&s0);
+    long pairs = (long)tu_scale(100000, 50000), max_young = 0;
+    for (long i = 0; i < pairs; i++) {
+        gnode_t *a = gnew(&t4), *b = gnew(&t4);
+        link_(a, 0, b);
+        link_(b, 0, a);
+        ouro_decref(&a->ob);
+        ouro_decref(&b->ob);
+        if ((i & 63) == 0) {
+            long c[3];
+            ouro_gc_get_count(c);
+            if (c[0] > max_young)
+                max_young = c[0];
+        }
+    }
+    ouro_gc_get_stats(&s1);
+    ouro_gc_disable();
+    ck_assert_int_eq(ouro_gc_callback_remove(lagging_collection, &self), 0);
+    size_t waits = s1.pressure_waits - s0.pressure_waits;
+    ck_assert_msg(max_young < 3 * PRESSURE_BOUND && waits > 0,
+                  "generation 0 grew to %ld objects of %ld made (%zu backpressure waits, %zu collections)", max_young,
+                  2 * pairs, waits, s1.gen[0].collections - s0.gen[0].collections);
+    ouro_gc_collect(2);
+    ouro_gc_collect(2);
+    ouro_quiescent();
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 /* Many small 2-cycles, half of them garbage: the same answer with 1 and 2
  * markers (2 markers take the parallel path). */
 static long build_and_collect(int markers, int pairs)
@@ -914,6 +976,7 @@ int main(void)
         referents_and_referrers,
         debug_saveall_keeps_garbage_for_inspection,
         automatic_collections_follow_the_threshold,
+        backpressure_bounds_generation_0,
         parallel_markers_find_the_same_garbage,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
