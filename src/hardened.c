@@ -59,12 +59,20 @@ uintptr_t ouro__pool_new_key(const ouro_pool_t *pool)
     return k ? k : 1; /* never 0: a key of 0 means the default mode */
 }
 
-/* Shuffle v[0..n) (Fisher-Yates; the modulo's bias, n <= 256 against 2^64,
- * is far below anything an observer could use). */
+/* Shuffle v[0..n), n < 2^16 (Fisher-Yates).  It runs for every page a pool
+ * carves, so it must cost a few cycles a block, not a division: each random
+ * 64-bit number gives two 32-bit draws, and a draw r becomes an index below
+ * i as (r * i) >> 32 (Lemire's multiply-shift; its bias, i / 2^32, is far
+ * below anything an observer could use). */
 void ouro__shuffle_u16(uint16_t *v, uint32_t n)
 {
-    for (uint32_t i = n; i > 1; i--) {
-        uint32_t j = (uint32_t)(ouro__random() % i);
+    uint64_t r = 0;
+    for (uint32_t i = n, k = 0; i > 1; i--, k++) {
+        if ((k & 1) == 0)
+            r = ouro__random();
+        else
+            r >>= 32;
+        uint32_t j = (uint32_t)(((r & 0xffffffffull) * i) >> 32);
         uint16_t t = v[i - 1];
         v[i - 1] = v[j];
         v[j] = t;
