@@ -83,8 +83,9 @@ static char *addr(const void *p)
 }
 
 /* Run this binary again, in the default mode (OURO_HARDENED=0), as
- * `test_hardened --control NAME`; returns its stdout (static buffer). */
-static const char *run_control(const char *name)
+ * `test_hardened --control NAME`; returns its stdout and stderr (static
+ * buffer) and its wait status. */
+static const char *run_control_status(const char *name, int *status)
 {
     static char buf[4096];
     int fds[2];
@@ -95,6 +96,7 @@ static const char *run_control(const char *name)
     if (pid == 0) {
         close(fds[0]);
         dup2(fds[1], 1);
+        dup2(fds[1], 2);
         setenv("OURO_HARDENED", "0", 1);
         execl("/proc/self/exe", "test_hardened", "--control", name, (char *)NULL);
         _exit(127);
@@ -106,11 +108,18 @@ static const char *run_control(const char *name)
         len += (size_t)r;
     buf[len] = '\0';
     close(fds[0]);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "control %s failed (status %#x): %s", name,
-                  status, buf);
+    ck_assert_int_eq(waitpid(pid, status, 0), pid);
     return buf;
+}
+
+/* The same, for a control that must succeed: returns its output. */
+static const char *run_control(const char *name)
+{
+    int status;
+    const char *out = run_control_status(name, &status);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "control %s failed (status %#x): %s", name,
+                  status, out);
+    return out;
 }
 
 static int cmp_ptr(const void *a, const void *b)
@@ -197,6 +206,14 @@ START_TEST(garbage_link_is_reported)
     const char *msg = run_death(garbage_link, NULL, SIGABRT);
     expect_in(msg, "corrupt free list");
     expect_in(msg, "size class 5 (80-byte blocks");
+    /* the default mode checks the head of the list with the same
+     * instructions: its plain links are caught when they are garbage */
+    int status;
+    msg = run_control_status("garbage-link", &status);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "default mode: status %#x: %s", status, msg);
+    expect_in(msg, "corrupt free list");
+    expect_in(msg, "would be 0x4141414141414140");
+    ck_assert_msg(strstr(msg, "hardened mode") == NULL, "%s", msg);
 }
 END_TEST
 
@@ -438,6 +455,10 @@ static int control(const char *name)
     }
     if (strcmp(name, "forged-link") == 0) {
         forge_link(48, 0);
+        return 0;
+    }
+    if (strcmp(name, "garbage-link") == 0) {
+        forge_link(80, 1);
         return 0;
     }
     if (strcmp(name, "order") == 0) {
