@@ -154,6 +154,27 @@ typedef enum ouro_option_e {
      * size requested.  Objects (ouro_new) keep their normal layout; a decref
      * below zero on an object is reported in every mode. */
     OURO_OPTION_DEBUG,
+    /* Hardened mode: 1 on, 0 off.  Env: OURO_HARDENED; default 0, or 1 in a
+     * library configured with --enable-hardened.  Fixed at start:
+     * ouro_option_set refuses to change it (EPERM), because pools, arenas
+     * and large blocks made in one mode keep that mode's layout.  It makes
+     * heap corruption harder to exploit, at a small cost (see README.md):
+     *   - the links of free lists are stored XORed with a random key of
+     *     their pool, so a write after free cannot forge a link to an
+     *     address of its choosing; a link that decodes outside its pool's
+     *     carved blocks (or that is not 16-byte aligned) is reported on
+     *     stderr with the address and the size class, and the process
+     *     aborts.  Blocks freed by other threads wait on a lock-free stack
+     *     whose links are plain (liburcu's); they are checked to be blocks
+     *     of their pool when the owner takes them back, then encoded;
+     *   - the blocks of each freshly carved page are handed out in a
+     *     random order, not in address order;
+     *   - the last page of every arena (4 MiB) and of every large block's
+     *     mapping is inaccessible (PROT_NONE), so an overflow running off
+     *     its end faults instead of reaching the next mapping.
+     * The default mode also checks, at no extra cost, that a pool's next
+     * free block lies among its carved blocks; its links are plain. */
+    OURO_OPTION_HARDENED,
     OURO_OPTION_COUNT_
 } ouro_option_t;
 
@@ -162,7 +183,8 @@ long ouro_option_get(ouro_option_t option);
 
 /* Set an option; returns 0, or -1 with errno = EINVAL for an unknown option
  * or an out-of-range value, EPERM for an option fixed at start
- * (OURO_OPTION_DEBUG); the old value is kept. */
+ * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED) set to another value than its
+ * own; the old value is kept. */
 int ouro_option_set(ouro_option_t option, long value);
 
 /* ------------------------------------------------------------------ */

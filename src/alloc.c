@@ -3,6 +3,11 @@
  * aligned allocation, usable size.  Fast paths are the inline helpers of
  * internal.h; everything else is a call to heap.c, pool.c or large.c.
  *
+ * Hardened mode costs the fast paths no branch either: the free-list links
+ * are XORed with the pool's key, which is 0 in the default mode, and the
+ * test of the free list's head (ouro__pool_head_ok) replaces the test for
+ * NULL in both modes.
+ *
  * Debug mode (debug.c) costs the fast paths nothing: its thread heaps stay
  * the sentinel, whose pools are all empty, so every inline allocation path
  * misses and reaches alloc_slow, which tests the flag only where it already
@@ -82,8 +87,8 @@ static inline __attribute__((always_inline)) void *malloc_inline(size_t size)
         ouro_heap_t *heap = ouro__heap;
         ouro_pool_t *pool = heap->direct[(size + 15) >> 4];
         ouro_block_t *b = pool->free;
-        if (likely(b != NULL)) {
-            pool->free = (ouro_block_t *)b->node.next;
+        if (likely(ouro__pool_head_ok(pool, b))) {
+            pool->free = ouro__link_decode(pool, b);
             b->cookie = 0;
             ouro__pool_used_add(pool, 1);
             return b;
@@ -156,7 +161,7 @@ OURO_FAST void ouro_free(void *p)
         if (likely(pool != NULL && ouro__pool_is_block(pool, u) && b->cookie != (u ^ key))) {
             /* relaxed: if the pool is ours, we wrote owner_tp ourselves */
             if (likely(atomic_load_explicit(&pool->owner_tp, memory_order_relaxed) == ouro__thread_id())) {
-                b->node.next = (struct cds_lfs_node *)pool->free;
+                ouro__link_encode(pool, b, pool->free);
                 b->cookie = u ^ key;
                 pool->free = b;
                 uint32_t used = ouro__pool_used_add(pool, -1);

@@ -121,6 +121,19 @@ static ouro_arena_t *arena_new(int node)
     ouro_arena_t *a = ouro__os_map_aligned(OURO_UNIT_SIZE, OURO_UNIT_SIZE);
     if (a == NULL)
         return NULL;
+    /* hardened mode: the last page of the unit is a guard, so an overflow
+     * running off the end of the last pool faults instead of reaching the
+     * next unit (often another arena's header: mmap hands out addresses
+     * downwards).  The end, not the start, so the header keeps offset 0
+     * and the unit map and every fast path stay as they are; the guards
+     * of the arenas and large mappings below protect the headers. */
+    size_t guard = ouro__guard_size();
+    if (guard && !ouro__os_guard((uint8_t *)a + OURO_UNIT_SIZE - guard, guard)) {
+        ouro__os_unmap(a, OURO_UNIT_SIZE);
+        errno = ENOMEM; /* no arena without its guard: hardened mode is all or nothing */
+        return NULL;
+    }
+    a->guard = (uint32_t)guard;
     arena_bind(a, node);
     atomic_init(&a->used, 1); /* slot 0 is the header */
     atomic_init(&a->dirty, 1);
@@ -310,10 +323,14 @@ static void arena_purge_one(ouro_arena_t *a, uint64_t now, long delay, bool forc
         unsigned j = i;
         while (j < OURO_SLOTS && (got >> j & 1))
             j++;
-        ouro__os_purge((uint8_t *)a + ((size_t)i << OURO_SLOT_SHIFT), (size_t)(j - i) << OURO_SLOT_SHIFT);
+        /* the guard page has no memory to give back: leave it out, so the
+         * madvise stays on the readable pages of the arena */
+        size_t guard = j == OURO_SLOTS ? a->guard : 0;
+        ouro__os_purge((uint8_t *)a + ((size_t)i << OURO_SLOT_SHIFT),
+                       ((size_t)(j - i) << OURO_SLOT_SHIFT) - guard);
         atomic_fetch_add_explicit(&ouro__counters.purges, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ouro__counters.purged_bytes, (size_t)(j - i) << OURO_SLOT_SHIFT,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&ouro__counters.purged_bytes,
+                                  ((size_t)(j - i) << OURO_SLOT_SHIFT) - guard, memory_order_relaxed);
         i = j;
     }
     /* the slots are clean now; the claimer that next sets them dirty sees this */

@@ -382,7 +382,11 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
 static inline void *pool_pop(ouro_pool_t *pool, bool *zero)
 {
     ouro_block_t *b = pool->free;
-    pool->free = (ouro_block_t *)b->node.next;
+    /* the slow path checks the head exactly: a block start, not only
+     * 16-byte aligned as the fast paths check */
+    if (unlikely(!ouro__pool_is_block(pool, (uintptr_t)b)))
+        ouro__report_corrupt_link(pool, b, "the next free block");
+    pool->free = ouro__link_decode(pool, b);
     if (zero)
         *zero = ouro__block_is_fresh(pool, b);
     b->cookie = 0;
@@ -399,6 +403,11 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             return NULL;
         }
     }
+    /* the inline pop refused a head that is not NULL: a link of the free
+     * list was corrupt (a write after free, or an overflow into a free block) */
+    ouro_pool_t *cur = heap->cur[cls];
+    if (unlikely(cur->free != NULL && !ouro__pool_head_ok(cur, cur->free)))
+        ouro__report_corrupt_link(cur, cur->free, "the next free block");
     heap_drain_queue(heap, false);
     for (int attempt = 0;; attempt++) {
         ouro_pool_t *pool = heap->avail[cls];

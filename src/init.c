@@ -1,6 +1,7 @@
 /*
  * init.c — process start and fork: the one-time setup (options, the free
- * cookie key, the thread-exit key, fork handlers) and fatal reports.
+ * cookie key and hardened mode's seed, the thread-exit key, fork handlers)
+ * and fatal reports.
  */
 #include "config.h"
 #include "object.h"
@@ -57,13 +58,19 @@ static void fork_child(void)
 static void init_once(void)
 {
     ouro__options_init();
-    uintptr_t key = 0;
-    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key) {
+    /* the cookie key, and the seed of hardened mode's generators */
+    uint64_t rnd[2] = {0, 0};
+    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        key = (uintptr_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&key ^ (uintptr_t)getpid();
+        rnd[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&rnd ^ (uintptr_t)getpid();
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        rnd[1] = ((uint64_t)ts.tv_nsec << 32 ^ (uint64_t)ts.tv_sec) * 0xd6e8feb86659fd93ull ^ rnd[0];
+        if (ouro__hardened_on())
+            ouro__warn("hardened mode: getrandom failed, keys are seeded from the clock");
     }
-    ouro__key = key | 1; /* never 0: a zero cookie means "allocated" */
+    ouro__key = (uintptr_t)rnd[0] | 1; /* never 0: a zero cookie means "allocated" */
+    ouro__hardened_init(rnd[1]);
     ouro__heap_global_init();
     ouro__brc_init();
     ouro__gc_init();

@@ -153,7 +153,8 @@ typedef struct ouro_pool_s {
                                   * (debug.c), so a stale mark of an earlier pool never counts */
 
     /* line 1: the owner's, written by its every malloc and free */
-    ouro_block_t *free __attribute__((aligned(64))); /* [owner] blocks ready to hand out */
+    ouro_block_t *free __attribute__((aligned(64))); /* [owner] blocks ready to hand out (the
+                                  * pointer itself is plain; the links in the blocks are encoded) */
     _Atomic uint32_t used;       /* [owner] blocks handed out and not taken back, | OURO_POOL_FULL
                                   * while on the full list (so free tests both with one branch).
                                   * Only the owner writes it (relaxed load and store, no RMW);
@@ -161,6 +162,12 @@ typedef struct ouro_pool_s {
     uint32_t capacity;           /* [owner] blocks carved so far (lazily, a page at a time) */
     struct ouro_pool_s *next, *prev;     /* [owner] in the heap's avail or full list of this class */
     _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free */
+    uintptr_t key;               /* [owner] free-list links are stored as link ^ key: 0 in the
+                                  * default mode (plain links, the XOR costs no branch), random
+                                  * and never 0 in hardened mode, so key != 0 means hardened */
+    uintptr_t head_lo;           /* [owner] = start, and head_len = limit / 16: the bounds that */
+    uint64_t head_len;           /* ouro__pool_head_ok checks the head of `free` against, kept
+                                  * here so that malloc reads one line of the pool */
 
     /* line 2: written by other threads */
     struct __cds_lfs_stack remote __attribute__((aligned(64))); /* blocks freed by other threads */
@@ -169,7 +176,8 @@ typedef struct ouro_pool_s {
     struct cds_lfs_node anode;   /* link in the abandoned stack of its class */
 } ouro_pool_t;
 
-_Static_assert(offsetof(ouro_pool_t, free) == 64 && offsetof(ouro_pool_t, remote) == 128,
+_Static_assert(offsetof(ouro_pool_t, free) == 64 && offsetof(ouro_pool_t, remote) == 128 &&
+                   offsetof(ouro_pool_t, head_len) + sizeof(uint64_t) == 128,
                "pool header: read-mostly, owner and shared fields on three cache lines");
 
 
@@ -181,6 +189,10 @@ typedef struct ouro_arena_s {
     _Atomic uint64_t free_at[OURO_SLOTS]; /* [shared] ms when slot i was freed, while dirty and free */
     struct ouro_arena_s *_Atomic next; /* [shared] next arena of the node (append-only list) */
     int node;                    /* NUMA node [init] */
+    uint32_t guard;              /* [init] bytes at the end of the unit made inaccessible
+                                  * (PROT_NONE): a page in hardened mode, else 0.  The pool
+                                  * covering the last slot holds that much less, and purging
+                                  * leaves the guard alone. */
     _Atomic(ouro_pool_t *) slot_pool[OURO_SLOTS]; /* [shared] pool covering slot i, or NULL */
     ouro_pool_t pools[OURO_SLOTS];                /* header of the pool starting at slot i */
 } ouro_arena_t;
@@ -256,6 +268,21 @@ static inline bool ouro__debug_on(void)
     return ouro__options[OURO_OPTION_DEBUG] != 0;
 }
 
+/* Hardened mode (OURO_HARDENED): fixed once the options are read at start. */
+static inline bool ouro__hardened_on(void)
+{
+    return ouro__options[OURO_OPTION_HARDENED] != 0;
+}
+
+/* ---- hardened.c: keys, random carving order, corruption reports ---- */
+void ouro__hardened_init(uint64_t seed) ouro_hidden;
+uint64_t ouro__random(void) ouro_hidden;
+uintptr_t ouro__pool_new_key(const ouro_pool_t *pool) ouro_hidden;
+void ouro__shuffle_u16(uint16_t *v, uint32_t n) ouro_hidden;
+size_t ouro__guard_size(void) ouro_hidden;
+_Noreturn void ouro__report_corrupt_link(const ouro_pool_t *pool, const void *link, const char *where)
+    ouro_hidden;
+
 /* ---- init and errors (init.c) ---- */
 void ouro__init(void) ouro_hidden;
 _Noreturn void ouro__fatal(const char *fmt, ...) ouro_hidden __attribute__((format(printf, 1, 2)));
@@ -268,6 +295,7 @@ void *ouro__os_map(size_t size) ouro_hidden;
 void *ouro__os_map_aligned(size_t size, size_t align) ouro_hidden;
 void ouro__os_unmap(void *p, size_t size) ouro_hidden;
 void ouro__os_purge(void *p, size_t size) ouro_hidden;
+bool ouro__os_guard(void *p, size_t size) ouro_hidden;
 size_t ouro__os_page_size(void) ouro_hidden;
 
 /* ---- arena.c: the shared arena layer ---- */
@@ -415,21 +443,58 @@ static inline uintptr_t ouro__thread_id(void)
     return (uintptr_t)__builtin_thread_pointer();
 }
 
-/* Whether block `b`, on the free list of `pool`, is zero but for its link
- * word: carved from zero memory and never freed since (frees set the cookie). */
-static inline bool ouro__block_is_fresh(const ouro_pool_t *pool, const ouro_block_t *b)
+/* ---- free lists ----
+ * A free block's link (word 0) holds the next free block XORed with its
+ * pool's key: in the default mode the key is 0 and the XOR leaves the link
+ * plain, so both modes run the same instructions and the fast paths gain no
+ * branch.  (liburcu's remote stack links blocks plainly while they wait
+ * there: pool.c checks and encodes them when the owner takes them back.) */
+static inline ouro_block_t *ouro__link_decode(const ouro_pool_t *pool, const ouro_block_t *b)
 {
-    return pool->mem_is_zero && b->cookie != ((uintptr_t)b ^ ouro__key);
+    return (ouro_block_t *)((uintptr_t)b->node.next ^ pool->key);
 }
 
-/* Pop a block of class `cls`; NULL if the heap's current pool is empty. */
+static inline void ouro__link_encode(const ouro_pool_t *pool, ouro_block_t *b, const ouro_block_t *next)
+{
+    b->node.next = (struct cds_lfs_node *)((uintptr_t)next ^ pool->key);
+}
+
+/* Whether `b`, the head of `pool`'s free list, may be handed out: it lies in
+ * the carved part of the pool, [start, start + limit), and is 16-byte
+ * aligned.  One subtraction, one rotation and one compare: rotating the
+ * offset right by 4 moves misaligned low bits to the top, where they make it
+ * too large, as an offset below `start` is.  NULL fails (start is never 0),
+ * and so does every pointer of the empty sentinel pool (head_len 0), so this
+ * replaces the fast paths' test for NULL at the cost of two loads from the
+ * line `free` is on.  A link that a write after free or an overflow changed
+ * fails with all but a tiny chance in hardened mode (it decodes with a
+ * random key to a random address), and in the default mode unless it was
+ * changed into another block's address; the slow path then reports it
+ * (ouro__heap_alloc_slow).  The slow paths check the exact block start too
+ * (ouro__pool_is_block). */
+static inline bool ouro__pool_head_ok(const ouro_pool_t *pool, const ouro_block_t *b)
+{
+    uint64_t off = (uint64_t)((uintptr_t)b - pool->head_lo);
+    return ((off >> 4) | (off << 60)) < pool->head_len;
+}
+
+/* Whether block `b`, on the free list of `pool`, is zero but for its link
+ * word: carved from zero memory and never freed since (frees set the cookie).
+ * `b` is checked first, as callers pass the head of the free list unchecked. */
+static inline bool ouro__block_is_fresh(const ouro_pool_t *pool, const ouro_block_t *b)
+{
+    return pool->mem_is_zero && ouro__pool_head_ok(pool, b) && b->cookie != ((uintptr_t)b ^ ouro__key);
+}
+
+/* Pop a block of class `cls`; NULL if the heap's current pool has nothing
+ * to hand out (or its head is corrupt: the slow path reports it). */
 static inline void *ouro__heap_pop(ouro_heap_t *heap, size_t cls)
 {
     ouro_pool_t *pool = heap->cur[cls];
     ouro_block_t *b = pool->free;
-    if (unlikely(b == NULL))
+    if (unlikely(!ouro__pool_head_ok(pool, b)))
         return NULL;
-    pool->free = (ouro_block_t *)b->node.next;
+    pool->free = ouro__link_decode(pool, b);
     b->cookie = 0;
     ouro__pool_used_add(pool, 1);
     return b;

@@ -8,6 +8,11 @@
  * up to whole units: the slack is address space only, never touched until a
  * realloc grows into it, so growing in place is free up to the unit's end.
  * Owns these mappings and their unit-map entries; nothing else.
+ *
+ * Hardened mode: the last page of every mapping is a guard (PROT_NONE), so
+ * an overflow running off the end of a large block faults.  `usable` stops
+ * at the guard, so the guard's size is map_size - offset - usable: the
+ * header needs no field of its own.
  */
 #include "internal.h"
 
@@ -43,18 +48,24 @@ void *ouro__large_alloc(size_t size, size_t align, bool *zero)
         errno = ENOMEM;
         return NULL;
     }
-    size_t map_size = round_up(off + size, OURO_UNIT_SIZE);
+    size_t guard = ouro__guard_size();
+    size_t map_size = round_up(off + size + guard, OURO_UNIT_SIZE);
     size_t map_align = align > OURO_UNIT_SIZE ? align : OURO_UNIT_SIZE;
     uint8_t *base = ouro__os_map_aligned(map_size, map_align);
     if (base == NULL)
         return NULL;
+    if (guard && !ouro__os_guard(base + map_size - guard, guard)) {
+        ouro__os_unmap(base, map_size);
+        errno = ENOMEM;
+        return NULL;
+    }
     uint8_t *user = base + off;
     ouro_large_t *l = (ouro_large_t *)(off >= OURO_UNIT_SIZE ? user - OURO_UNIT_SIZE : base);
     l->magic = OURO_LARGE_MAGIC;
     l->user = user;
     l->map_base = base;
     l->map_size = map_size;
-    l->usable = map_size - off;
+    l->usable = map_size - off - guard;
     l->size = size;
     l->dbg_size = size;
     l->dbg_site = NULL;
@@ -114,22 +125,33 @@ void *ouro__large_realloc(ouro_large_t *l, size_t size)
     }
     if (off >= OURO_UNIT_SIZE || size > ((size_t)1 << OURO_USER_BITS) - off - OURO_UNIT_SIZE)
         return NULL;
-    size_t new_map = round_up(off + size, OURO_UNIT_SIZE);
+    size_t guard = l->map_size - off - l->usable;
+    size_t new_map = round_up(off + size + guard, OURO_UNIT_SIZE);
     uint8_t *dst = ouro__os_map_aligned(new_map, OURO_UNIT_SIZE);
     if (dst == NULL)
         return NULL;
+    /* the new guard first: mremap below replaces only the pages before it */
+    if (guard && !ouro__os_guard(dst + new_map - guard, guard)) {
+        ouro__os_unmap(dst, new_map);
+        return NULL;
+    }
     size_t old_map = l->map_size, old_size = l->size, old_usable = l->usable;
-    void *old_user = l->user;
-    uint8_t *moved = mremap(l->map_base, old_map, new_map, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+    void *old_base = l->map_base, *old_user = l->user;
+    /* mremap moves one mapping: the readable pages, without the old guard
+     * (a mapping of its own, as its protection differs) */
+    uint8_t *moved =
+        mremap(l->map_base, old_map - guard, new_map - guard, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
     if (moved == MAP_FAILED) {
         ouro__os_unmap(dst, new_map);
         return NULL;
     }
+    if (guard)
+        ouro__os_unmap((uint8_t *)old_base + old_map - guard, guard);
     ouro_large_t *nl = (ouro_large_t *)moved;
     nl->user = moved + off;
     nl->map_base = moved;
     nl->map_size = new_map;
-    nl->usable = new_map - off;
+    nl->usable = new_map - off - guard;
     nl->size = size;
     unit_set(nl->user, OURO_UNIT_LARGE);
     unit_set(old_user, OURO_UNIT_NONE);

@@ -16,6 +16,12 @@
 #else
 #define DEBUG_DEFAULT 0
 #endif
+/* --enable-hardened (OURO_HARDENED_DEFAULT in config.h) turns hardened mode on by default */
+#ifdef OURO_HARDENED_DEFAULT
+#define HARDENED_DEFAULT 1
+#else
+#define HARDENED_DEFAULT 0
+#endif
 
 typedef struct option_desc_s {
     const char *env;
@@ -36,6 +42,8 @@ static const option_desc_t table[OURO_OPTION_COUNT_] = {
                                 "marker threads per collection (0 or -1: the core count)"},
     [OURO_OPTION_DEBUG] = {"OURO_DEBUG", DEBUG_DEFAULT, 0, 1,
                            "debug mode: guard bytes, fill patterns, misuse reports with call sites"},
+    [OURO_OPTION_HARDENED] = {"OURO_HARDENED", HARDENED_DEFAULT, 0, 1,
+                              "hardened mode: encoded free lists, random allocation order, guard pages"},
 };
 
 long ouro__options[OURO_OPTION_COUNT_] = {
@@ -46,6 +54,7 @@ long ouro__options[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_GC] = 1,
     [OURO_OPTION_GC_THRESHOLD] = 700,
     [OURO_OPTION_DEBUG] = DEBUG_DEFAULT,
+    [OURO_OPTION_HARDENED] = HARDENED_DEFAULT,
 };
 
 void ouro__options_init(void)
@@ -84,7 +93,10 @@ int ouro_option_set(ouro_option_t option, long value)
     }
     /* blocks already handed out have the layout of the mode they were
      * allocated in: the mode cannot change under them */
-    if (option == OURO_OPTION_DEBUG && value != ouro__options[option]) {
+    /* hardened mode: pools keep the key they were set up with, arenas and
+     * large mappings their guard page (or none); half the heap in each
+     * mode would be no hardening at all */
+    if ((option == OURO_OPTION_DEBUG || option == OURO_OPTION_HARDENED) && value != ouro__options[option]) {
         errno = EPERM;
         return -1;
     }

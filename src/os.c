@@ -97,3 +97,19 @@ void ouro__os_purge(void *p, size_t size)
     if (madvise(p, size, MADV_DONTNEED) != 0)
         ouro__warn("madvise(%p, %zu, DONTNEED) failed: errno %d", p, size, errno);
 }
+
+/* Make [p, p + size) inaccessible (hardened mode's guard pages): an access
+ * faults.  Page-aligned.  False with errno set if the kernel refused (it
+ * may, when the process reaches its limit of mappings: the guard splits a
+ * mapping in two).  Not subject to fault injection: ouro_test_fail_maps
+ * counts requests for memory, and a guard asks for none. */
+bool ouro__os_guard(void *p, size_t size)
+{
+    if (mprotect(p, size, PROT_NONE) != 0) {
+        int e = errno;
+        ouro__warn("mprotect(%p, %zu, PROT_NONE) for a guard page failed: errno %d", p, size, e);
+        errno = e;
+        return false;
+    }
+    return true;
+}

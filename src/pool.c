@@ -51,7 +51,16 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     atomic_store_explicit(&pool->used, 0, memory_order_relaxed);
     pool->capacity = 0;
     atomic_store_explicit(&pool->limit, 0, memory_order_relaxed);
-    pool->reserved = (uint32_t)(((size_t)pool->span << OURO_SLOT_SHIFT) / bs);
+    ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
+    size_t bytes = (size_t)pool->span << OURO_SLOT_SHIFT;
+    if (pool->slot + pool->span == OURO_SLOTS)
+        bytes -= a->guard; /* the arena's last page is its guard (hardened mode) */
+    pool->reserved = (uint32_t)(bytes / bs);
+    /* hardened mode: a new key for every pool set up, so a link learnt in
+     * one pool (or an earlier life of this one) says nothing of another */
+    pool->key = ouro__hardened_on() ? ouro__pool_new_key(pool) : 0;
+    pool->head_lo = (uintptr_t)pool->start;
+    pool->head_len = 0;
     atomic_store_explicit(&pool->block_size, (uint32_t)bs, memory_order_relaxed);
     pool->cls = (uint8_t)cls;
     pool->mem_is_zero = mem_is_zero;
@@ -63,11 +72,29 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
         pool->nonce = atomic_fetch_add_explicit(&nonces, 1, memory_order_relaxed) + 1;
     }
     ouro_assert(cds_lfs_empty(&pool->remote));
-    ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
     for (unsigned i = 0; i < pool->span; i++)
         /* release: pairs with the acquire in ouro__pool_of, so a thread that
          * finds the pool by address sees the fields set above */
         atomic_store_explicit(&a->slot_pool[pool->slot + i], pool, memory_order_release);
+}
+
+/* Hardened mode: link the `n` fresh blocks at `first` in a random order
+ * (Fisher-Yates with the thread's generator), links encoded, so that where
+ * the next block of a fresh page lies cannot be predicted from where the
+ * last one did.  n <= OURO_EXTEND_BYTES / 16. */
+static void extend_shuffled(ouro_pool_t *pool, uint8_t *first, size_t bs, uint32_t n)
+{
+    uint16_t order[OURO_EXTEND_BYTES / 16];
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = (uint16_t)i;
+    ouro__shuffle_u16(order, n);
+    ouro_block_t *next = NULL;
+    for (uint32_t i = n; i-- > 0;) {
+        ouro_block_t *b = (ouro_block_t *)(first + (size_t)order[i] * bs);
+        ouro__link_encode(pool, b, next);
+        next = b;
+    }
+    pool->free = next;
 }
 
 /* Carve up to a page's worth of fresh blocks onto the (empty) free list. */
@@ -85,15 +112,20 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     if (n > pool->reserved - pool->capacity)
         n = pool->reserved - pool->capacity;
     uint8_t *first = pool->start + (size_t)pool->capacity * bs;
-    uint8_t *b = first;
-    for (uint32_t i = 1; i < n; i++, b += bs)
-        ((ouro_block_t *)b)->node.next = (struct cds_lfs_node *)(b + bs);
-    ((ouro_block_t *)b)->node.next = NULL;
-    pool->free = (ouro_block_t *)first;
+    if (pool->key != 0) {
+        extend_shuffled(pool, first, bs, n);
+    } else {
+        uint8_t *b = first;
+        for (uint32_t i = 1; i < n; i++, b += bs)
+            ((ouro_block_t *)b)->node.next = (struct cds_lfs_node *)(b + bs);
+        ((ouro_block_t *)b)->node.next = NULL;
+        pool->free = (ouro_block_t *)first;
+    }
     pool->capacity += n;
     /* relaxed: the new blocks reach other threads only through some later
      * synchronisation of the user's, which orders this store too */
     atomic_store_explicit(&pool->limit, (uint64_t)pool->capacity * bs, memory_order_relaxed);
+    pool->head_len = (uint64_t)pool->capacity * bs / 16;
     return true;
 }
 
@@ -110,11 +142,35 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
     ouro_tsan_acquire(&pool->remote);
     uint32_t n = 1;
     struct cds_lfs_node *last = &head->node;
-    while (last->next) {
-        last = last->next;
-        n++;
+    if (pool->key == 0) {
+        while (last->next) {
+            last = last->next;
+            n++;
+        }
+    } else {
+        /* hardened mode: liburcu linked these blocks plainly (its push
+         * writes the link itself, inside its CAS loop, so it cannot store
+         * our encoding).  Check each link before following it (a block of
+         * this pool, as every block freed to it was when it was pushed) and
+         * encode it as it joins the free list.  A write after free into a
+         * block waiting here is caught unless it wrote the address of
+         * another block of the same pool: that, only the owner's own list
+         * would have caught. */
+        for (;;) {
+            struct cds_lfs_node *next = last->next;
+            if (next == NULL)
+                break;
+            if (unlikely(!ouro__pool_is_block(pool, (uintptr_t)next)))
+                ouro__report_corrupt_link(pool, next, "a block freed by another thread");
+            /* more blocks than are handed out: the links run in a circle */
+            if (unlikely(n >= ouro__pool_used(pool)))
+                ouro__report_corrupt_link(pool, next, "a block freed by another thread (a cycle)");
+            ouro__link_encode(pool, (ouro_block_t *)last, (ouro_block_t *)next);
+            last = next;
+            n++;
+        }
     }
-    last->next = (struct cds_lfs_node *)pool->free;
+    ouro__link_encode(pool, (ouro_block_t *)last, pool->free);
     pool->free = (ouro_block_t *)&head->node;
     ouro_assert(ouro__pool_used(pool) >= n);
     ouro__pool_used_add(pool, -(int32_t)n);

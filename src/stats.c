@@ -66,6 +66,13 @@ static void human(char *buf, size_t n, size_t bytes)
     snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
 }
 
+/* The modes the process runs in (both fixed at start), for the reports. */
+static const char *mode_name(void)
+{
+    return ouro__debug_on() ? (ouro__hardened_on() ? "debug+hardened" : "debug")
+                            : (ouro__hardened_on() ? "hardened" : "default");
+}
+
 void ouro_stats_print(FILE *out)
 {
     if (out == NULL)
@@ -76,7 +83,8 @@ void ouro_stats_print(FILE *out)
     human(a, sizeof a, st.reserved);
     human(b, sizeof b, st.committed);
     human(c, sizeof c, st.in_use);
-    fprintf(out, "ouro %s: reserved %s, committed %s, in use %s\n", ouro_version(), a, b, c);
+    fprintf(out, "ouro %s (%s mode): reserved %s, committed %s, in use %s\n", ouro_version(), mode_name(), a,
+            b, c);
     fprintf(out, "  arenas %zu, pools %zu (abandoned %zu), threads %zu, large blocks %zu (%zu bytes)\n",
             st.arenas, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes);
     fprintf(out, "  purges %zu (%zu bytes returned)\n", st.purges, st.purged_bytes);
@@ -125,10 +133,10 @@ void ouro_stats_print_json(FILE *out)
     ouro_stats_get(&st);
     ouro_object_stats_get(&ob);
     fprintf(out,
-            "{\"version\":\"%s\",\"reserved\":%zu,\"committed\":%zu,\"in_use\":%zu,"
+            "{\"version\":\"%s\",\"mode\":\"%s\",\"reserved\":%zu,\"committed\":%zu,\"in_use\":%zu,"
             "\"arenas\":%zu,\"pools\":%zu,\"abandoned_pools\":%zu,\"threads\":%zu,"
             "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,",
-            ouro_version(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
+            ouro_version(), mode_name(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
             st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes);
     fprintf(out,
             "\"objects\":{\"created\":%zu,\"freed\":%zu,\"merges_queued\":%zu,\"merges_done\":%zu,"
