@@ -230,7 +230,7 @@ int ouro_owns(const void *p)
         ouro_pool_t *pool = ouro__pool_of(u);
         if (pool && pool->kind == OURO_KIND_GC)
             u -= 16; /* a container object: its block starts with the collector's prefix */
-        if (pool && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key))
+        if (pool && ouro__pool_is_block(pool, u) && ouro__block_is_live((ouro_block_t *)u))
             return 1; /* an object, or a block of the default mode */
         return ouro__debug_on() && ouro__debug_owns(p);
     }

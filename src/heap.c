@@ -481,9 +481,10 @@ void ouro__heap_collect(bool release_empty)
 }
 
 /* Visit every block of `heap`'s pools that is handed out: carved, and not
- * free (free blocks, local or remote, carry the free cookie).  Only the
- * owning thread may call it: it reads blocks other threads may be freeing,
- * and a block being freed concurrently may be seen either way. */
+ * free (free blocks, local or remote, carry the free cookie; blocks never
+ * handed out the fresh one).  Only the owning thread may call it: it reads
+ * blocks other threads may be freeing, and a block being freed
+ * concurrently may be seen either way. */
 void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg)
 {
     for (int c = 0; c < OURO_NCLASSES; c++)
@@ -492,9 +493,7 @@ void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg
                 size_t bs = atomic_load_explicit(&p->block_size, memory_order_relaxed);
                 for (uint32_t i = 0; i < p->capacity; i++) {
                     ouro_block_t *b = (ouro_block_t *)(p->start + (size_t)i * bs);
-                    /* relaxed: another thread may be freeing the block right
-                     * now (free_remote stores the cookie atomically too) */
-                    if (__atomic_load_n(&b->cookie, __ATOMIC_RELAXED) != ((uintptr_t)b ^ ouro__key))
+                    if (ouro__block_is_live(b))
                         fn(b, p, arg);
                 }
             }

@@ -415,11 +415,27 @@ static inline uintptr_t ouro__thread_id(void)
     return (uintptr_t)__builtin_thread_pointer();
 }
 
+/* A block carved but never handed out carries the fresh cookie (pool.c's
+ * extend writes it): address ^ key ^ this salt.  It tells such blocks from
+ * handed-out ones in heap walks, which the free cookie alone cannot (a
+ * carved block has not been freed).  Allocation clears it as it clears the
+ * free cookie. */
+#define OURO_FRESH_SALT 0x6672657368626c6bull /* "freshblk" */
+
 /* Whether block `b`, on the free list of `pool`, is zero but for its link
- * word: carved from zero memory and never freed since (frees set the cookie). */
+ * and cookie words: carved from zero memory and never handed out since. */
 static inline bool ouro__block_is_fresh(const ouro_pool_t *pool, const ouro_block_t *b)
 {
-    return pool->mem_is_zero && b->cookie != ((uintptr_t)b ^ ouro__key);
+    return pool->mem_is_zero && b->cookie == ((uintptr_t)b ^ ouro__key ^ OURO_FRESH_SALT);
+}
+
+/* Whether the carved block `b` is handed out: it carries neither the free
+ * cookie nor the fresh one.  Relaxed atomic load: heap walks read blocks
+ * other threads may be freeing (free_remote stores the cookie atomically). */
+static inline bool ouro__block_is_live(const ouro_block_t *b)
+{
+    uintptr_t c = __atomic_load_n(&b->cookie, __ATOMIC_RELAXED), free_c = (uintptr_t)b ^ ouro__key;
+    return c != free_c && c != (free_c ^ OURO_FRESH_SALT);
 }
 
 /* Pop a block of class `cls`; NULL if the heap's current pool is empty. */

@@ -86,9 +86,15 @@ bool ouro__pool_extend(ouro_pool_t *pool)
         n = pool->reserved - pool->capacity;
     uint8_t *first = pool->start + (size_t)pool->capacity * bs;
     uint8_t *b = first;
-    for (uint32_t i = 1; i < n; i++, b += bs)
+    /* each block gets the fresh cookie (internal.h), on the line its link
+     * is written to anyway: heap walks then skip blocks never handed out */
+    uintptr_t fresh = ouro__key ^ OURO_FRESH_SALT;
+    for (uint32_t i = 1; i < n; i++, b += bs) {
         ((ouro_block_t *)b)->node.next = (struct cds_lfs_node *)(b + bs);
+        ((ouro_block_t *)b)->cookie = (uintptr_t)b ^ fresh;
+    }
     ((ouro_block_t *)b)->node.next = NULL;
+    ((ouro_block_t *)b)->cookie = (uintptr_t)b ^ fresh;
     pool->free = (ouro_block_t *)first;
     pool->capacity += n;
     /* relaxed: the new blocks reach other threads only through some later
