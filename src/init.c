@@ -17,7 +17,7 @@ ouro_counters_t ouro__counters;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-/* Fork holds every lock of ouro (36 in all), always in this order, so the
+/* Fork holds every lock of ouro (37 in all), always in this order, so the
  * child starts with consistent structures; the child then hands the pools of
  * the threads it lost to the abandoned stacks. */
 static void fork_prepare(void)
@@ -27,12 +27,14 @@ static void fork_prepare(void)
     ouro__weakref_fork_prepare();
     ouro__brc_fork_prepare();
     ouro__heap_fork_prepare();
+    ouro__large_fork_prepare();
     ouro__arena_fork_prepare();
 }
 
 static void fork_parent(void)
 {
     ouro__arena_fork_parent();
+    ouro__large_fork_parent();
     ouro__heap_fork_parent();
     ouro__brc_fork_parent();
     ouro__weakref_fork_parent();
@@ -44,6 +46,7 @@ static void fork_child(void)
 {
     /* first every lock (the child is the forking thread, which holds them) */
     ouro__arena_fork_child();
+    ouro__large_fork_parent();
     ouro__heap_fork_child_unlock();
     ouro__brc_fork_parent();
     ouro__weakref_fork_parent();

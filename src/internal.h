@@ -198,6 +198,10 @@ typedef struct ouro_large_s {
     size_t size;         /* bytes last requested */
     size_t dbg_size;     /* debug mode: bytes the user requested (size holds the guard too) */
     const void *dbg_site;/* debug mode: return address of the allocating call */
+    struct ouro_large_s *next, *prev; /* [large lock] the list of live large blocks (heap walks) */
+    void *trace_site;    /* trace.c: the call-site record of a traced block, else NULL */
+    size_t trace_size;   /* trace.c: bytes requested, as counted at the site */
+    uint64_t trace_weight; /* trace.c: blocks the sample stands for (16.16 fixed point) */
 } ouro_large_t;
 
 /* ---- thread heaps ---- */
@@ -316,6 +320,11 @@ void *ouro__large_alloc(size_t size, size_t align, bool *zero) ouro_hidden;
 void ouro__large_free(ouro_large_t *l) ouro_hidden;
 void *ouro__large_realloc(ouro_large_t *l, size_t size) ouro_hidden;
 ouro_large_t *ouro__large_find(const void *p, int kind) ouro_hidden;
+/* Call fn on every live large block, holding the large lock: fn must not
+ * allocate or free large blocks. */
+void ouro__large_visit(void (*fn)(ouro_large_t *l, void *arg), void *arg) ouro_hidden;
+void ouro__large_fork_prepare(void) ouro_hidden;
+void ouro__large_fork_parent(void) ouro_hidden; /* also the child's: the child is the forking thread */
 
 /* ---- debug.c: debug mode's guarded blocks and misuse reports ----
  * Every plain allocation and free of a debug-mode process goes through
