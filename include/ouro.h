@@ -214,6 +214,60 @@ void ouro_stats_print_json(FILE *out);
 /* The block size of size class `cls`, or 0 if out of range. */
 size_t ouro_class_block_size(int cls);
 
+/* ------------------------------------------------------------------ */
+/* Heap walk                                                            */
+/* ------------------------------------------------------------------ */
+
+/* What a block holds, as ouro_heap_walk reports it. */
+enum {
+    OURO_BLOCK_PLAIN = 0,     /* from ouro_malloc and the other allocation functions */
+    OURO_BLOCK_OBJECT = 1,    /* an object (ouro_new) whose type has no traverse */
+    OURO_BLOCK_CONTAINER = 2  /* an object whose type has traverse (the collector's) */
+};
+#define OURO_BLOCK_LARGE 0x1u  /* a large block: a mapping of its own */
+#define OURO_BLOCK_TRACED 0x2u /* it carries a trace record (allocated while tracing: ouro_trace_start) */
+
+/* One live block. */
+typedef struct ouro_block_info_s {
+    void *ptr;        /* what the allocation call returned: the block, or the object */
+    size_t size;      /* ouro_usable_size(ptr), for objects ouro_sizeof(ptr) */
+    int kind;         /* OURO_BLOCK_PLAIN, OURO_BLOCK_OBJECT or OURO_BLOCK_CONTAINER */
+    unsigned flags;   /* OURO_BLOCK_LARGE, OURO_BLOCK_TRACED */
+    uintptr_t owner;  /* the thread whose heap holds the block's pool, as (uintptr_t)pthread_self()
+                       * of that thread; 0 for large blocks and for the pools of exited threads
+                       * that no thread has adopted yet */
+} ouro_block_info_t;
+
+/* Called once per block; a non-zero return stops the walk. */
+typedef int ouro_heap_visit_fn(const ouro_block_info_t *block, void *arg);
+
+/*
+ * Call visit(block, arg) for each live block: plain blocks, objects and
+ * containers, in the pools of every thread and of exited threads, and large
+ * blocks (those first).  An object whose count reached zero stays until its
+ * memory is reused after a grace period (ouro_barrier() waits for that).
+ * Blocks ouro allocates for itself (the object layer's and the collector's
+ * bookkeeping) are plain blocks too.  Returns 0 after the last block, the
+ * first non-zero value visit returned (the walk stops there), or -1 with
+ * errno ENOMEM (no memory to copy the list of large blocks: nothing was
+ * visited) or EINVAL (visit NULL).
+ *
+ * Concurrency.  The walk holds no lock while visit runs and stops no thread.
+ *   - When no other thread allocates, frees or exits during the walk, it
+ *     visits every live block exactly once, and nothing else.
+ *   - While other threads allocate and free, a block live for the whole
+ *     walk is still visited exactly once; a block allocated or freed during
+ *     the walk may be visited or not.  Another thread may free a block just
+ *     after it is reported: visit must not read through the pointer of a
+ *     block it does not keep alive itself.  The walk reads a word of every
+ *     block that its owner writes without synchronisation, so
+ *     ThreadSanitizer reports such concurrent walks as races.
+ *   - visit may allocate and free (and walk again): what it allocates or
+ *     frees is a change during the walk, as above.
+ * In debug mode ptr and size are the user's (guard bytes excluded).
+ */
+int ouro_heap_walk(ouro_heap_visit_fn *visit, void *arg);
+
 /* Testing: let the next `pass` requests for memory from the OS through, then
  * fail the `fail` after them (ENOMEM), then succeed again.  fail <= 0 turns
  * fault injection off.  For fault tests: every API must then fail cleanly. */

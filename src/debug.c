@@ -372,6 +372,20 @@ int ouro__debug_owns(const void *p)
     return head_sane(h, bs) && u == (uintptr_t)block + h->offset;
 }
 
+bool ouro__debug_block_user(uint8_t *block, size_t bs, void **user, size_t *size)
+{
+    /* relaxed atomics: a walk may read the header of a block its owner is
+     * writing right now (it then skips or reports it, either is allowed) */
+    uint32_t sz = __atomic_load_n(&((dbg_head_t *)block)->size, __ATOMIC_RELAXED);
+    uint32_t off = __atomic_load_n(&((dbg_head_t *)block)->offset, __ATOMIC_RELAXED);
+    dbg_head_t h = {.size = sz, .offset = off};
+    if (!head_sane(&h, bs))
+        return false;
+    *user = block + off;
+    *size = sz;
+    return true;
+}
+
 /* ---- objects: a decref below zero ---- */
 
 /* The report, with the object's size class: the owner's path (below) and

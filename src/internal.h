@@ -335,6 +335,9 @@ void ouro__debug_free(void *p, const char *fn) ouro_hidden;
 void *ouro__debug_realloc(void *p, size_t size, const void *site) ouro_hidden;
 size_t ouro__debug_usable_size(const void *p) ouro_hidden;
 int ouro__debug_owns(const void *p) ouro_hidden;
+/* The user pointer and size of the live debug block at `block` (block size
+ * `bs`), for heap walks; false if its header is not (yet) sane. */
+bool ouro__debug_block_user(uint8_t *block, size_t bs, void **user, size_t *size) ouro_hidden;
 _Noreturn void ouro__report_decref_below_zero(const ouro_object_t *o) ouro_hidden;
 
 /* ------------------------------------------------------------------ */
