@@ -203,13 +203,41 @@ typedef struct ouro_stats_s {
 void ouro_stats_get(ouro_stats_t *out);
 
 /* Print the statistics to `out` (stderr if NULL) as readable text: the
- * allocator's, the object layer's and the collector's (ouro_gc_get_stats;
- * it waits for a collection in progress). */
+ * allocator's (with each thread's, ouro_stats_threads), the object layer's
+ * and the collector's (ouro_gc_get_stats; it waits for a collection in
+ * progress). */
 void ouro_stats_print(FILE *out);
 
-/* Print the allocator's, the object layer's and the collector's statistics
- * to `out` (stderr if NULL) as one JSON object on one line. */
+/* Print the allocator's (with each thread's), the object layer's and the
+ * collector's statistics to `out` (stderr if NULL) as one JSON object on
+ * one line. */
 void ouro_stats_print_json(FILE *out);
+
+/* Figures of one thread's heaps (its plain, object and container heaps
+ * together).  Blocks and bytes are derived from its pools, the counters are
+ * counted on slow paths only (the fast paths count nothing). */
+typedef struct ouro_thread_stats_s {
+    uintptr_t thread;      /* (uintptr_t)pthread_self() of the thread; 0 for the entry that sums
+                            * the pools of exited threads no thread has adopted yet */
+    size_t pools;          /* pools it holds */
+    size_t blocks[3];      /* blocks handed out and not taken back, by kind (OURO_BLOCK_PLAIN,
+                            * OURO_BLOCK_OBJECT, OURO_BLOCK_CONTAINER); a block another thread
+                            * freed counts until this thread takes it back */
+    size_t bytes[3];       /* their bytes, by block size */
+    size_t slow_allocs;    /* allocations that found the current pool empty (refills, first use) */
+    size_t pools_claimed;  /* pools taken fresh from the arena layer */
+    size_t pools_adopted;  /* pools of exited threads adopted */
+    size_t pools_released; /* empty pools given back to the arena layer */
+    size_t remote_frees;   /* blocks other threads freed to its pools that it took back */
+} ouro_thread_stats_t;
+
+/* Fill out[0 .. max-1] with the figures of each thread that has a heap, then
+ * (if any) one entry with thread 0 for the pools of exited threads; returns
+ * the number of entries there are (call with max 0 to size the array).
+ * Large blocks belong to no thread: they are in ouro_stats_t only.  Safe
+ * from any thread at any time; costs a walk over the arenas.  Returns 0
+ * with errno ENOMEM if it had no memory for its work. */
+size_t ouro_stats_threads(ouro_thread_stats_t *out, size_t max);
 
 /* The block size of size class `cls`, or 0 if out of range. */
 size_t ouro_class_block_size(int cls);

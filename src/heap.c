@@ -153,6 +153,14 @@ static ouro_heap_t *heap_new(int kind)
     h->thread = pthread_self();
     h->tid = ouro__thread_id();
     h->free_next = NULL;
+    /* the plain heap's front pointer, which the tracer may redirect (trace.c) */
+    h->tls_slot = kind == OURO_KIND_PLAIN ? &ouro__heap : NULL;
+    /* relaxed: statistics; a reader may see the old thread's figures a moment longer */
+    atomic_store_explicit(&h->st_slow, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_claimed, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_adopted, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_released, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_remote, 0, memory_order_relaxed);
     pthread_mutex_unlock(&reg_lock);
     atomic_fetch_add_explicit(&ouro__counters.threads, 1, memory_order_relaxed);
     return h;
@@ -192,6 +200,7 @@ static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
         ouro__heap_set_cur(heap, pool->cls, &ouro__empty_pool);
     ouro__heap_set_owner(pool, NULL);
     ouro__arena_release_pool(pool);
+    ouro__heap_stat_add(&heap->st_released, 1);
 }
 
 /* Take the pools off the heap's queue and the blocks freed to them. */
@@ -209,7 +218,7 @@ static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
         /* seq_cst load pairs with our own stores: only we set owner to heap */
         if (atomic_load_explicit(&pool->owner, memory_order_relaxed) != heap)
             continue; /* released by us since it was queued */
-        ouro__pool_collect_remote(pool);
+        ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
         if (ouro__pool_in_full(pool) && pool->free) {
             list_remove(&heap->full[pool->cls], pool);
             ouro__pool_set_full(pool, false);
@@ -362,6 +371,7 @@ static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
      * block to us, and our pop_all below sees it */
     ouro__heap_set_owner(pool, heap);
     ouro__pool_collect_remote(pool);
+    ouro__heap_stat_add(&heap->st_adopted, 1);
     return pool;
 }
 
@@ -376,6 +386,7 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
     ouro__pool_init(pool, cls, pool->mem_is_zero);
     pool->kind = (uint8_t)heap->kind;
     ouro__heap_set_owner(pool, heap);
+    ouro__heap_stat_add(&heap->st_claimed, 1);
     return pool;
 }
 
@@ -399,12 +410,13 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             return NULL;
         }
     }
+    ouro__heap_stat_add(&heap->st_slow, 1);
     heap_drain_queue(heap, false);
     for (int attempt = 0;; attempt++) {
         ouro_pool_t *pool = heap->avail[cls];
         while (pool) {
             if (pool->free == NULL)
-                ouro__pool_collect_remote(pool);
+                ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
             if (pool->free == NULL)
                 ouro__pool_extend(pool);
             if (pool->free) {
@@ -456,7 +468,7 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
             ouro_pool_t *p = l ? heap->full[c] : heap->avail[c];
             while (p) {
                 ouro_pool_t *next = p->next;
-                ouro__pool_collect_remote(p);
+                ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(p));
                 if (ouro__pool_in_full(p) && p->free) {
                     list_remove(&heap->full[c], p);
                     ouro__pool_set_full(p, false);
@@ -512,6 +524,21 @@ ouro_heap_t *ouro__heap_find(uintptr_t tid, int kind)
 size_t ouro__heap_count(void)
 {
     return atomic_load_explicit(&ouro__counters.threads, memory_order_relaxed);
+}
+
+size_t ouro__heap_list(ouro_heap_ref_t *out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
+        if (!h->alive)
+            continue;
+        if (n < cap)
+            out[n] = (ouro_heap_ref_t){h, h->tid, h->kind};
+        n++;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return n;
 }
 
 /* ---- fork: the child keeps only the forking thread ---- */

@@ -225,7 +225,30 @@ typedef struct ouro_heap_s {
     uintptr_t tid;                     /* [init] the thread's thread pointer (pool->owner_tp) */
     struct ouro_heap_s *reg_next;      /* [registry lock] all heaps ever made */
     struct ouro_heap_s *free_next;     /* [registry lock] heaps free for reuse */
+    struct ouro_heap_s **tls_slot;     /* [registry lock] plain heaps: the thread's ouro__heap, which
+                                        * the tracer may point at the sentinel (trace.c) */
+    /* per-thread statistics, counted on slow paths only: [owner] writes
+     * (relaxed load and store, ouro__heap_stat_add), stats read relaxed */
+    _Atomic size_t st_slow;            /* allocations that took the slow path */
+    _Atomic size_t st_claimed;         /* pools claimed fresh from the arena layer */
+    _Atomic size_t st_adopted;         /* pools of exited threads adopted */
+    _Atomic size_t st_released;        /* empty pools given back to the arena layer */
+    _Atomic size_t st_remote;          /* blocks other threads freed to its pools, taken back */
 } ouro_heap_t;
+
+/* A live heap as the registry knows it (ouro__heap_list). */
+typedef struct ouro_heap_ref_s {
+    ouro_heap_t *heap;
+    uintptr_t tid; /* its thread's thread pointer, (uintptr_t)pthread_self() */
+    int kind;
+} ouro_heap_ref_t;
+
+/* Count `n` on a heap statistic: only the owner writes it (no RMW needed);
+ * relaxed, as readers only sum a snapshot. */
+static inline void ouro__heap_stat_add(_Atomic size_t *c, size_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
 
 /* ---- globals ---- */
 extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
@@ -314,6 +337,8 @@ void ouro__heap_fork_parent(void) ouro_hidden;
 void ouro__heap_fork_child_unlock(void) ouro_hidden;
 void ouro__heap_fork_child(void) ouro_hidden;
 size_t ouro__heap_count(void) ouro_hidden;
+/* Copy up to `cap` live heaps into `out` (under the registry lock); returns how many there are. */
+size_t ouro__heap_list(ouro_heap_ref_t *out, size_t cap) ouro_hidden;
 
 /* ---- large.c: blocks straight from the OS ---- */
 void *ouro__large_alloc(size_t size, size_t align, bool *zero) ouro_hidden;

@@ -386,6 +386,117 @@ START_TEST(walk_during_churn_finds_every_stable_block)
 }
 END_TEST
 
+/* ---- per-thread statistics ---- */
+
+#define STAT_THREADS 3
+
+typedef struct counted_s {
+    void *ptrs[1000];
+    int n;          /* blocks it allocates: differs per thread */
+    uintptr_t id;
+    ouro_object_t *objs[10];
+} counted_t;
+
+static counted_t counted[STAT_THREADS];
+
+static const ouro_type_t stat_obj_t = {.name = "stat", .basic_size = 64};
+
+static const ouro_thread_stats_t *stats_of(const ouro_thread_stats_t *v, size_t n, uintptr_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].thread == id)
+            return &v[i];
+    return NULL;
+}
+
+static void *stat_worker(void *arg)
+{
+    counted_t *c = arg;
+    c->id = self_id();
+    for (int i = 0; i < c->n; i++)
+        c->ptrs[i] = ouro_malloc(100); /* 112-byte blocks */
+    for (int i = 0; i < 10; i++)
+        c->objs[i] = ouro_new(&stat_obj_t);
+    pthread_barrier_wait(&bar); /* 1: allocated */
+    pthread_barrier_wait(&bar); /* 2: main looked, and freed our plain blocks */
+    ouro_collect(0);            /* take back what main freed */
+    pthread_barrier_wait(&bar); /* 3: collected */
+    pthread_barrier_wait(&bar); /* 4: main looked again */
+    for (int i = 0; i < 10; i++)
+        ouro_decref(c->objs[i]);
+    return NULL;
+}
+
+START_TEST(per_thread_stats_match_what_each_thread_holds)
+{
+    pthread_t t[STAT_THREADS];
+    void *mine = ouro_malloc(10); /* this thread has a heap too */
+    pthread_barrier_init(&bar, NULL, STAT_THREADS + 1);
+    for (int i = 0; i < STAT_THREADS; i++) {
+        counted[i].n = 100 * (i + 1) + 7 * i;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, stat_worker, &counted[i]), 0);
+    }
+    pthread_barrier_wait(&bar);
+    static ouro_thread_stats_t v[256];
+    size_t n = ouro_stats_threads(v, 256);
+    ck_assert_uint_ge(n, STAT_THREADS + 1); /* the workers and this thread at least */
+    ck_assert_uint_eq(ouro_stats_threads(NULL, 0), n);
+    for (int i = 0; i < STAT_THREADS; i++) {
+        const ouro_thread_stats_t *s = stats_of(v, n < 256 ? n : 256, counted[i].id);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_uint_eq(s->blocks[OURO_BLOCK_PLAIN], (size_t)counted[i].n);
+        /* by block size: 112 bytes, or the debug block's in debug mode */
+        size_t per = s->bytes[OURO_BLOCK_PLAIN] / (size_t)counted[i].n;
+        ck_assert_uint_eq(s->bytes[OURO_BLOCK_PLAIN], per * (size_t)counted[i].n);
+        ck_assert_uint_ge(per, ouro_usable_size(counted[i].ptrs[0]));
+        ck_assert_uint_eq(per % 16, 0);
+        ck_assert_uint_eq(s->blocks[OURO_BLOCK_OBJECT], 10);
+        ck_assert_uint_eq(s->bytes[OURO_BLOCK_OBJECT], 10 * ouro_sizeof(counted[i].objs[0]));
+        ck_assert_uint_ge(s->pools, 2);
+        ck_assert_uint_ge(s->slow_allocs, 2); /* the first plain and object allocations at least */
+        ck_assert_uint_ge(s->pools_claimed + s->pools_adopted, 2);
+        ck_assert_uint_eq(s->remote_frees, 0);
+    }
+    /* frees by another thread: counted by the owner when it takes them back */
+    for (int i = 0; i < STAT_THREADS; i++)
+        for (int j = 0; j < counted[i].n; j++)
+            ouro_free(counted[i].ptrs[j]);
+    pthread_barrier_wait(&bar);
+    pthread_barrier_wait(&bar);
+    n = ouro_stats_threads(v, 256);
+    for (int i = 0; i < STAT_THREADS; i++) {
+        const ouro_thread_stats_t *s = stats_of(v, n < 256 ? n : 256, counted[i].id);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_uint_eq(s->blocks[OURO_BLOCK_PLAIN], 0);
+        ck_assert_uint_eq(s->remote_frees, (size_t)counted[i].n);
+        ck_assert_uint_eq(s->blocks[OURO_BLOCK_OBJECT], 10);
+    }
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < STAT_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&bar);
+    n = ouro_stats_threads(v, 256);
+    for (int i = 0; i < STAT_THREADS; i++)
+        ck_assert_ptr_null(stats_of(v, n < 256 ? n : 256, counted[i].id)); /* gone with their threads */
+
+    /* the text and JSON carry the per-thread table */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ck_assert_ptr_nonnull(f);
+    ouro_stats_print(f);
+    ouro_stats_print_json(f);
+    fclose(f);
+    char me[32];
+    snprintf(me, sizeof me, "%#lx", (unsigned long)self_id());
+    ck_assert_msg(strstr(buf, me) != NULL, "the text lacks this thread (%s): %s", me, buf);
+    snprintf(me, sizeof me, "{\"thread\":%lu,", (unsigned long)self_id());
+    ck_assert_msg(strstr(buf, me) != NULL, "the JSON lacks this thread: %s", buf);
+    free(buf);
+    ouro_free(mine);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
@@ -394,6 +505,7 @@ int main(void)
         visitor_may_stop_allocate_and_free,
         walk_finds_blocks_of_other_and_exited_threads,
         walk_during_churn_finds_every_stable_block,
+        per_thread_stats_match_what_each_thread_holds,
         NULL};
     return tu_run_case("walk", tests);
 }
