@@ -154,6 +154,21 @@ typedef enum ouro_option_e {
      * size requested.  Objects (ouro_new) keep their normal layout; a decref
      * below zero on an object is reported in every mode. */
     OURO_OPTION_DEBUG,
+    /* Allocation tracing: 0 off (default), else on, recording that many
+     * frames (1..OURO_TRACE_MAX_FRAMES) per allocation.  Env: OURO_TRACE
+     * (read at start).  ouro_option_set starts (ouro_trace_start) or stops
+     * tracing. */
+    OURO_OPTION_TRACE,
+    /* Tracing's sampling: about one allocation traced per this many bytes
+     * allocated (mean of an exponential draw, as tcmalloc), the figures
+     * then estimated; 0 or 1 (default) traces every allocation.  Env:
+     * OURO_TRACE_SAMPLE; read at each sample. */
+    OURO_OPTION_TRACE_SAMPLE,
+    /* 1: at exit, print to stderr the traced blocks still allocated,
+     * grouped by call site, largest first (the leak report).  Set at start
+     * without OURO_TRACE it also starts tracing, 16 frames deep.  Env:
+     * OURO_TRACE_LEAKS; read at exit. */
+    OURO_OPTION_TRACE_LEAKS,
     OURO_OPTION_COUNT_
 } ouro_option_t;
 
@@ -303,6 +318,91 @@ void ouro_test_fail_maps(long pass, long fail);
 
 /* The version string, "MAJOR.MINOR.PATCH". */
 const char *ouro_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Allocation tracing (Python's tracemalloc)                            */
+/* ------------------------------------------------------------------ */
+/*
+ * While tracing, each plain allocation (ouro_malloc, calloc, realloc,
+ * aligned_alloc, and the malloc override; not ouro_new) records its call
+ * stack, and the bytes still allocated are counted per call site (a
+ * distinct stack).  Every allocation is traced, or a sample
+ * (OURO_OPTION_TRACE_SAMPLE: about one per that many bytes allocated; the
+ * figures are then estimates).  Off by default; on by environment
+ * (OURO_TRACE=frames, OURO_TRACE_LEAKS=1) or by ouro_trace_start.  Off, it
+ * costs the fast paths nothing; on, a traced thread's allocations take a
+ * slow path, and a traced block costs 32 bytes more and a backtrace().
+ * Not available in debug mode.  Blocks allocated while not tracing are
+ * never counted; blocks traced stay counted until freed, even after
+ * ouro_trace_stop (unlike Python's stop, which forgets them: compare two
+ * snapshots with ouro_trace_diff to see only what changed).
+ */
+
+#define OURO_TRACE_MAX_FRAMES 64
+
+/* Start tracing, recording `frames` (1..OURO_TRACE_MAX_FRAMES) return
+ * addresses per allocation, the call site first.  Every thread's next
+ * allocation is traced (or sampled), threads already running included.
+ * Returns 0, or -1 with errno EINVAL (frames out of range), EPERM (debug
+ * mode), ENOMEM.  Starting again while tracing changes the depth. */
+int ouro_trace_start(int frames);
+
+/* Stop recording new allocations (each thread's allocations are back on
+ * the fast path from its next one on).  Traced blocks stay counted until
+ * freed. */
+void ouro_trace_stop(void);
+
+/* The frames recorded per allocation while tracing, 0 when not tracing. */
+int ouro_trace_is_tracing(void);
+
+/* A snapshot: the live traced bytes and blocks of every call site at one
+ * moment (each site's figures read at once; sites are not frozen together
+ * while other threads allocate).  Opaque; take and free it with these. */
+typedef struct ouro_trace_snapshot_s ouro_trace_snapshot_t;
+
+/* NULL with errno ENOMEM.  Allowed while not tracing (it holds the blocks
+ * traced before that are still live). */
+ouro_trace_snapshot_t *ouro_trace_snapshot_take(void);
+void ouro_trace_snapshot_free(ouro_trace_snapshot_t *snapshot);
+
+/* One call site's figures. */
+typedef struct ouro_trace_stat_s {
+    size_t size;           /* bytes allocated from here and not freed (estimated when sampling) */
+    size_t count;          /* blocks (estimated when sampling) */
+    ptrdiff_t size_diff;   /* ouro_trace_diff: size minus the older snapshot's; else 0 */
+    ptrdiff_t count_diff;  /* ouro_trace_diff: count minus the older snapshot's; else 0 */
+    size_t sampled_size;   /* the traced blocks themselves: equal to size when every allocation is traced */
+    size_t sampled_count;
+    size_t nframes;        /* frames[0] is the call site (the return address of the allocation call) */
+    const void *const *frames; /* valid while the snapshot lives */
+} ouro_trace_stat_t;
+
+/* What ouro_trace_top and ouro_trace_diff rank by. */
+enum { OURO_TRACE_BY_SIZE = 0, OURO_TRACE_BY_COUNT = 1 };
+
+/* The sites of `snapshot` with live blocks, largest first by `key` (ties:
+ * by size): copies the first `max` to out (which may be NULL when max is
+ * 0) and returns how many sites there are.  0 with errno EINVAL for a NULL
+ * snapshot or a bad key, ENOMEM. */
+size_t ouro_trace_top(const ouro_trace_snapshot_t *snapshot, int key, ouro_trace_stat_t *out, size_t max);
+
+/* The sites of either snapshot with their growth from `older` to `newer`
+ * (size_diff, count_diff), largest change first by `key` (ties: by size),
+ * sites that did not change included (last): copies the first `max` to out
+ * and returns how many sites there are.  Errors as ouro_trace_top. */
+size_t ouro_trace_diff(const ouro_trace_snapshot_t *newer, const ouro_trace_snapshot_t *older, int key,
+                       ouro_trace_stat_t *out, size_t max);
+
+/* The sums over all sites of `snapshot` (frames empty). */
+void ouro_trace_snapshot_total(const ouro_trace_snapshot_t *snapshot, ouro_trace_stat_t *total);
+
+/* Print the first `max` sites of ouro_trace_top(snapshot, key), or of
+ * ouro_trace_diff(snapshot, older, key) when `older` is not NULL, to `out`
+ * (stderr if NULL), each frame symbolized with dladdr (a program's own
+ * functions need -rdynamic to have names).  0, or -1 with errno (as
+ * ouro_trace_top). */
+int ouro_trace_print(FILE *out, const ouro_trace_snapshot_t *snapshot, const ouro_trace_snapshot_t *older,
+                     int key, size_t max);
 
 /* ------------------------------------------------------------------ */
 /* Objects with biased reference counts                                 */

@@ -58,14 +58,14 @@ static inline bool heap_is_sentinel(const ouro_heap_t *h)
     return h == &ouro__empty_heap || h == &ouro__empty_oheap || h == &ouro__empty_gheap;
 }
 
-/* The thread's heap of `kind`.  In debug mode the plain heap lives in
- * ouro__dheap and ouro__heap stays the sentinel (see internal.h). */
+/* The thread's heap of `kind`.  The plain heap lives in ouro__dheap; its
+ * front pointer ouro__heap, which malloc's inline paths read, is the same
+ * heap, or the sentinel in debug mode and while tracing (see internal.h). */
 static inline ouro_heap_t **tls_heap(int kind)
 {
     return kind == OURO_KIND_GC       ? &ouro__gheap
            : kind == OURO_KIND_OBJECT ? &ouro__oheap
-           : ouro__debug_on()         ? &ouro__dheap
-                                      : &ouro__heap;
+                                      : &ouro__dheap;
 }
 
 static inline ouro_heap_t *sentinel(int kind)
@@ -173,6 +173,12 @@ static ouro_heap_t *heap_init_thread(int kind)
     if (h == NULL)
         return NULL;
     *tls_heap(kind) = h;
+    /* seq_cst: trace.c reads the tracing flag after this store, and sends
+     * the thread back to the sentinel if tracing started meanwhile (its
+     * starter stores the flag, then the sentinel here: one of the two sees
+     * the other's store) */
+    if (kind == OURO_KIND_PLAIN && !ouro__debug_on())
+        __atomic_store_n(&ouro__heap, h, __ATOMIC_SEQ_CST);
     pthread_setspecific(heap_key[kind], h);
     return h;
 }
@@ -301,6 +307,10 @@ static void heap_thread_done(void *arg)
     heap_abandon(heap, false);
     /* frees after this point (later TLS destructors) take the remote path */
     *tls_heap(heap->kind) = sentinel(heap->kind);
+    if (heap->kind == OURO_KIND_PLAIN)
+        /* relaxed: only a nudge (ouro__heap_route_all) may store here too,
+         * and it stores the same sentinel */
+        __atomic_store_n(&ouro__heap, &ouro__empty_heap, __ATOMIC_RELAXED);
     heap_retire(heap);
     sweep_abandoned(false);
     ouro__arena_purge(false);
@@ -486,7 +496,6 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
 void ouro__heap_collect(bool release_empty)
 {
     sweep_abandoned(true);
-    heap_collect(ouro__heap, release_empty);
     heap_collect(ouro__dheap, release_empty);
     heap_collect(ouro__oheap, release_empty);
     heap_collect(ouro__gheap, release_empty);
@@ -524,6 +533,20 @@ ouro_heap_t *ouro__heap_find(uintptr_t tid, int kind)
 size_t ouro__heap_count(void)
 {
     return atomic_load_explicit(&ouro__counters.threads, memory_order_relaxed);
+}
+
+/* Point every live thread's front pointer (ouro__heap) at the sentinel, so
+ * that its next allocation takes alloc.c's slow path, which asks trace.c.
+ * A heap alive under the registry lock belongs to a running thread (its
+ * exit retires it under the lock), so its ouro__heap is mapped.  seq_cst:
+ * see heap_init_thread and trace.c; the owner reads it relaxed. */
+void ouro__heap_route_all(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next)
+        if (h->alive && h->tls_slot)
+            __atomic_store_n(h->tls_slot, &ouro__empty_heap, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&reg_lock);
 }
 
 size_t ouro__heap_list(ouro_heap_ref_t *out, size_t cap)
@@ -575,8 +598,8 @@ void ouro__heap_fork_child(void)
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
-        if (h == ouro__heap || h == ouro__dheap || h == ouro__oheap || h == ouro__gheap) {
-            alive += h == ouro__heap || h == ouro__dheap;
+        if (h == ouro__dheap || h == ouro__oheap || h == ouro__gheap) {
+            alive += h == ouro__dheap;
             continue;
         }
         heap_abandon(h, true);

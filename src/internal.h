@@ -260,10 +260,20 @@ extern ouro_heap_t ouro__empty_gheap ouro_hidden; /* sentinel: no thread heap ye
 extern __thread ouro_heap_t *ouro__heap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__oheap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__gheap ouro_hidden __attribute__((tls_model("initial-exec")));
-/* Debug mode: the thread's plain heap.  ouro__heap then stays the sentinel,
- * so every inline allocation path misses and reaches a slow path that hands
- * the request to debug.c, which allocates from this heap. */
+/* The thread's plain heap.  ouro__heap, the front pointer malloc's inline
+ * paths read, is the same heap, or the sentinel: in debug mode always (every
+ * inline allocation path misses and reaches a slow path that hands the
+ * request to debug.c, which allocates from this heap), and while tracing
+ * (trace.c, same mechanism).  Only the owner writes ouro__dheap; another
+ * thread may store the sentinel into ouro__heap (ouro__heap_route_all), so
+ * every access to ouro__heap is atomic (relaxed for the owner's loads). */
 extern __thread ouro_heap_t *ouro__dheap ouro_hidden __attribute__((tls_model("initial-exec")));
+
+/* The front pointer, for malloc's inline paths: one plain load on x86-64. */
+static inline ouro_heap_t *ouro__heap_front(void)
+{
+    return __atomic_load_n(&ouro__heap, __ATOMIC_RELAXED);
+}
 
 /* counters kept by the arena layer, relaxed atomics: only summed for stats */
 typedef struct ouro_counters_s {
@@ -337,6 +347,7 @@ void ouro__heap_fork_parent(void) ouro_hidden;
 void ouro__heap_fork_child_unlock(void) ouro_hidden;
 void ouro__heap_fork_child(void) ouro_hidden;
 size_t ouro__heap_count(void) ouro_hidden;
+void ouro__heap_route_all(void) ouro_hidden;
 /* Copy up to `cap` live heaps into `out` (under the registry lock); returns how many there are. */
 size_t ouro__heap_list(ouro_heap_ref_t *out, size_t cap) ouro_hidden;
 
@@ -364,6 +375,32 @@ int ouro__debug_owns(const void *p) ouro_hidden;
  * `bs`), for heap walks; false if its header is not (yet) sane. */
 bool ouro__debug_block_user(uint8_t *block, size_t bs, void **user, size_t *size) ouro_hidden;
 _Noreturn void ouro__report_decref_below_zero(const ouro_object_t *o) ouro_hidden;
+const char *ouro__site_str(const void *site, char *buf, size_t n) ouro_hidden;
+
+/* ---- trace.c: allocation tracing ----
+ * alloc.c routes to these only from paths that are slow already: the
+ * sentinel's slow path (a traced thread's every small allocation, and each
+ * thread's first), large allocations, and frees, reallocs and sizes of
+ * pointers that are not the start of a block. */
+extern _Atomic int ouro__tracing ouro_hidden; /* frames recorded while tracing, 0 when off */
+static inline bool ouro__trace_on(void)
+{
+    /* relaxed: a thread that sees the change late traces (or not) a little
+     * longer; ouro_trace_start's nudge makes every thread look soon */
+    return atomic_load_explicit(&ouro__tracing, memory_order_relaxed) != 0;
+}
+void ouro__trace_init(void) ouro_hidden;
+void ouro__trace_at_exit(void) ouro_hidden;
+void *ouro__trace_alloc(int cls, size_t size, size_t align, bool *zero, const void *site) ouro_hidden;
+void *ouro__trace_large(size_t size, size_t align, bool *zero, const void *site) ouro_hidden;
+bool ouro__trace_free(void *p) ouro_hidden;                 /* false: not a traced block */
+void ouro__trace_forget_large(ouro_large_t *l) ouro_hidden; /* before a traced large block is freed */
+bool ouro__trace_usable(const void *p, size_t *out) ouro_hidden;
+bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out) ouro_hidden;
+/* The user pointer and usable size of the traced block at `block`, for heap walks. */
+bool ouro__trace_block_user(uint8_t *block, size_t bs, void **user, size_t *size) ouro_hidden;
+void ouro__trace_fork_prepare(void) ouro_hidden;
+void ouro__trace_fork_parent(void) ouro_hidden; /* also the child's */
 
 /* ------------------------------------------------------------------ */
 /* fast paths                                                           */

@@ -95,6 +95,8 @@ static bool describe(uint8_t *b, int kind, size_t bs, ouro_block_info_t *info)
     info->kind = OURO_BLOCK_PLAIN;
     if (ouro__debug_on())
         return ouro__debug_block_user(b, bs, &info->ptr, &info->size);
+    if (ouro__trace_block_user(b, bs, &info->ptr, &info->size))
+        info->flags = OURO_BLOCK_TRACED;
     return true;
 }
 
