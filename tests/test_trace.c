@@ -545,7 +545,7 @@ START_TEST(leak_report_at_exit_names_the_leaking_site)
         dup2(fds[1], 2);
         setenv("OURO_TRACE", "4", 1);
         setenv("OURO_TRACE_LEAKS", "1", 1);
-        unsetenv("OURO_DEBUG");
+        setenv("OURO_DEBUG", "0", 1); /* the default of a --enable-debug build is 1 */
         execl(path, path, (char *)NULL);
         perror("execl");
         _exit(99);
@@ -576,11 +576,20 @@ START_TEST(debug_mode_refuses_tracing)
 }
 END_TEST
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
     if (debug_mode()) {
+        /* debug mode (OURO_DEBUG=1, or --enable-debug as in CI's sanitizer
+         * builds) refuses tracing; then start again without it, so the
+         * sanitizer builds trace too */
         const TTest *const tests[] = {debug_mode_refuses_tracing, NULL};
-        return tu_run_case("trace", tests);
+        if (tu_run_case("trace-debug", tests) != 0)
+            return EXIT_FAILURE;
+        setenv("OURO_DEBUG", "0", 1);
+        execv("/proc/self/exe", argv);
+        perror("test_trace: execv /proc/self/exe");
+        return 99;
     }
     const TTest *const tests[] = {
         top_ranks_sites_by_size_and_by_count,
