@@ -393,8 +393,10 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
     ouro_pool_t *pool = ouro__arena_claim_pool(heap->node < 0 ? 0 : heap->node, ouro__class_span(cls));
     if (pool == NULL)
         return NULL;
-    ouro__pool_init(pool, cls, pool->mem_is_zero);
+    /* before ouro__pool_init publishes the pool (release on slot_pool):
+     * walks and statistics read the kind of any pool they find */
     pool->kind = (uint8_t)heap->kind;
+    ouro__pool_init(pool, cls, pool->mem_is_zero);
     ouro__heap_set_owner(pool, heap);
     ouro__heap_stat_add(&heap->st_claimed, 1);
     return pool;
