@@ -394,8 +394,9 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
     if (pool == NULL)
         return NULL;
     /* before ouro__pool_init publishes the pool (release on slot_pool):
-     * walks and statistics read the kind of any pool they find */
-    pool->kind = (uint8_t)heap->kind;
+     * walks and statistics read the kind of any pool they find; relaxed
+     * atomic, as they may still read it in the header's last life */
+    __atomic_store_n(&pool->kind, (uint8_t)heap->kind, __ATOMIC_RELAXED);
     ouro__pool_init(pool, cls, pool->mem_is_zero);
     ouro__heap_set_owner(pool, heap);
     ouro__heap_stat_add(&heap->st_claimed, 1);

@@ -84,7 +84,9 @@ static void visit_pool_owner(ouro_pool_t *pool, void *arg)
     }
     /* a heap that was born after the list was taken counts as nobody's */
     ouro_thread_stats_t *t = owner && lo < w->nrefs && w->refs[lo].heap == owner ? &w->acc[lo] : &w->acc[w->nrefs];
-    int kind = pool->kind; /* [init], published with the pool */
+    /* [init], published with the pool; relaxed atomic: the header may be
+     * set up again for another heap while we look (heap.c's pool_fresh) */
+    int kind = __atomic_load_n(&pool->kind, __ATOMIC_RELAXED);
     size_t used = ouro__pool_used(pool);
     t->pools++;
     if (kind >= 0 && kind < OURO_KINDS) {

@@ -109,9 +109,12 @@ static void walk_pool(ouro_pool_t *pool, void *arg)
      * slot_pool that the arena walk acquired; block_size and limit are
      * atomic (relaxed): any thread may read them */
     size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
-    int kind = pool->kind;
-    uint8_t *start = pool->start;
-    ouro_arena_t *a = ouro__arena_of((uintptr_t)start);
+    /* relaxed atomic: the header may be set up again under us (pool_fresh) */
+    int kind = __atomic_load_n(&pool->kind, __ATOMIC_RELAXED);
+    /* the pool's first block, from its slot (written once, when the arena
+     * was made) rather than from `start`, which each claim rewrites */
+    ouro_arena_t *a = ouro__arena_of((uintptr_t)pool);
+    uint8_t *start = (uint8_t *)a + ((size_t)pool->slot << OURO_SLOT_SHIFT);
     /* relaxed: blocks carved after this load are new during the walk */
     uint64_t limit = atomic_load_explicit(&pool->limit, memory_order_relaxed);
     for (uint64_t off = 0; bs && off + bs <= limit && !w->stop; off += bs) {
