@@ -93,7 +93,7 @@ _Atomic int ouro__tracing;
 /* the site table: chains hang from buckets; a site is never freed (blocks
  * point at it for as long as they live), so readers walk chains without a
  * lock: acquire loads pair with the release that publishes a new head */
-static trace_site_t *_Atomic *buckets;
+static trace_site_t *_Atomic *_Atomic buckets;
 static _Atomic size_t nsites;
 static pthread_mutex_t site_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t *bump, *bump_end; /* [site_lock] site memory, 1 MiB chunks from the OS */
@@ -218,6 +218,7 @@ static trace_site_t *site_intern(const void *const *f, unsigned n)
             memcpy(s->frames, f, n * sizeof *f);
             /* release: pairs with the acquire loads of chain_find */
             atomic_store_explicit(b, s, memory_order_release);
+            /* relaxed: only sizes a snapshot's first try (which retries) */
             atomic_fetch_add_explicit(&nsites, 1, memory_order_relaxed);
         }
     }
@@ -349,6 +350,7 @@ static void *traced_alloc(size_t size, size_t align, bool *zero, const void *sit
 
 void *ouro__trace_alloc(int cls, size_t size, size_t align, bool *zero, const void *site)
 {
+    /* relaxed: as ouro__trace_on; route_update orders what must be */
     int frames = atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
     void *p = NULL;
     if (frames && !busy && sample_due(size))
@@ -361,6 +363,7 @@ void *ouro__trace_alloc(int cls, size_t size, size_t align, bool *zero, const vo
 
 void *ouro__trace_large(size_t size, size_t align, bool *zero, const void *site)
 {
+    /* relaxed: as ouro__trace_on */
     int frames = atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
     if (frames && !busy && sample_due(size))
         return traced_alloc(size, align, zero, site, frames, true);
@@ -421,6 +424,7 @@ bool ouro__trace_usable(const void *p, size_t *out)
     if (h == NULL)
         return false;
     ouro_pool_t *pool = ouro__pool_of((uintptr_t)p);
+    /* relaxed: an [init] field, published with the pool (release on slot_pool) */
     *out = atomic_load_explicit(&pool->block_size, memory_order_relaxed) - h->offset;
     return true;
 }
@@ -428,9 +432,10 @@ bool ouro__trace_usable(const void *p, size_t *out)
 bool ouro__trace_block_user(uint8_t *block, size_t bs, void **user, size_t *size)
 {
     trace_head_t *h = (trace_head_t *)block;
+    /* relaxed atomics: a walk may read a header its owner writes right now
+     * (it then reports the block or not, either is allowed) */
     if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)block ^ ouro__key ^ TRACE_SALT))
         return false;
-    /* relaxed atomic: a walk may read a header its owner writes right now */
     uint32_t off = __atomic_load_n(&h->offset, __ATOMIC_RELAXED);
     if (off < TRACE_HDR || off >= bs)
         return false;
@@ -477,7 +482,7 @@ static bool table_ready(void)
     if (atomic_load_explicit(&buckets, memory_order_acquire))
         return true;
     pthread_mutex_lock(&site_lock);
-    if (atomic_load_explicit(&buckets, memory_order_relaxed) == NULL) {
+    if (atomic_load_explicit(&buckets, memory_order_relaxed) == NULL) { /* relaxed: under the lock */
         void *b = ouro__os_map(NBUCKETS * sizeof *buckets);
         /* release: the zeroed table before its pointer (fresh mappings are zero) */
         if (b)
@@ -525,6 +530,7 @@ void ouro_trace_stop(void)
 
 int ouro_trace_is_tracing(void)
 {
+    /* relaxed: a report of the state, which may change right after anyway */
     return atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
 }
 
@@ -586,6 +592,7 @@ ouro_trace_snapshot_t *ouro_trace_snapshot_take(void)
     ouro__init();
     size_t page = ouro__os_page_size();
     trace_site_t *_Atomic *tab = atomic_load_explicit(&buckets, memory_order_acquire);
+    /* relaxed: a first guess at the room needed; a short guess retries */
     for (size_t cap = atomic_load_explicit(&nsites, memory_order_relaxed) + 16;;) {
         size_t bytes = (sizeof(ouro_trace_snapshot_t) + cap * sizeof(snap_entry_t) + page - 1) & ~(page - 1);
         ouro_trace_snapshot_t *s = ouro__os_map(bytes);

@@ -418,6 +418,47 @@ START_TEST(threads_running_before_start_are_traced_and_free_each_others_blocks)
 }
 END_TEST
 
+/* ---- traced blocks of a thread that exited ---- */
+static void *exited_blocks[50];
+
+static void *alloc_and_exit(void *arg)
+{
+    (void)arg;
+    trace_site_c(exited_blocks, 50, 333);
+    return NULL;
+}
+
+static int count_exited(const ouro_block_info_t *b, void *arg)
+{
+    int *n = arg;
+    for (int i = 0; i < 50; i++)
+        if (b->ptr == exited_blocks[i] && (b->flags & OURO_BLOCK_TRACED) && b->owner == 0)
+            (*n)++;
+    return 0;
+}
+
+START_TEST(traced_blocks_of_an_exited_thread)
+{
+    ck_assert_int_eq(ouro_trace_start(FRAMES), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, alloc_and_exit, NULL), 0);
+    pthread_join(t, NULL);
+    /* in an abandoned pool now: walked with no owner, counted at their site */
+    int n = 0;
+    ck_assert_int_eq(ouro_heap_walk(count_exited, &n), 0);
+    ck_assert_int_eq(n, 50);
+    size_t ns = top_now(OURO_TRACE_BY_SIZE);
+    long ic = find_site(stats, ns, (void *)trace_site_c);
+    ck_assert_int_ge(ic, 0);
+    ck_assert_uint_eq(stats[ic].count, 50);
+    ck_assert_uint_eq(stats[ic].size, 50 * 333);
+    free_all(exited_blocks, 50);
+    ns = top_now(OURO_TRACE_BY_SIZE);
+    ck_assert_int_eq(find_site(stats, ns, (void *)trace_site_c), -1);
+    ouro_trace_stop();
+}
+END_TEST
+
 /* ---- traced blocks keep the API's promises ---- */
 typedef struct walk_find_s {
     void *ptr;
@@ -598,6 +639,7 @@ int main(int argc, char **argv)
         stop_and_start_again,
         sampling_traces_the_expected_share,
         threads_running_before_start_are_traced_and_free_each_others_blocks,
+        traced_blocks_of_an_exited_thread,
         traced_blocks_keep_the_api,
         bad_arguments_are_refused,
         leak_report_at_exit_names_the_leaking_site,
