@@ -123,15 +123,16 @@ static long sample_bytes(void)
 }
 
 /* Bytes to the next sample: exponential with mean `s`. */
-static int64_t draw(long s)
+static ouro_noinline int64_t draw(long s)
 {
     double u = ((double)(rng_next() >> 11) + 1.0) * 0x1p-53; /* (0, 1] */
     double v = -log(u) * (double)s;
     return v > 4e18 ? (int64_t)4e18 : (int64_t)v + 1;
 }
 
-/* Whether this allocation of `size` bytes is traced. */
-static bool sample_due(size_t size)
+/* Whether this allocation of `size` bytes is traced.  Inline: a sampled
+ * thread's every small allocation comes this way. */
+static inline __attribute__((always_inline)) bool sample_due(size_t size)
 {
     long s = sample_bytes();
     if (s <= 1)
@@ -263,8 +264,9 @@ static void count(trace_site_t *s, int64_t sign, size_t size, uint64_t weight)
 
 /* ---- blocks ---- */
 
-/* A block of class `cls` from the thread's plain heap (made on first use). */
-static void *plain_alloc(int cls, bool *zero)
+/* A block of class `cls` from the thread's plain heap (made on first use).
+ * Inline, as sample_due. */
+static inline __attribute__((always_inline)) void *plain_alloc(int cls, bool *zero)
 {
     ouro_heap_t *heap = ouro__dheap;
     ouro_pool_t *pool = heap->cur[cls];
