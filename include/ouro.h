@@ -175,6 +175,21 @@ typedef enum ouro_option_e {
      * The default mode also checks, at no extra cost, that a pool's next
      * free block lies among its carved blocks; its links are plain. */
     OURO_OPTION_HARDENED,
+    /* Allocation tracing: 0 off (default), else on, recording that many
+     * frames (1..OURO_TRACE_MAX_FRAMES) per allocation.  Env: OURO_TRACE
+     * (read at start).  ouro_option_set starts (ouro_trace_start) or stops
+     * tracing. */
+    OURO_OPTION_TRACE,
+    /* Tracing's sampling: about one allocation traced per this many bytes
+     * allocated (mean of an exponential draw, as tcmalloc), the figures
+     * then estimated; 0 or 1 (default) traces every allocation.  Env:
+     * OURO_TRACE_SAMPLE; read at each sample. */
+    OURO_OPTION_TRACE_SAMPLE,
+    /* 1: at exit, print to stderr the traced blocks still allocated,
+     * grouped by call site, largest first (the leak report).  Set at start
+     * without OURO_TRACE it also starts tracing, 16 frames deep.  Env:
+     * OURO_TRACE_LEAKS; read at exit. */
+    OURO_OPTION_TRACE_LEAKS,
     OURO_OPTION_COUNT_
 } ouro_option_t;
 
@@ -225,16 +240,98 @@ typedef struct ouro_stats_s {
 void ouro_stats_get(ouro_stats_t *out);
 
 /* Print the statistics to `out` (stderr if NULL) as readable text: the
- * allocator's, the object layer's and the collector's (ouro_gc_get_stats;
- * it waits for a collection in progress). */
+ * allocator's (with each thread's, ouro_stats_threads), the object layer's
+ * and the collector's (ouro_gc_get_stats; it waits for a collection in
+ * progress). */
 void ouro_stats_print(FILE *out);
 
-/* Print the allocator's, the object layer's and the collector's statistics
- * to `out` (stderr if NULL) as one JSON object on one line. */
+/* Print the allocator's (with each thread's), the object layer's and the
+ * collector's statistics to `out` (stderr if NULL) as one JSON object on
+ * one line. */
 void ouro_stats_print_json(FILE *out);
+
+/* Figures of one thread's heaps (its plain, object and container heaps
+ * together).  Blocks and bytes are derived from its pools, the counters are
+ * counted on slow paths only (the fast paths count nothing). */
+typedef struct ouro_thread_stats_s {
+    uintptr_t thread;      /* (uintptr_t)pthread_self() of the thread; 0 for the entry that sums
+                            * the pools of exited threads no thread has adopted yet */
+    size_t pools;          /* pools it holds */
+    size_t blocks[3];      /* blocks handed out and not taken back, by kind (OURO_BLOCK_PLAIN,
+                            * OURO_BLOCK_OBJECT, OURO_BLOCK_CONTAINER); a block another thread
+                            * freed counts until this thread takes it back */
+    size_t bytes[3];       /* their bytes, by block size */
+    size_t slow_allocs;    /* allocations that found the current pool empty (refills, first use) */
+    size_t pools_claimed;  /* pools taken fresh from the arena layer */
+    size_t pools_adopted;  /* pools of exited threads adopted */
+    size_t pools_released; /* empty pools given back to the arena layer */
+    size_t remote_frees;   /* blocks other threads freed to its pools that it took back */
+} ouro_thread_stats_t;
+
+/* Fill out[0 .. max-1] with the figures of each thread that has a heap, then
+ * (if any) one entry with thread 0 for the pools of exited threads; returns
+ * the number of entries there are (call with max 0 to size the array).
+ * Large blocks belong to no thread: they are in ouro_stats_t only.  Safe
+ * from any thread at any time; costs a walk over the arenas.  Returns 0
+ * with errno ENOMEM if it had no memory for its work. */
+size_t ouro_stats_threads(ouro_thread_stats_t *out, size_t max);
 
 /* The block size of size class `cls`, or 0 if out of range. */
 size_t ouro_class_block_size(int cls);
+
+/* ------------------------------------------------------------------ */
+/* Heap walk                                                            */
+/* ------------------------------------------------------------------ */
+
+/* What a block holds, as ouro_heap_walk reports it. */
+enum {
+    OURO_BLOCK_PLAIN = 0,     /* from ouro_malloc and the other allocation functions */
+    OURO_BLOCK_OBJECT = 1,    /* an object (ouro_new) whose type has no traverse */
+    OURO_BLOCK_CONTAINER = 2  /* an object whose type has traverse (the collector's) */
+};
+#define OURO_BLOCK_LARGE 0x1u  /* a large block: a mapping of its own */
+#define OURO_BLOCK_TRACED 0x2u /* it carries a trace record (allocated while tracing: ouro_trace_start) */
+
+/* One live block. */
+typedef struct ouro_block_info_s {
+    void *ptr;        /* what the allocation call returned: the block, or the object */
+    size_t size;      /* ouro_usable_size(ptr), for objects ouro_sizeof(ptr) */
+    int kind;         /* OURO_BLOCK_PLAIN, OURO_BLOCK_OBJECT or OURO_BLOCK_CONTAINER */
+    unsigned flags;   /* OURO_BLOCK_LARGE, OURO_BLOCK_TRACED */
+    uintptr_t owner;  /* the thread whose heap holds the block's pool, as (uintptr_t)pthread_self()
+                       * of that thread; 0 for large blocks and for the pools of exited threads
+                       * that no thread has adopted yet */
+} ouro_block_info_t;
+
+/* Called once per block; a non-zero return stops the walk. */
+typedef int ouro_heap_visit_fn(const ouro_block_info_t *block, void *arg);
+
+/*
+ * Call visit(block, arg) for each live block: plain blocks, objects and
+ * containers, in the pools of every thread and of exited threads, and large
+ * blocks (those first).  An object whose count reached zero stays until its
+ * memory is reused after a grace period (ouro_barrier() waits for that).
+ * Blocks ouro allocates for itself (the object layer's and the collector's
+ * bookkeeping) are plain blocks too.  Returns 0 after the last block, the
+ * first non-zero value visit returned (the walk stops there), or -1 with
+ * errno ENOMEM (no memory to copy the list of large blocks: nothing was
+ * visited) or EINVAL (visit NULL).
+ *
+ * Concurrency.  The walk holds no lock while visit runs and stops no thread.
+ *   - When no other thread allocates, frees or exits during the walk, it
+ *     visits every live block exactly once, and nothing else.
+ *   - While other threads allocate and free, a block live for the whole
+ *     walk is still visited exactly once; a block allocated or freed during
+ *     the walk may be visited or not.  Another thread may free a block just
+ *     after it is reported: visit must not read through the pointer of a
+ *     block it does not keep alive itself.  The walk reads a word of every
+ *     block that its owner writes without synchronisation, so
+ *     ThreadSanitizer reports such concurrent walks as races.
+ *   - visit may allocate and free (and walk again): what it allocates or
+ *     frees is a change during the walk, as above.
+ * In debug mode ptr and size are the user's (guard bytes excluded).
+ */
+int ouro_heap_walk(ouro_heap_visit_fn *visit, void *arg);
 
 /* Testing: let the next `pass` requests for memory from the OS through, then
  * fail the `fail` after them (ENOMEM), then succeed again.  fail <= 0 turns
@@ -243,6 +340,91 @@ void ouro_test_fail_maps(long pass, long fail);
 
 /* The version string, "MAJOR.MINOR.PATCH". */
 const char *ouro_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Allocation tracing (Python's tracemalloc)                            */
+/* ------------------------------------------------------------------ */
+/*
+ * While tracing, each plain allocation (ouro_malloc, calloc, realloc,
+ * aligned_alloc, and the malloc override; not ouro_new) records its call
+ * stack, and the bytes still allocated are counted per call site (a
+ * distinct stack).  Every allocation is traced, or a sample
+ * (OURO_OPTION_TRACE_SAMPLE: about one per that many bytes allocated; the
+ * figures are then estimates).  Off by default; on by environment
+ * (OURO_TRACE=frames, OURO_TRACE_LEAKS=1) or by ouro_trace_start.  Off, it
+ * costs the fast paths nothing; on, a traced thread's allocations take a
+ * slow path, and a traced block costs 32 bytes more and a backtrace().
+ * Not available in debug mode.  Blocks allocated while not tracing are
+ * never counted; blocks traced stay counted until freed, even after
+ * ouro_trace_stop (unlike Python's stop, which forgets them: compare two
+ * snapshots with ouro_trace_diff to see only what changed).
+ */
+
+#define OURO_TRACE_MAX_FRAMES 64
+
+/* Start tracing, recording `frames` (1..OURO_TRACE_MAX_FRAMES) return
+ * addresses per allocation, the call site first.  Every thread's next
+ * allocation is traced (or sampled), threads already running included.
+ * Returns 0, or -1 with errno EINVAL (frames out of range), EPERM (debug
+ * mode), ENOMEM.  Starting again while tracing changes the depth. */
+int ouro_trace_start(int frames);
+
+/* Stop recording new allocations (each thread's allocations are back on
+ * the fast path from its next one on).  Traced blocks stay counted until
+ * freed. */
+void ouro_trace_stop(void);
+
+/* The frames recorded per allocation while tracing, 0 when not tracing. */
+int ouro_trace_is_tracing(void);
+
+/* A snapshot: the live traced bytes and blocks of every call site at one
+ * moment (each site's figures read at once; sites are not frozen together
+ * while other threads allocate).  Opaque; take and free it with these. */
+typedef struct ouro_trace_snapshot_s ouro_trace_snapshot_t;
+
+/* NULL with errno ENOMEM.  Allowed while not tracing (it holds the blocks
+ * traced before that are still live). */
+ouro_trace_snapshot_t *ouro_trace_snapshot_take(void);
+void ouro_trace_snapshot_free(ouro_trace_snapshot_t *snapshot);
+
+/* One call site's figures. */
+typedef struct ouro_trace_stat_s {
+    size_t size;           /* bytes allocated from here and not freed (estimated when sampling) */
+    size_t count;          /* blocks (estimated when sampling) */
+    ptrdiff_t size_diff;   /* ouro_trace_diff: size minus the older snapshot's; else 0 */
+    ptrdiff_t count_diff;  /* ouro_trace_diff: count minus the older snapshot's; else 0 */
+    size_t sampled_size;   /* the traced blocks themselves: equal to size when every allocation is traced */
+    size_t sampled_count;
+    size_t nframes;        /* frames[0] is the call site (the return address of the allocation call) */
+    const void *const *frames; /* valid while the snapshot lives */
+} ouro_trace_stat_t;
+
+/* What ouro_trace_top and ouro_trace_diff rank by. */
+enum { OURO_TRACE_BY_SIZE = 0, OURO_TRACE_BY_COUNT = 1 };
+
+/* The sites of `snapshot` with live blocks, largest first by `key` (ties:
+ * by size): copies the first `max` to out (which may be NULL when max is
+ * 0) and returns how many sites there are.  0 with errno EINVAL for a NULL
+ * snapshot or a bad key, ENOMEM. */
+size_t ouro_trace_top(const ouro_trace_snapshot_t *snapshot, int key, ouro_trace_stat_t *out, size_t max);
+
+/* The sites of either snapshot with their growth from `older` to `newer`
+ * (size_diff, count_diff), largest change first by `key` (ties: by size),
+ * sites that did not change included (last): copies the first `max` to out
+ * and returns how many sites there are.  Errors as ouro_trace_top. */
+size_t ouro_trace_diff(const ouro_trace_snapshot_t *newer, const ouro_trace_snapshot_t *older, int key,
+                       ouro_trace_stat_t *out, size_t max);
+
+/* The sums over all sites of `snapshot` (frames empty). */
+void ouro_trace_snapshot_total(const ouro_trace_snapshot_t *snapshot, ouro_trace_stat_t *total);
+
+/* Print the first `max` sites of ouro_trace_top(snapshot, key), or of
+ * ouro_trace_diff(snapshot, older, key) when `older` is not NULL, to `out`
+ * (stderr if NULL), each frame symbolized with dladdr (a program's own
+ * functions need -rdynamic to have names).  0, or -1 with errno (as
+ * ouro_trace_top). */
+int ouro_trace_print(FILE *out, const ouro_trace_snapshot_t *snapshot, const ouro_trace_snapshot_t *older,
+                     int key, size_t max);
 
 /* ------------------------------------------------------------------ */
 /* Objects with biased reference counts                                 */

@@ -12,9 +12,11 @@
  * the sentinel, whose pools are all empty, so every inline allocation path
  * misses and reaches alloc_slow, which tests the flag only where it already
  * tests for the sentinel; and its pointers are never the start of a block,
- * so every free misses the inline path and reaches free_generic.  The slow
- * paths carry the call site (the public function's return address) for
- * debug mode's reports; the fast paths never read it.
+ * so every free misses the inline path and reaches free_generic.  Tracing
+ * (trace.c) works the same way, for the threads and the blocks it traces.
+ * The slow paths carry the call site (the public function's return
+ * address) for debug mode's reports and tracing; the fast paths never read
+ * it.
  */
 #include "internal.h"
 
@@ -36,19 +38,22 @@ static inline ouro_pool_t *checked_pool(uintptr_t u, const char *fn)
 
 /* The slow path of every plain allocation up to OURO_LARGE_MAX bytes: the
  * current pool of class `cls` has nothing to hand out.  The heap is the
- * sentinel on the thread's first allocation, and always in debug mode: the
- * one place that tests the flag (heap_alloc_slow tests for the sentinel
- * again; the duplicate compare is all this costs the default mode). */
+ * sentinel on the thread's first allocation, always in debug mode, and
+ * while tracing: the one place that tests those modes (heap_alloc_slow
+ * tests for the sentinel again; the duplicate compare is all this costs
+ * the default mode). */
 static ouro_noinline void *alloc_slow(ouro_heap_t *heap, int cls, size_t size, size_t align, bool *zero,
                                       const void *site)
 {
     if (unlikely(heap == &ouro__empty_heap)) {
-        ouro__init(); /* the options decide the mode */
+        if (ouro__dheap == &ouro__empty_heap)
+            ouro__init(); /* the thread's first allocation: the options decide the mode */
         if (ouro__debug_on()) {
             if (zero)
                 *zero = false; /* calloc clears the bytes it asked for */
             return ouro__debug_alloc(size, align, zero != NULL, site);
         }
+        return ouro__trace_alloc(cls, size, align, zero, site); /* traced, sampled, or the first */
     }
     return ouro__heap_alloc_slow(heap, cls, zero);
 }
@@ -59,6 +64,8 @@ static ouro_noinline void *large_alloc(size_t size, size_t align, bool *zero, co
     ouro__init(); /* a large request may be the process's first */
     if (unlikely(ouro__debug_on()))
         return ouro__debug_alloc(size, align, zero != NULL, site);
+    if (unlikely(ouro__trace_on()))
+        return ouro__trace_large(size, align, zero, site);
     return ouro__large_alloc(size, align, zero);
 }
 
@@ -66,7 +73,7 @@ static ouro_noinline void *large_alloc(size_t size, size_t align, bool *zero, co
 static ouro_noinline void *malloc_generic(size_t size, const void *site)
 {
     if (size <= OURO_LARGE_MAX) {
-        ouro_heap_t *heap = ouro__heap;
+        ouro_heap_t *heap = ouro__heap_front();
         int cls = ouro__size_class(size);
         void *p = ouro__heap_pop(heap, (size_t)cls);
         if (likely(p != NULL))
@@ -84,7 +91,7 @@ static ouro_noinline void *malloc_generic(size_t size, const void *site)
 static inline __attribute__((always_inline)) void *malloc_inline(size_t size)
 {
     if (likely(size <= OURO_DIRECT_MAX)) {
-        ouro_heap_t *heap = ouro__heap;
+        ouro_heap_t *heap = ouro__heap_front();
         ouro_pool_t *pool = heap->direct[(size + 15) >> 4];
         ouro_block_t *b = pool->free;
         if (likely(ouro__pool_head_ok(pool, b))) {
@@ -131,12 +138,16 @@ static ouro_noinline void free_generic(void *p)
     uintptr_t u = (uintptr_t)p;
     int kind = ouro__unit_kind(u);
     if (kind == OURO_UNIT_ARENA) {
+        if (ouro__trace_free(p)) /* a traced block: its pointer is not a block start */
+            return;
         (void)checked_pool(u, "ouro_free"); /* reports what is wrong */
         ouro__fatal("ouro_free(%p): inconsistent block", p);
     }
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
         ouro_large_t *l = ouro__large_find(p, kind);
         if (l != NULL) {
+            if (unlikely(l->trace_site != NULL))
+                ouro__trace_forget_large(l);
             ouro__large_free(l);
             return;
         }
@@ -192,6 +203,9 @@ static ouro_noinline size_t usable_size_generic(const void *p, int kind)
     if (unlikely(ouro__debug_on()))
         return ouro__debug_usable_size(p);
     uintptr_t u = (uintptr_t)p;
+    size_t traced;
+    if (kind == OURO_UNIT_ARENA && ouro__trace_usable(p, &traced))
+        return traced;
     if (kind == OURO_UNIT_ARENA)
         (void)checked_pool(u, "ouro_usable_size"); /* reports what is wrong */
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV) {
@@ -235,9 +249,9 @@ int ouro_owns(const void *p)
         ouro_pool_t *pool = ouro__pool_of(u);
         if (pool && pool->kind == OURO_KIND_GC)
             u -= 16; /* a container object: its block starts with the collector's prefix */
-        if (pool && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key))
+        if (pool && ouro__pool_is_block(pool, u) && ouro__block_is_live((ouro_block_t *)u))
             return 1; /* an object, or a block of the default mode */
-        return ouro__debug_on() && ouro__debug_owns(p);
+        return (ouro__debug_on() && ouro__debug_owns(p)) || ouro__trace_usable(p, &(size_t){0});
     }
     if (kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV)
         return ouro__large_find(p, kind) != NULL;
@@ -254,7 +268,7 @@ void *ouro_calloc(size_t n, size_t size)
     bool zero = false;
     void *p;
     if (likely(total <= OURO_LARGE_MAX)) {
-        ouro_heap_t *heap = ouro__heap;
+        ouro_heap_t *heap = ouro__heap_front();
         int cls = ouro__size_class(total);
         ouro_pool_t *pool = heap->cur[cls];
         zero = pool->free != NULL && ouro__block_is_fresh(pool, pool->free);
@@ -300,7 +314,7 @@ void *ouro_aligned_alloc(size_t align, size_t size)
     int cls = aligned_class(size, align);
     if (cls < 0)
         return large_alloc(size, align, NULL, CALLER());
-    ouro_heap_t *heap = ouro__heap;
+    ouro_heap_t *heap = ouro__heap_front();
     void *p = ouro__heap_pop(heap, (size_t)cls);
     if (p == NULL)
         p = alloc_slow(heap, cls, size, align, NULL, CALLER());
@@ -308,11 +322,14 @@ void *ouro_aligned_alloc(size_t align, size_t size)
     return p;
 }
 
-/* Debug mode's blocks, and misuse. */
+/* Debug mode's blocks, traced blocks, and misuse. */
 static ouro_noinline void *realloc_generic(void *p, size_t size, const void *site)
 {
     if (ouro__debug_on())
         return ouro__debug_realloc(p, size, site);
+    void *q;
+    if (ouro__trace_realloc(p, size, site, &q))
+        return q;
     uintptr_t u = (uintptr_t)p;
     if (ouro__unit_kind(u) == OURO_UNIT_ARENA)
         (void)checked_pool(u, "ouro_realloc"); /* reports what is wrong */
@@ -343,6 +360,8 @@ void *ouro_realloc(void *p, size_t size)
         ouro_large_t *l = ouro__large_find(p, kind);
         if (l == NULL)
             ouro__report_invalid("ouro_realloc", p);
+        if (unlikely(l->trace_site != NULL))
+            return realloc_generic(p, size, CALLER());
         old = l->size;
         if (size > OURO_LARGE_MAX || size > l->usable / 2) {
             void *q = ouro__large_realloc(l, size);

@@ -68,8 +68,9 @@ _Static_assert(DBG_OFFSET - DBG_MARK_AT >= 16, "at least 16 guard bytes before t
 
 /* ---- reports ---- */
 
-/* "0x... (symbol+0x..)" or "0x... (file+0x..)" for a call site. */
-static const char *site_str(const void *site, char *buf, size_t n)
+/* "0x... (symbol+0x..)" or "0x... (file+0x..)" for a call site (trace.c's
+ * reports use it too). */
+const char *ouro__site_str(const void *site, char *buf, size_t n)
 {
     if (site == NULL)
         return "an unknown call site";
@@ -97,7 +98,7 @@ static const char *describe(const dbg_head_t *h, const ouro_pool_t *pool, char *
 {
     char site[160];
     snprintf(buf, n, "size class %d, %zu-byte blocks; %u bytes requested, allocated at %s", pool->cls,
-             block_size_of(pool), h->size, site_str(h->site, site, sizeof site));
+             block_size_of(pool), h->size, ouro__site_str(h->site, site, sizeof site));
     return buf;
 }
 
@@ -266,7 +267,7 @@ static void large_check(const ouro_large_t *l, const char *fn)
         ouro__fatal("buffer overflow: %s(%p): guard byte +%zu past the end was overwritten "
                     "(0x%02x, not 0x%02x) (size class: large, %zu bytes requested, allocated at %s)",
                     fn, (void *)p, bad - l->dbg_size, p[bad], BYTE_GUARD, l->dbg_size,
-                    site_str(l->dbg_site, site, sizeof site));
+                    ouro__site_str(l->dbg_site, site, sizeof site));
     }
 }
 
@@ -370,6 +371,20 @@ int ouro__debug_owns(const void *p)
         return 0;
     const dbg_head_t *h = (const dbg_head_t *)block;
     return head_sane(h, bs) && u == (uintptr_t)block + h->offset;
+}
+
+bool ouro__debug_block_user(uint8_t *block, size_t bs, void **user, size_t *size)
+{
+    /* relaxed atomics: a walk may read the header of a block its owner is
+     * writing right now (it then skips or reports it, either is allowed) */
+    uint32_t sz = __atomic_load_n(&((dbg_head_t *)block)->size, __ATOMIC_RELAXED);
+    uint32_t off = __atomic_load_n(&((dbg_head_t *)block)->offset, __ATOMIC_RELAXED);
+    dbg_head_t h = {.size = sz, .offset = off};
+    if (!head_sane(&h, bs))
+        return false;
+    *user = block + off;
+    *size = sz;
+    return true;
 }
 
 /* ---- objects: a decref below zero ---- */

@@ -58,14 +58,14 @@ static inline bool heap_is_sentinel(const ouro_heap_t *h)
     return h == &ouro__empty_heap || h == &ouro__empty_oheap || h == &ouro__empty_gheap;
 }
 
-/* The thread's heap of `kind`.  In debug mode the plain heap lives in
- * ouro__dheap and ouro__heap stays the sentinel (see internal.h). */
+/* The thread's heap of `kind`.  The plain heap lives in ouro__dheap; its
+ * front pointer ouro__heap, which malloc's inline paths read, is the same
+ * heap, or the sentinel in debug mode and while tracing (see internal.h). */
 static inline ouro_heap_t **tls_heap(int kind)
 {
     return kind == OURO_KIND_GC       ? &ouro__gheap
            : kind == OURO_KIND_OBJECT ? &ouro__oheap
-           : ouro__debug_on()         ? &ouro__dheap
-                                      : &ouro__heap;
+                                      : &ouro__dheap;
 }
 
 static inline ouro_heap_t *sentinel(int kind)
@@ -153,6 +153,14 @@ static ouro_heap_t *heap_new(int kind)
     h->thread = pthread_self();
     h->tid = ouro__thread_id();
     h->free_next = NULL;
+    /* the plain heap's front pointer, which the tracer may redirect (trace.c) */
+    h->tls_slot = kind == OURO_KIND_PLAIN ? &ouro__heap : NULL;
+    /* relaxed: statistics; a reader may see the old thread's figures a moment longer */
+    atomic_store_explicit(&h->st_slow, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_claimed, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_adopted, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_released, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->st_remote, 0, memory_order_relaxed);
     pthread_mutex_unlock(&reg_lock);
     atomic_fetch_add_explicit(&ouro__counters.threads, 1, memory_order_relaxed);
     return h;
@@ -165,6 +173,12 @@ static ouro_heap_t *heap_init_thread(int kind)
     if (h == NULL)
         return NULL;
     *tls_heap(kind) = h;
+    /* seq_cst: trace.c reads the tracing flag after this store, and sends
+     * the thread back to the sentinel if tracing started meanwhile (its
+     * starter stores the flag, then the sentinel here: one of the two sees
+     * the other's store) */
+    if (kind == OURO_KIND_PLAIN && !ouro__debug_on())
+        __atomic_store_n(&ouro__heap, h, __ATOMIC_SEQ_CST);
     pthread_setspecific(heap_key[kind], h);
     return h;
 }
@@ -192,6 +206,7 @@ static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
         ouro__heap_set_cur(heap, pool->cls, &ouro__empty_pool);
     ouro__heap_set_owner(pool, NULL);
     ouro__arena_release_pool(pool);
+    ouro__heap_stat_add(&heap->st_released, 1);
 }
 
 /* Take the pools off the heap's queue and the blocks freed to them. */
@@ -209,7 +224,7 @@ static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
         /* seq_cst load pairs with our own stores: only we set owner to heap */
         if (atomic_load_explicit(&pool->owner, memory_order_relaxed) != heap)
             continue; /* released by us since it was queued */
-        ouro__pool_collect_remote(pool);
+        ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
         if (ouro__pool_in_full(pool) && pool->free) {
             list_remove(&heap->full[pool->cls], pool);
             ouro__pool_set_full(pool, false);
@@ -292,6 +307,10 @@ static void heap_thread_done(void *arg)
     heap_abandon(heap, false);
     /* frees after this point (later TLS destructors) take the remote path */
     *tls_heap(heap->kind) = sentinel(heap->kind);
+    if (heap->kind == OURO_KIND_PLAIN)
+        /* relaxed: only a nudge (ouro__heap_route_all) may store here too,
+         * and it stores the same sentinel */
+        __atomic_store_n(&ouro__heap, &ouro__empty_heap, __ATOMIC_RELAXED);
     heap_retire(heap);
     sweep_abandoned(false);
     ouro__arena_purge(false);
@@ -362,6 +381,7 @@ static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
      * block to us, and our pop_all below sees it */
     ouro__heap_set_owner(pool, heap);
     ouro__pool_collect_remote(pool);
+    ouro__heap_stat_add(&heap->st_adopted, 1);
     return pool;
 }
 
@@ -373,9 +393,13 @@ static ouro_pool_t *pool_fresh(ouro_heap_t *heap, int cls)
     ouro_pool_t *pool = ouro__arena_claim_pool(heap->node < 0 ? 0 : heap->node, ouro__class_span(cls));
     if (pool == NULL)
         return NULL;
+    /* before ouro__pool_init publishes the pool (release on slot_pool):
+     * walks and statistics read the kind of any pool they find; relaxed
+     * atomic, as they may still read it in the header's last life */
+    __atomic_store_n(&pool->kind, (uint8_t)heap->kind, __ATOMIC_RELAXED);
     ouro__pool_init(pool, cls, pool->mem_is_zero);
-    pool->kind = (uint8_t)heap->kind;
     ouro__heap_set_owner(pool, heap);
+    ouro__heap_stat_add(&heap->st_claimed, 1);
     return pool;
 }
 
@@ -403,6 +427,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             return NULL;
         }
     }
+    ouro__heap_stat_add(&heap->st_slow, 1);
     /* the inline pop refused a head that is not NULL: a link of the free
      * list was corrupt (a write after free, or an overflow into a free block) */
     ouro_pool_t *cur = heap->cur[cls];
@@ -413,7 +438,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
         ouro_pool_t *pool = heap->avail[cls];
         while (pool) {
             if (pool->free == NULL)
-                ouro__pool_collect_remote(pool);
+                ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
             if (pool->free == NULL)
                 ouro__pool_extend(pool);
             if (pool->free) {
@@ -465,7 +490,7 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
             ouro_pool_t *p = l ? heap->full[c] : heap->avail[c];
             while (p) {
                 ouro_pool_t *next = p->next;
-                ouro__pool_collect_remote(p);
+                ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(p));
                 if (ouro__pool_in_full(p) && p->free) {
                     list_remove(&heap->full[c], p);
                     ouro__pool_set_full(p, false);
@@ -483,16 +508,16 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
 void ouro__heap_collect(bool release_empty)
 {
     sweep_abandoned(true);
-    heap_collect(ouro__heap, release_empty);
     heap_collect(ouro__dheap, release_empty);
     heap_collect(ouro__oheap, release_empty);
     heap_collect(ouro__gheap, release_empty);
 }
 
 /* Visit every block of `heap`'s pools that is handed out: carved, and not
- * free (free blocks, local or remote, carry the free cookie).  Only the
- * owning thread may call it: it reads blocks other threads may be freeing,
- * and a block being freed concurrently may be seen either way. */
+ * free (free blocks, local or remote, carry the free cookie; blocks never
+ * handed out the fresh one).  Only the owning thread may call it: it reads
+ * blocks other threads may be freeing, and a block being freed
+ * concurrently may be seen either way. */
 void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg)
 {
     for (int c = 0; c < OURO_NCLASSES; c++)
@@ -501,9 +526,7 @@ void ouro__heap_visit_live(ouro_heap_t *heap, ouro_block_visit_fn *fn, void *arg
                 size_t bs = atomic_load_explicit(&p->block_size, memory_order_relaxed);
                 for (uint32_t i = 0; i < p->capacity; i++) {
                     ouro_block_t *b = (ouro_block_t *)(p->start + (size_t)i * bs);
-                    /* relaxed: another thread may be freeing the block right
-                     * now (free_remote stores the cookie atomically too) */
-                    if (__atomic_load_n(&b->cookie, __ATOMIC_RELAXED) != ((uintptr_t)b ^ ouro__key))
+                    if (ouro__block_is_live(b))
                         fn(b, p, arg);
                 }
             }
@@ -522,6 +545,35 @@ ouro_heap_t *ouro__heap_find(uintptr_t tid, int kind)
 size_t ouro__heap_count(void)
 {
     return atomic_load_explicit(&ouro__counters.threads, memory_order_relaxed);
+}
+
+/* Point every live thread's front pointer (ouro__heap) at the sentinel, so
+ * that its next allocation takes alloc.c's slow path, which asks trace.c.
+ * A heap alive under the registry lock belongs to a running thread (its
+ * exit retires it under the lock), so its ouro__heap is mapped.  seq_cst:
+ * see heap_init_thread and trace.c; the owner reads it relaxed. */
+void ouro__heap_route_all(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next)
+        if (h->alive && h->tls_slot)
+            __atomic_store_n(h->tls_slot, &ouro__empty_heap, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+size_t ouro__heap_list(ouro_heap_ref_t *out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
+        if (!h->alive)
+            continue;
+        if (n < cap)
+            out[n] = (ouro_heap_ref_t){h, h->tid, h->kind};
+        n++;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return n;
 }
 
 /* ---- fork: the child keeps only the forking thread ---- */
@@ -558,8 +610,8 @@ void ouro__heap_fork_child(void)
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
-        if (h == ouro__heap || h == ouro__dheap || h == ouro__oheap || h == ouro__gheap) {
-            alive += h == ouro__heap || h == ouro__dheap;
+        if (h == ouro__dheap || h == ouro__oheap || h == ouro__gheap) {
+            alive += h == ouro__dheap;
             continue;
         }
         heap_abandon(h, true);

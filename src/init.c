@@ -18,7 +18,7 @@ ouro_counters_t ouro__counters;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-/* Fork holds every lock of ouro (36 in all), always in this order, so the
+/* Fork holds every lock of ouro (38 in all), always in this order, so the
  * child starts with consistent structures; the child then hands the pools of
  * the threads it lost to the abandoned stacks. */
 static void fork_prepare(void)
@@ -28,12 +28,16 @@ static void fork_prepare(void)
     ouro__weakref_fork_prepare();
     ouro__brc_fork_prepare();
     ouro__heap_fork_prepare();
+    ouro__trace_fork_prepare();
+    ouro__large_fork_prepare();
     ouro__arena_fork_prepare();
 }
 
 static void fork_parent(void)
 {
     ouro__arena_fork_parent();
+    ouro__large_fork_parent();
+    ouro__trace_fork_parent();
     ouro__heap_fork_parent();
     ouro__brc_fork_parent();
     ouro__weakref_fork_parent();
@@ -45,6 +49,8 @@ static void fork_child(void)
 {
     /* first every lock (the child is the forking thread, which holds them) */
     ouro__arena_fork_child();
+    ouro__large_fork_parent();
+    ouro__trace_fork_parent();
     ouro__heap_fork_child_unlock();
     ouro__brc_fork_parent();
     ouro__weakref_fork_parent();
@@ -72,6 +78,7 @@ static void init_once(void)
     ouro__key = (uintptr_t)rnd[0] | 1; /* never 0: a zero cookie means "allocated" */
     ouro__hardened_init(rnd[1]);
     ouro__heap_global_init();
+    ouro__trace_init();
     ouro__brc_init();
     ouro__gc_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -89,6 +96,7 @@ __attribute__((constructor)) static void ouro_ctor(void)
 
 __attribute__((destructor)) static void ouro_dtor(void)
 {
+    ouro__trace_at_exit();
     if (ouro__options[OURO_OPTION_SHOW_STATS] == 1)
         ouro_stats_print(stderr);
     else if (ouro__options[OURO_OPTION_SHOW_STATS] == 2)

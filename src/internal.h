@@ -210,6 +210,10 @@ typedef struct ouro_large_s {
     size_t size;         /* bytes last requested */
     size_t dbg_size;     /* debug mode: bytes the user requested (size holds the guard too) */
     const void *dbg_site;/* debug mode: return address of the allocating call */
+    struct ouro_large_s *next, *prev; /* [large lock] the list of live large blocks (heap walks) */
+    void *trace_site;    /* trace.c: the call-site record of a traced block, else NULL */
+    size_t trace_size;   /* trace.c: bytes requested, as counted at the site */
+    uint64_t trace_weight; /* trace.c: blocks the sample stands for (16.16 fixed point) */
 } ouro_large_t;
 
 /* ---- thread heaps ---- */
@@ -233,7 +237,30 @@ typedef struct ouro_heap_s {
     uintptr_t tid;                     /* [init] the thread's thread pointer (pool->owner_tp) */
     struct ouro_heap_s *reg_next;      /* [registry lock] all heaps ever made */
     struct ouro_heap_s *free_next;     /* [registry lock] heaps free for reuse */
+    struct ouro_heap_s **tls_slot;     /* [registry lock] plain heaps: the thread's ouro__heap, which
+                                        * the tracer may point at the sentinel (trace.c) */
+    /* per-thread statistics, counted on slow paths only: [owner] writes
+     * (relaxed load and store, ouro__heap_stat_add), stats read relaxed */
+    _Atomic size_t st_slow;            /* allocations that took the slow path */
+    _Atomic size_t st_claimed;         /* pools claimed fresh from the arena layer */
+    _Atomic size_t st_adopted;         /* pools of exited threads adopted */
+    _Atomic size_t st_released;        /* empty pools given back to the arena layer */
+    _Atomic size_t st_remote;          /* blocks other threads freed to its pools, taken back */
 } ouro_heap_t;
+
+/* A live heap as the registry knows it (ouro__heap_list). */
+typedef struct ouro_heap_ref_s {
+    ouro_heap_t *heap;
+    uintptr_t tid; /* its thread's thread pointer, (uintptr_t)pthread_self() */
+    int kind;
+} ouro_heap_ref_t;
+
+/* Count `n` on a heap statistic: only the owner writes it (no RMW needed);
+ * relaxed, as readers only sum a snapshot. */
+static inline void ouro__heap_stat_add(_Atomic size_t *c, size_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
 
 /* ---- globals ---- */
 extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
@@ -245,10 +272,20 @@ extern ouro_heap_t ouro__empty_gheap ouro_hidden; /* sentinel: no thread heap ye
 extern __thread ouro_heap_t *ouro__heap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__oheap ouro_hidden __attribute__((tls_model("initial-exec")));
 extern __thread ouro_heap_t *ouro__gheap ouro_hidden __attribute__((tls_model("initial-exec")));
-/* Debug mode: the thread's plain heap.  ouro__heap then stays the sentinel,
- * so every inline allocation path misses and reaches a slow path that hands
- * the request to debug.c, which allocates from this heap. */
+/* The thread's plain heap.  ouro__heap, the front pointer malloc's inline
+ * paths read, is the same heap, or the sentinel: in debug mode always (every
+ * inline allocation path misses and reaches a slow path that hands the
+ * request to debug.c, which allocates from this heap), and while tracing
+ * (trace.c, same mechanism).  Only the owner writes ouro__dheap; another
+ * thread may store the sentinel into ouro__heap (ouro__heap_route_all), so
+ * every access to ouro__heap is atomic (relaxed for the owner's loads). */
 extern __thread ouro_heap_t *ouro__dheap ouro_hidden __attribute__((tls_model("initial-exec")));
+
+/* The front pointer, for malloc's inline paths: one plain load on x86-64. */
+static inline ouro_heap_t *ouro__heap_front(void)
+{
+    return __atomic_load_n(&ouro__heap, __ATOMIC_RELAXED);
+}
 
 /* counters kept by the arena layer, relaxed atomics: only summed for stats */
 typedef struct ouro_counters_s {
@@ -338,12 +375,20 @@ void ouro__heap_fork_parent(void) ouro_hidden;
 void ouro__heap_fork_child_unlock(void) ouro_hidden;
 void ouro__heap_fork_child(void) ouro_hidden;
 size_t ouro__heap_count(void) ouro_hidden;
+void ouro__heap_route_all(void) ouro_hidden;
+/* Copy up to `cap` live heaps into `out` (under the registry lock); returns how many there are. */
+size_t ouro__heap_list(ouro_heap_ref_t *out, size_t cap) ouro_hidden;
 
 /* ---- large.c: blocks straight from the OS ---- */
 void *ouro__large_alloc(size_t size, size_t align, bool *zero) ouro_hidden;
 void ouro__large_free(ouro_large_t *l) ouro_hidden;
 void *ouro__large_realloc(ouro_large_t *l, size_t size) ouro_hidden;
 ouro_large_t *ouro__large_find(const void *p, int kind) ouro_hidden;
+/* Call fn on every live large block, holding the large lock: fn must not
+ * allocate or free large blocks. */
+void ouro__large_visit(void (*fn)(ouro_large_t *l, void *arg), void *arg) ouro_hidden;
+void ouro__large_fork_prepare(void) ouro_hidden;
+void ouro__large_fork_parent(void) ouro_hidden; /* also the child's: the child is the forking thread */
 
 /* ---- debug.c: debug mode's guarded blocks and misuse reports ----
  * Every plain allocation and free of a debug-mode process goes through
@@ -354,7 +399,36 @@ void ouro__debug_free(void *p, const char *fn) ouro_hidden;
 void *ouro__debug_realloc(void *p, size_t size, const void *site) ouro_hidden;
 size_t ouro__debug_usable_size(const void *p) ouro_hidden;
 int ouro__debug_owns(const void *p) ouro_hidden;
+/* The user pointer and size of the live debug block at `block` (block size
+ * `bs`), for heap walks; false if its header is not (yet) sane. */
+bool ouro__debug_block_user(uint8_t *block, size_t bs, void **user, size_t *size) ouro_hidden;
 _Noreturn void ouro__report_decref_below_zero(const ouro_object_t *o) ouro_hidden;
+const char *ouro__site_str(const void *site, char *buf, size_t n) ouro_hidden;
+
+/* ---- trace.c: allocation tracing ----
+ * alloc.c routes to these only from paths that are slow already: the
+ * sentinel's slow path (a traced thread's every small allocation, and each
+ * thread's first), large allocations, and frees, reallocs and sizes of
+ * pointers that are not the start of a block. */
+extern _Atomic int ouro__tracing ouro_hidden; /* frames recorded while tracing, 0 when off */
+static inline bool ouro__trace_on(void)
+{
+    /* relaxed: a thread that sees the change late traces (or not) a little
+     * longer; ouro_trace_start's nudge makes every thread look soon */
+    return atomic_load_explicit(&ouro__tracing, memory_order_relaxed) != 0;
+}
+void ouro__trace_init(void) ouro_hidden;
+void ouro__trace_at_exit(void) ouro_hidden;
+void *ouro__trace_alloc(int cls, size_t size, size_t align, bool *zero, const void *site) ouro_hidden;
+void *ouro__trace_large(size_t size, size_t align, bool *zero, const void *site) ouro_hidden;
+bool ouro__trace_free(void *p) ouro_hidden;                 /* false: not a traced block */
+void ouro__trace_forget_large(ouro_large_t *l) ouro_hidden; /* before a traced large block is freed */
+bool ouro__trace_usable(const void *p, size_t *out) ouro_hidden;
+bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out) ouro_hidden;
+/* The user pointer and usable size of the traced block at `block`, for heap walks. */
+bool ouro__trace_block_user(uint8_t *block, size_t bs, void **user, size_t *size) ouro_hidden;
+void ouro__trace_fork_prepare(void) ouro_hidden;
+void ouro__trace_fork_parent(void) ouro_hidden; /* also the child's */
 
 /* ------------------------------------------------------------------ */
 /* fast paths                                                           */
@@ -443,6 +517,22 @@ static inline uintptr_t ouro__thread_id(void)
     return (uintptr_t)__builtin_thread_pointer();
 }
 
+/* A block carved but never handed out carries the fresh cookie (pool.c's
+ * extend writes it): address ^ key ^ this salt.  It tells such blocks from
+ * handed-out ones in heap walks, which the free cookie alone cannot (a
+ * carved block has not been freed).  Allocation clears it as it clears the
+ * free cookie. */
+#define OURO_FRESH_SALT 0x6672657368626c6bull /* "freshblk" */
+
+/* Whether the carved block `b` is handed out: it carries neither the free
+ * cookie nor the fresh one.  Relaxed atomic load: heap walks read blocks
+ * other threads may be freeing (free_remote stores the cookie atomically). */
+static inline bool ouro__block_is_live(const ouro_block_t *b)
+{
+    uintptr_t c = __atomic_load_n(&b->cookie, __ATOMIC_RELAXED), free_c = (uintptr_t)b ^ ouro__key;
+    return c != free_c && c != (free_c ^ OURO_FRESH_SALT);
+}
+
 /* ---- free lists ----
  * A free block's link (word 0) holds the next free block XORed with its
  * pool's key: in the default mode the key is 0 and the XOR leaves the link
@@ -479,11 +569,13 @@ static inline bool ouro__pool_head_ok(const ouro_pool_t *pool, const ouro_block_
 }
 
 /* Whether block `b`, on the free list of `pool`, is zero but for its link
- * word: carved from zero memory and never freed since (frees set the cookie).
- * `b` is checked first, as callers pass the head of the free list unchecked. */
+ * and cookie words: carved from zero memory and never handed out since (it
+ * still carries the fresh cookie).  `b` is checked first, as callers pass
+ * the head of the free list unchecked. */
 static inline bool ouro__block_is_fresh(const ouro_pool_t *pool, const ouro_block_t *b)
 {
-    return pool->mem_is_zero && ouro__pool_head_ok(pool, b) && b->cookie != ((uintptr_t)b ^ ouro__key);
+    return pool->mem_is_zero && ouro__pool_head_ok(pool, b) &&
+           b->cookie == ((uintptr_t)b ^ ouro__key ^ OURO_FRESH_SALT);
 }
 
 /* Pop a block of class `cls`; NULL if the heap's current pool has nothing

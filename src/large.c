@@ -7,7 +7,9 @@
  * header sits one unit below it (unit kind LARGE_PREV).  Mappings are rounded
  * up to whole units: the slack is address space only, never touched until a
  * realloc grows into it, so growing in place is free up to the unit's end.
- * Owns these mappings and their unit-map entries; nothing else.
+ * Owns these mappings and their unit-map entries, and the list of live
+ * large blocks (for heap walks; a mutex, as every operation on a large
+ * block is a system call anyway); nothing else.
  *
  * Hardened mode: the last page of every mapping is a guard (PROT_NONE), so
  * an overflow running off the end of a large block faults.  `usable` stops
@@ -20,8 +22,32 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define LARGE_HDR 64u
+#define LARGE_HDR 128u
 _Static_assert(sizeof(ouro_large_t) <= LARGE_HDR, "the large header fits below the user pointer");
+
+/* every live large block, for heap walks; the header moves with mremap,
+ * so a realloc that moves one relinks it under the lock */
+static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
+static ouro_large_t *large_list;
+
+static void list_add(ouro_large_t *l)
+{
+    l->prev = NULL;
+    l->next = large_list;
+    if (large_list)
+        large_list->prev = l;
+    large_list = l;
+}
+
+static void list_del(ouro_large_t *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        large_list = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+}
 
 static size_t round_up(size_t n, size_t to)
 {
@@ -69,6 +95,12 @@ void *ouro__large_alloc(size_t size, size_t align, bool *zero)
     l->size = size;
     l->dbg_size = size;
     l->dbg_site = NULL;
+    l->trace_site = NULL;
+    l->trace_size = 0;
+    l->trace_weight = 0;
+    pthread_mutex_lock(&large_lock);
+    list_add(l);
+    pthread_mutex_unlock(&large_lock);
     unit_set(user, off >= OURO_UNIT_SIZE ? OURO_UNIT_LARGE_PREV : OURO_UNIT_LARGE);
     atomic_fetch_add_explicit(&ouro__counters.reserved, map_size, memory_order_relaxed);
     atomic_fetch_add_explicit(&ouro__counters.large_count, 1, memory_order_relaxed);
@@ -106,7 +138,10 @@ void ouro__large_free(ouro_large_t *l)
     atomic_fetch_sub_explicit(&ouro__counters.large_mapped, round_up(off + l->size, ouro__os_page_size()),
                               memory_order_relaxed);
     unit_set(l->user, OURO_UNIT_NONE);
+    pthread_mutex_lock(&large_lock);
+    list_del(l);
     l->magic = 0; /* a second free finds no header */
+    pthread_mutex_unlock(&large_lock);
     ouro__os_unmap(l->map_base, l->map_size);
 }
 
@@ -137,14 +172,21 @@ void *ouro__large_realloc(ouro_large_t *l, size_t size)
     }
     size_t old_map = l->map_size, old_size = l->size, old_usable = l->usable;
     void *old_base = l->map_base, *old_user = l->user;
-    /* mremap moves one mapping: the readable pages, without the old guard
-     * (a mapping of its own, as its protection differs) */
+    /* the header moves with the pages: no walk may follow a link to it
+     * meanwhile.  mremap moves one mapping: the readable pages, without the
+     * old guard (a mapping of its own, as its protection differs) */
+    pthread_mutex_lock(&large_lock);
+    list_del(l);
     uint8_t *moved =
         mremap(l->map_base, old_map - guard, new_map - guard, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
     if (moved == MAP_FAILED) {
+        list_add(l);
+        pthread_mutex_unlock(&large_lock);
         ouro__os_unmap(dst, new_map);
         return NULL;
     }
+    list_add((ouro_large_t *)moved);
+    pthread_mutex_unlock(&large_lock);
     if (guard)
         ouro__os_unmap((uint8_t *)old_base + old_map - guard, guard);
     ouro_large_t *nl = (ouro_large_t *)moved;
@@ -161,4 +203,22 @@ void *ouro__large_realloc(ouro_large_t *l, size_t size)
                               round_up(off + size, page) - round_up(off + old_size, page),
                               memory_order_relaxed);
     return nl->user;
+}
+
+void ouro__large_visit(void (*fn)(ouro_large_t *l, void *arg), void *arg)
+{
+    pthread_mutex_lock(&large_lock);
+    for (ouro_large_t *l = large_list; l; l = l->next)
+        fn(l, arg);
+    pthread_mutex_unlock(&large_lock);
+}
+
+void ouro__large_fork_prepare(void)
+{
+    pthread_mutex_lock(&large_lock);
+}
+
+void ouro__large_fork_parent(void)
+{
+    pthread_mutex_unlock(&large_lock);
 }

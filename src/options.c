@@ -44,6 +44,12 @@ static const option_desc_t table[OURO_OPTION_COUNT_] = {
                            "debug mode: guard bytes, fill patterns, misuse reports with call sites"},
     [OURO_OPTION_HARDENED] = {"OURO_HARDENED", HARDENED_DEFAULT, 0, 1,
                               "hardened mode: encoded free lists, random allocation order, guard pages"},
+    [OURO_OPTION_TRACE] = {"OURO_TRACE", 0, 0, OURO_TRACE_MAX_FRAMES,
+                           "allocation tracing: frames recorded per allocation (0 off)"},
+    [OURO_OPTION_TRACE_SAMPLE] = {"OURO_TRACE_SAMPLE", 1, 0, 1L << 40,
+                                  "tracing: mean bytes between traced allocations (0 or 1: every one)"},
+    [OURO_OPTION_TRACE_LEAKS] = {"OURO_TRACE_LEAKS", 0, 0, 1,
+                                 "print the traced blocks still allocated at exit, by call site"},
 };
 
 long ouro__options[OURO_OPTION_COUNT_] = {
@@ -55,6 +61,7 @@ long ouro__options[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_GC_THRESHOLD] = 700,
     [OURO_OPTION_DEBUG] = DEBUG_DEFAULT,
     [OURO_OPTION_HARDENED] = HARDENED_DEFAULT,
+    [OURO_OPTION_TRACE_SAMPLE] = 1,
 };
 
 void ouro__options_init(void)
@@ -99,6 +106,14 @@ int ouro_option_set(ouro_option_t option, long value)
     if ((option == OURO_OPTION_DEBUG || option == OURO_OPTION_HARDENED) && value != ouro__options[option]) {
         errno = EPERM;
         return -1;
+    }
+    /* tracing has a switch of its own, which keeps the option in step */
+    if (option == OURO_OPTION_TRACE) {
+        if (value == 0) {
+            ouro_trace_stop();
+            return 0;
+        }
+        return ouro_trace_start((int)value);
     }
     ouro__options[option] = value;
     return 0;

@@ -82,7 +82,7 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
  * (Fisher-Yates with the thread's generator), links encoded, so that where
  * the next block of a fresh page lies cannot be predicted from where the
  * last one did.  n <= OURO_EXTEND_BYTES / 16. */
-static void extend_shuffled(ouro_pool_t *pool, uint8_t *first, size_t bs, uint32_t n)
+static void extend_shuffled(ouro_pool_t *pool, uint8_t *first, size_t bs, uint32_t n, uintptr_t fresh)
 {
     uint16_t order[OURO_EXTEND_BYTES / 16];
     for (uint32_t i = 0; i < n; i++)
@@ -92,6 +92,7 @@ static void extend_shuffled(ouro_pool_t *pool, uint8_t *first, size_t bs, uint32
     for (uint32_t i = n; i-- > 0;) {
         ouro_block_t *b = (ouro_block_t *)(first + (size_t)order[i] * bs);
         ouro__link_encode(pool, b, next);
+        b->cookie = (uintptr_t)b ^ fresh;
         next = b;
     }
     pool->free = next;
@@ -112,13 +113,19 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     if (n > pool->reserved - pool->capacity)
         n = pool->reserved - pool->capacity;
     uint8_t *first = pool->start + (size_t)pool->capacity * bs;
+    /* each block gets the fresh cookie (internal.h), on the line its link
+     * is written to anyway: heap walks then skip blocks never handed out */
+    uintptr_t fresh = ouro__key ^ OURO_FRESH_SALT;
     if (pool->key != 0) {
-        extend_shuffled(pool, first, bs, n);
+        extend_shuffled(pool, first, bs, n, fresh);
     } else {
         uint8_t *b = first;
-        for (uint32_t i = 1; i < n; i++, b += bs)
+        for (uint32_t i = 1; i < n; i++, b += bs) {
             ((ouro_block_t *)b)->node.next = (struct cds_lfs_node *)(b + bs);
+            ((ouro_block_t *)b)->cookie = (uintptr_t)b ^ fresh;
+        }
         ((ouro_block_t *)b)->node.next = NULL;
+        ((ouro_block_t *)b)->cookie = (uintptr_t)b ^ fresh;
         pool->free = (ouro_block_t *)first;
     }
     pool->capacity += n;

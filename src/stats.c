@@ -1,10 +1,14 @@
 /*
  * stats.c — statistics: a snapshot of the heap readable by programs
- * (ouro_stats_get) and printable (ouro_stats_print).  Reads pools only
- * through their atomic fields; never changes anything.
+ * (ouro_stats_get, and per thread ouro_stats_threads) and printable
+ * (ouro_stats_print).  Reads pools only through their atomic fields; never
+ * changes anything.  Per-thread figures come from the pools each heap owns
+ * and from counters its slow paths keep: the fast paths count nothing.
  */
 #include "object.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void visit_pool(ouro_pool_t *pool, void *arg)
@@ -53,6 +57,121 @@ static const char *const phase_names[OURO_GC_NPHASES] = {
     [OURO_GC_PHASE_MARK] = "mark",   [OURO_GC_PHASE_H2] = "h2",     [OURO_GC_PHASE_VALIDATE] = "validate",
     [OURO_GC_PHASE_FINISH] = "finish",
 };
+/* ---- per thread ---- */
+
+/* Work memory straight from the OS: stats must not allocate from the heap
+ * they describe (nor be traced). */
+typedef struct thread_work_s {
+    ouro_heap_ref_t *refs;   /* live heaps, sorted by address */
+    size_t nrefs;
+    ouro_thread_stats_t *acc; /* [i]: figures of refs[i]; [nrefs]: pools no heap owns */
+    size_t bytes;
+} thread_work_t;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const ouro_heap_ref_t *)a)->heap, y = (uintptr_t)((const ouro_heap_ref_t *)b)->heap;
+    return x < y ? -1 : x > y;
+}
+
+static void visit_pool_owner(ouro_pool_t *pool, void *arg)
+{
+    thread_work_t *w = arg;
+    /* relaxed: a snapshot; the pool was reached through an acquire of slot_pool */
+    size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+    ouro_heap_t *owner = atomic_load_explicit(&pool->owner, memory_order_relaxed);
+    size_t lo = 0, hi = w->nrefs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if ((uintptr_t)w->refs[mid].heap < (uintptr_t)owner)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    /* a heap that was born after the list was taken counts as nobody's */
+    ouro_thread_stats_t *t = owner && lo < w->nrefs && w->refs[lo].heap == owner ? &w->acc[lo] : &w->acc[w->nrefs];
+    /* [init], published with the pool; relaxed atomic: the header may be
+     * set up again for another heap while we look (heap.c's pool_fresh) */
+    int kind = __atomic_load_n(&pool->kind, __ATOMIC_RELAXED);
+    size_t used = ouro__pool_used(pool);
+    t->pools++;
+    if (kind >= 0 && kind < OURO_KINDS) {
+        t->blocks[kind] += used;
+        t->bytes[kind] += used * bs;
+    }
+}
+
+size_t ouro_stats_threads(ouro_thread_stats_t *out, size_t max)
+{
+    ouro__init();
+    thread_work_t w = {0};
+    size_t page = ouro__os_page_size(), cap = 64, n;
+    for (;;) { /* the heap list, in memory of our own; again if threads came meanwhile */
+        w.bytes = (cap * (sizeof(ouro_heap_ref_t) + sizeof(ouro_thread_stats_t)) + sizeof(ouro_thread_stats_t) +
+                   page - 1) & ~(page - 1);
+        void *mem = ouro__os_map(w.bytes);
+        if (mem == NULL) {
+            errno = ENOMEM;
+            return 0;
+        }
+        w.acc = mem; /* cap + 1 entries, then the refs */
+        w.refs = (ouro_heap_ref_t *)(w.acc + cap + 1);
+        n = ouro__heap_list(w.refs, cap);
+        if (n <= cap)
+            break;
+        ouro__os_unmap(mem, w.bytes);
+        cap = n + n / 4 + 8;
+    }
+    w.nrefs = n;
+    qsort(w.refs, n, sizeof *w.refs, ref_cmp);
+    ouro__arena_visit_pools(visit_pool_owner, &w);
+    /* counters of each heap, then one entry per thread: the refs of a thread
+     * (up to three heaps, one per kind) fold into the first of them */
+    size_t nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        ouro_heap_t *h = w.refs[i].heap;
+        ouro_thread_stats_t *t = &w.acc[i];
+        /* relaxed: a snapshot of counters only their owners write */
+        t->slow_allocs = atomic_load_explicit(&h->st_slow, memory_order_relaxed);
+        t->pools_claimed = atomic_load_explicit(&h->st_claimed, memory_order_relaxed);
+        t->pools_adopted = atomic_load_explicit(&h->st_adopted, memory_order_relaxed);
+        t->pools_released = atomic_load_explicit(&h->st_released, memory_order_relaxed);
+        t->remote_frees = atomic_load_explicit(&h->st_remote, memory_order_relaxed);
+        t->thread = w.refs[i].tid;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ouro_thread_stats_t *t = &w.acc[i];
+        if (t->thread == 0)
+            continue; /* folded already */
+        for (size_t j = i + 1; j < n; j++) {
+            ouro_thread_stats_t *u = &w.acc[j];
+            if (u->thread != t->thread)
+                continue;
+            t->pools += u->pools;
+            for (int k = 0; k < 3; k++) {
+                t->blocks[k] += u->blocks[k];
+                t->bytes[k] += u->bytes[k];
+            }
+            t->slow_allocs += u->slow_allocs;
+            t->pools_claimed += u->pools_claimed;
+            t->pools_adopted += u->pools_adopted;
+            t->pools_released += u->pools_released;
+            t->remote_frees += u->remote_frees;
+            u->thread = 0;
+        }
+        if (nout < max)
+            out[nout] = *t;
+        nout++;
+    }
+    if (w.acc[n].pools) {
+        w.acc[n].thread = 0;
+        if (nout < max)
+            out[nout] = w.acc[n];
+        nout++;
+    }
+    ouro__os_unmap(w.acc, w.bytes);
+    return nout;
+}
 
 static void human(char *buf, size_t n, size_t bytes)
 {
@@ -71,6 +190,77 @@ static const char *mode_name(void)
 {
     return ouro__debug_on() ? (ouro__hardened_on() ? "debug+hardened" : "debug")
                             : (ouro__hardened_on() ? "hardened" : "default");
+/* Every thread's figures, in memory of our own (release with threads_free). */
+static ouro_thread_stats_t *threads_get(size_t *n, size_t *bytes)
+{
+    size_t page = ouro__os_page_size();
+    for (size_t want = ouro_stats_threads(NULL, 0) + 4;;) {
+        *bytes = (want * sizeof(ouro_thread_stats_t) + page - 1) & ~(page - 1);
+        ouro_thread_stats_t *v = ouro__os_map(*bytes);
+        if (v == NULL) {
+            *n = 0;
+            return NULL;
+        }
+        size_t got = ouro_stats_threads(v, *bytes / sizeof *v);
+        if (got <= *bytes / sizeof *v) {
+            *n = got;
+            return v;
+        }
+        ouro__os_unmap(v, *bytes);
+        want = got + 8;
+    }
+}
+
+static void threads_free(ouro_thread_stats_t *v, size_t bytes)
+{
+    if (v)
+        ouro__os_unmap(v, bytes);
+}
+
+#define PRINT_THREADS_MAX 64 /* the text shows this many threads, the JSON all */
+
+static void print_threads(FILE *out)
+{
+    size_t n, bytes;
+    ouro_thread_stats_t *v = threads_get(&n, &bytes);
+    fprintf(out, "  %-18s %6s %10s %10s %9s %9s %8s %8s %8s %8s %9s\n", "thread", "pools", "blocks", "bytes",
+            "objects", "obj bytes", "slow", "claimed", "adopted", "released", "remote");
+    for (size_t i = 0; i < n && i < PRINT_THREADS_MAX; i++) {
+        const ouro_thread_stats_t *t = &v[i];
+        char id[24], b[32], ob[32];
+        if (t->thread)
+            snprintf(id, sizeof id, "%#lx", (unsigned long)t->thread);
+        else
+            snprintf(id, sizeof id, "(exited threads)");
+        human(b, sizeof b, t->bytes[0]);
+        human(ob, sizeof ob, t->bytes[1] + t->bytes[2]);
+        fprintf(out, "  %-18s %6zu %10zu %10s %9zu %9s %8zu %8zu %8zu %8zu %9zu\n", id, t->pools, t->blocks[0], b,
+                t->blocks[1] + t->blocks[2], ob, t->slow_allocs, t->pools_claimed, t->pools_adopted,
+                t->pools_released, t->remote_frees);
+    }
+    if (n > PRINT_THREADS_MAX)
+        fprintf(out, "  ... and %zu more threads (ouro_stats_threads, or the JSON, has them all)\n",
+                n - PRINT_THREADS_MAX);
+    threads_free(v, bytes);
+}
+
+static void print_threads_json(FILE *out)
+{
+    size_t n, bytes;
+    ouro_thread_stats_t *v = threads_get(&n, &bytes);
+    fprintf(out, "\"per_thread\":[");
+    for (size_t i = 0; i < n; i++) {
+        const ouro_thread_stats_t *t = &v[i];
+        fprintf(out,
+                "%s{\"thread\":%lu,\"pools\":%zu,\"blocks\":[%zu,%zu,%zu],\"bytes\":[%zu,%zu,%zu],"
+                "\"slow_allocs\":%zu,\"pools_claimed\":%zu,\"pools_adopted\":%zu,\"pools_released\":%zu,"
+                "\"remote_frees\":%zu}",
+                i ? "," : "", (unsigned long)t->thread, t->pools, t->blocks[0], t->blocks[1], t->blocks[2],
+                t->bytes[0], t->bytes[1], t->bytes[2], t->slow_allocs, t->pools_claimed, t->pools_adopted,
+                t->pools_released, t->remote_frees);
+    }
+    fprintf(out, "],");
+    threads_free(v, bytes);
 }
 
 void ouro_stats_print(FILE *out)
@@ -96,6 +286,8 @@ void ouro_stats_print(FILE *out)
         fprintf(out, "  %5d %9zu %7zu %12zu %12zu\n", i, k->block_size, k->pools, k->blocks_used,
                 k->blocks_total);
     }
+    fprintf(out, "threads: blocks and bytes in use (plain; objects and containers), slow-path counts\n");
+    print_threads(out);
     ouro_object_stats_t ob;
     ouro_object_stats_get(&ob);
     fprintf(out, "objects: created %zu, freed %zu, merges queued %zu and done %zu, deferred %zu, weakrefs %zu\n",
@@ -138,6 +330,7 @@ void ouro_stats_print_json(FILE *out)
             "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,",
             ouro_version(), mode_name(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
             st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes);
+    print_threads_json(out);
     fprintf(out,
             "\"objects\":{\"created\":%zu,\"freed\":%zu,\"merges_queued\":%zu,\"merges_done\":%zu,"
             "\"deferred\":%zu,\"weakrefs\":%zu},\"classes\":[",

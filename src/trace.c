@@ -1,0 +1,868 @@
+/*
+ * trace.c — allocation tracing, Python's tracemalloc for C: the call stack
+ * of every (or of sampled) plain allocation, counted per call site;
+ * snapshots, top sites, differences between snapshots, and a leak report at
+ * exit.  Owns the layout of a traced block, the site table and the
+ * sampler; takes blocks from, and gives them back to, the thread's plain
+ * heap (ouro__dheap) through heap.c's and alloc.c's own paths.
+ *
+ * Costs nothing when off.  As debug mode does (alloc.c), a traced thread's
+ * front pointer ouro__heap is the sentinel, whose pools are all empty: its
+ * every small allocation misses the inline path and reaches alloc_slow,
+ * which already tests for the sentinel, and comes here.  ouro_trace_start
+ * points every live thread's front pointer at the sentinel
+ * (ouro__heap_route_all); a thread's first allocation after ouro_trace_stop
+ * points it back at its heap.  Large allocations are slow anyway and look
+ * at the flag.  A traced block's pointer is never the start of a block, so
+ * every free of one misses ouro_free's inline path and reaches
+ * free_generic, which asks here; untraced blocks, even of a traced thread,
+ * are freed by the inline path as ever.
+ *
+ * A traced block (a block of a size class, in a plain pool):
+ *
+ *   0        8        16           24       32 (or more, to align)
+ *   | site   | tag    | size,offset | weight | user bytes ...
+ *
+ *   site    the call-site record (trace_site_t) its bytes are counted at
+ *   tag     block address ^ process key ^ TRACE_SALT: in the cookie word,
+ *           so it is neither the free nor the fresh cookie (the block is
+ *           live) and tells a traced block from any other
+ *   weight  blocks this sample stands for, 16.16 fixed point (1.0 when
+ *           every allocation is traced): estimates are exact sums at free
+ * A traced large block keeps the large layout; its header holds the same
+ * three figures (ouro_large_t's trace_*).
+ *
+ * Sampling (OURO_TRACE_SAMPLE = S bytes, tcmalloc's): each thread counts
+ * down the bytes it allocates, and the allocation that takes the count to
+ * zero or below is traced; the next count is drawn from an exponential
+ * distribution of mean S.  A block of n bytes is then traced with
+ * probability p = 1 - exp(-n/S), whichever allocations surround it, and
+ * stands for 1/p blocks (n/p bytes) in the estimates.  S <= 1 traces every
+ * allocation.
+ *
+ * The tracer's own memory (site records, snapshots) comes from the OS,
+ * never from the heap it describes; allocations made while the tracer runs
+ * on a thread (backtrace's first call loads libgcc_s, stdio buffers of a
+ * report) go to the plain heap untraced: a thread-local guard, `busy`.
+ *
+ * Counters: each site counts its live traced blocks and their bytes with
+ * relaxed atomics.  Enough: a block's free happens after its allocation
+ * (its pointer went from one to the other), so in each counter's
+ * modification order the decrement follows the increment, and no counter
+ * goes below zero; a snapshot wants no order among counters.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <execinfo.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRACE_SALT 0x7472616365626c6bull /* "traceblk" */
+#define TRACE_HDR 32u                     /* user pointer - block start, unaligned requests */
+#define ONE_WEIGHT 65536u                 /* 1.0 in 16.16 fixed point */
+#define NBUCKETS 16384u                   /* site table chains, a power of two */
+#define SKIP_MAX 16                       /* frames of ouro between backtrace() and the call site */
+#define DEFAULT_LEAK_FRAMES 16            /* OURO_TRACE_LEAKS without OURO_TRACE */
+
+typedef struct trace_site_s {
+    struct trace_site_s *_Atomic next; /* [site_lock to write] the chain of its bucket */
+    uint64_t hash;                     /* [init] of the frames */
+    _Atomic int64_t count, size;       /* [shared] traced blocks live from here, their bytes */
+    /* [shared] what sampled blocks stand for beyond themselves: the sums of
+     * (weight - 1.0) in 16.16, and of (size * weight - size); zero, and
+     * never touched, when every allocation is traced */
+    _Atomic int64_t extra_count, extra_size;
+    uint32_t nframes;                  /* [init] */
+    const void *frames[];              /* [init] return addresses, the call site first */
+} trace_site_t;
+
+typedef struct trace_head_s {
+    trace_site_t *site;
+    uintptr_t tag;
+    uint32_t size, offset;
+    uint64_t weight;
+} trace_head_t;
+
+_Static_assert(sizeof(trace_head_t) == TRACE_HDR, "the user bytes follow the trace header");
+
+_Atomic int ouro__tracing;
+
+/* the site table: chains hang from buckets; a site is never freed (blocks
+ * point at it for as long as they live), so readers walk chains without a
+ * lock: acquire loads pair with the release that publishes a new head */
+static trace_site_t *_Atomic *_Atomic buckets;
+static _Atomic size_t nsites;
+static pthread_mutex_t site_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *bump, *bump_end; /* [site_lock] site memory, 1 MiB chunks from the OS */
+
+static __thread int busy __attribute__((tls_model("initial-exec")));          /* in the tracer */
+static __thread int64_t countdown __attribute__((tls_model("initial-exec")));  /* bytes to the next sample */
+static __thread bool countdown_set __attribute__((tls_model("initial-exec")));
+static __thread uint64_t rng __attribute__((tls_model("initial-exec")));
+
+/* ---- sampling ---- */
+
+static uint64_t rng_next(void)
+{
+    if (rng == 0)
+        rng = (ouro__thread_id() ^ ouro__key ^ ouro__now_ms()) | 1;
+    uint64_t x = rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+static long sample_bytes(void)
+{
+    return ouro__options[OURO_OPTION_TRACE_SAMPLE];
+}
+
+/* Bytes to the next sample: exponential with mean `s`. */
+static ouro_noinline int64_t draw(long s)
+{
+    double u = ((double)(rng_next() >> 11) + 1.0) * 0x1p-53; /* (0, 1] */
+    double v = -log(u) * (double)s;
+    return v > 4e18 ? (int64_t)4e18 : (int64_t)v + 1;
+}
+
+/* Whether this allocation of `size` bytes is traced.  Inline: a sampled
+ * thread's every small allocation comes this way. */
+static inline __attribute__((always_inline)) bool sample_due(size_t size)
+{
+    long s = sample_bytes();
+    if (s <= 1)
+        return true;
+    if (!countdown_set) {
+        countdown = draw(s);
+        countdown_set = true;
+    }
+    countdown -= (int64_t)(size ? size : 1);
+    if (countdown > 0)
+        return false;
+    countdown = draw(s);
+    return true;
+}
+
+/* 1/p in 16.16, p the probability that a block of `size` bytes is traced. */
+static uint64_t weight_of(size_t size)
+{
+    long s = sample_bytes();
+    if (s <= 1)
+        return ONE_WEIGHT;
+    double p = -expm1(-(double)(size ? size : 1) / (double)s);
+    double w = (double)ONE_WEIGHT / p;
+    return w > 1e15 ? (uint64_t)1e15 : (uint64_t)w;
+}
+
+/* ---- sites ---- */
+
+static uint64_t frames_hash(const void *const *f, unsigned n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    for (unsigned i = 0; i < n; i++) {
+        h ^= (uint64_t)(uintptr_t)f[i];
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    return h;
+}
+
+static trace_site_t *chain_find(trace_site_t *s, uint64_t h, const void *const *f, unsigned n)
+{
+    /* acquire: pairs with the release that published each node */
+    for (; s; s = atomic_load_explicit(&s->next, memory_order_acquire))
+        if (s->hash == h && s->nframes == n && memcmp(s->frames, f, n * sizeof *f) == 0)
+            return s;
+    return NULL;
+}
+
+/* Memory for a site, from chunks of our own.  [site_lock] */
+static void *site_mem(size_t bytes)
+{
+    bytes = (bytes + 63) & ~(size_t)63; /* own cache lines: sites' counters are hot */
+    if ((size_t)(bump_end - bump) < bytes) {
+        size_t chunk = (size_t)1 << 20;
+        uint8_t *m = ouro__os_map(chunk);
+        if (m == NULL)
+            return NULL;
+        bump = m;
+        bump_end = m + chunk;
+    }
+    void *p = bump;
+    bump += bytes;
+    return p;
+}
+
+/* The site of frames f[0..n), made if new; NULL without memory. */
+static trace_site_t *site_intern(const void *const *f, unsigned n)
+{
+    uint64_t h = frames_hash(f, n);
+    trace_site_t *_Atomic *b = &buckets[h & (NBUCKETS - 1)];
+    trace_site_t *s = chain_find(atomic_load_explicit(b, memory_order_acquire), h, f, n);
+    if (s)
+        return s;
+    pthread_mutex_lock(&site_lock);
+    trace_site_t *head = atomic_load_explicit(b, memory_order_acquire);
+    s = chain_find(head, h, f, n); /* another thread may have made it meanwhile */
+    if (s == NULL) {
+        s = site_mem(sizeof *s + n * sizeof *f);
+        if (s) {
+            /* relaxed: the release store below publishes all of it */
+            atomic_store_explicit(&s->next, head, memory_order_relaxed);
+            s->hash = h;
+            s->nframes = n;
+            memcpy(s->frames, f, n * sizeof *f);
+            /* release: pairs with the acquire loads of chain_find */
+            atomic_store_explicit(b, s, memory_order_release);
+            /* relaxed: only sizes a snapshot's first try (which retries) */
+            atomic_fetch_add_explicit(&nsites, 1, memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&site_lock);
+    return s;
+}
+
+/* The site of the allocation whose public call returns to `site`: the
+ * stack from `site` outwards, `frames` deep.  [busy] */
+static trace_site_t *site_capture(int frames, const void *site)
+{
+    if (frames == 1) /* the call site is all we need, and we have it: no unwinding */
+        return site_intern(&site, 1);
+    void *buf[OURO_TRACE_MAX_FRAMES + SKIP_MAX];
+    int n = backtrace(buf, frames + SKIP_MAX);
+    int from = -1;
+    for (int i = 0; i < n; i++)
+        if (buf[i] == site) {
+            from = i;
+            break;
+        }
+    if (from < 0) { /* not found (the public call was reached oddly): the call site alone */
+        buf[0] = (void *)site;
+        from = 0;
+        n = 1;
+    }
+    int len = n - from < frames ? n - from : frames;
+    return site_intern((const void *const *)buf + from, (unsigned)len);
+}
+
+static void count(trace_site_t *s, int64_t sign, size_t size, uint64_t weight)
+{
+    /* relaxed: see the top of the file */
+    atomic_fetch_add_explicit(&s->count, sign, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->size, sign * (int64_t)size, memory_order_relaxed);
+    if (weight == ONE_WEIGHT)
+        return; /* stands for itself alone */
+    atomic_fetch_add_explicit(&s->extra_count, sign * (int64_t)(weight - ONE_WEIGHT), memory_order_relaxed);
+    int64_t est = (int64_t)(((unsigned __int128)size * weight) >> 16);
+    atomic_fetch_add_explicit(&s->extra_size, sign * (est - (int64_t)size), memory_order_relaxed);
+}
+
+/* ---- blocks ---- */
+
+/* A block of class `cls` from the thread's plain heap (made on first use).
+ * Inline, as sample_due. */
+static inline __attribute__((always_inline)) void *plain_alloc(int cls, bool *zero)
+{
+    ouro_heap_t *heap = ouro__dheap;
+    ouro_pool_t *pool = heap->cur[cls];
+    if (pool->free) {
+        if (zero)
+            *zero = ouro__block_is_fresh(pool, pool->free);
+        return ouro__heap_pop(heap, (size_t)cls);
+    }
+    return ouro__heap_alloc_slow(heap, cls, zero);
+}
+
+/* Make the thread's front pointer agree with the tracing state. */
+static inline void route_update(void)
+{
+    ouro_heap_t *h = ouro__dheap;
+    if (h == &ouro__empty_heap)
+        return; /* no heap yet (out of memory): the front stays the sentinel */
+    if (ouro__trace_on()) {
+        if (ouro__heap_front() != &ouro__empty_heap)
+            __atomic_store_n(&ouro__heap, &ouro__empty_heap, __ATOMIC_RELAXED);
+        return;
+    }
+    /* seq_cst store, then seq_cst load of the flag; ouro_trace_start stores
+     * the flag, then the sentinel here (seq_cst both): if we read the flag
+     * clear, its store of the sentinel comes after ours and wins */
+    __atomic_store_n(&ouro__heap, h, __ATOMIC_SEQ_CST);
+    if (atomic_load_explicit(&ouro__tracing, memory_order_seq_cst))
+        __atomic_store_n(&ouro__heap, &ouro__empty_heap, __ATOMIC_RELAXED);
+}
+
+static void *traced_large(size_t size, size_t align, bool *zero, trace_site_t *s, uint64_t w)
+{
+    void *p = ouro__large_alloc(size, align, zero);
+    if (p == NULL)
+        return NULL;
+    ouro_large_t *l = ouro__large_find(p, ouro__unit_kind((uintptr_t)p));
+    l->trace_site = s;
+    l->trace_size = size;
+    l->trace_weight = w;
+    count(s, 1, size, w);
+    return p;
+}
+
+static void *traced_small(size_t size, size_t align, bool *zero, trace_site_t *s, uint64_t w)
+{
+    size_t slack = align > 16 ? align - 16 : 0;
+    if (size > OURO_LARGE_MAX - TRACE_HDR - slack)
+        return traced_large(size, align, zero, s, w);
+    bool fresh = false;
+    uint8_t *b = plain_alloc(ouro__size_class(TRACE_HDR + slack + size), zero ? &fresh : NULL);
+    if (b == NULL)
+        return NULL;
+    uintptr_t a = align > 16 ? align : 16;
+    uintptr_t user = ((uintptr_t)b + TRACE_HDR + slack) & ~(a - 1);
+    trace_head_t *h = (trace_head_t *)b;
+    h->site = s;
+    h->size = (uint32_t)size;
+    h->offset = (uint32_t)(user - (uintptr_t)b);
+    h->weight = w;
+    /* relaxed atomic: heap walks read the cookie word of live blocks */
+    __atomic_store_n(&h->tag, (uintptr_t)b ^ ouro__key ^ TRACE_SALT, __ATOMIC_RELAXED);
+    if (zero)
+        *zero = fresh; /* a fresh block is zero past its first two words */
+    count(s, 1, size, w);
+    return (void *)user;
+}
+
+/* A traced allocation of `size` bytes; `large` when the caller is the
+ * large path.  NULL with errno ENOMEM. */
+static void *traced_alloc(size_t size, size_t align, bool *zero, const void *site, int frames, bool large)
+{
+    busy++;
+    trace_site_t *s = site_capture(frames, site);
+    void *p;
+    if (s == NULL) /* no memory for the site: the block goes untraced */
+        p = large ? ouro__large_alloc(size, align, zero) : NULL;
+    else
+        p = large ? traced_large(size, align, zero, s, weight_of(size))
+                  : traced_small(size, align, zero, s, weight_of(size));
+    busy--;
+    return p;
+}
+
+void *ouro__trace_alloc(int cls, size_t size, size_t align, bool *zero, const void *site)
+{
+    /* relaxed: as ouro__trace_on; route_update orders what must be */
+    int frames = atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
+    void *p = NULL;
+    if (frames && !busy && sample_due(size))
+        p = traced_alloc(size, align, zero, site, frames, false);
+    if (p == NULL)
+        p = plain_alloc(cls, zero);
+    route_update();
+    return p;
+}
+
+void *ouro__trace_large(size_t size, size_t align, bool *zero, const void *site)
+{
+    /* relaxed: as ouro__trace_on */
+    int frames = atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
+    if (frames && !busy && sample_due(size))
+        return traced_alloc(size, align, zero, site, frames, true);
+    return ouro__large_alloc(size, align, zero);
+}
+
+/* The header of the traced block whose user pointer is `p`, or NULL. */
+static trace_head_t *traced_head(const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (ouro__unit_kind(u) != OURO_UNIT_ARENA)
+        return NULL;
+    ouro_pool_t *pool = ouro__pool_of(u);
+    if (pool == NULL || pool->kind != OURO_KIND_PLAIN)
+        return NULL;
+    uint8_t *b;
+    if (ouro__pool_is_block(pool, u - TRACE_HDR)) {
+        b = (uint8_t *)(u - TRACE_HDR); /* the usual offset: no division */
+    } else {
+        /* relaxed: [init] fields and the carved limit; a valid block was
+         * carved before its pointer reached us */
+        size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+        uintptr_t start = (uintptr_t)pool->start;
+        if (u - start >= atomic_load_explicit(&pool->limit, memory_order_relaxed))
+            return NULL;
+        b = (uint8_t *)(start + (u - start) / bs * bs);
+    }
+    trace_head_t *h = (trace_head_t *)b;
+    /* relaxed atomic: a racing (double) free may store the cookie now */
+    if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)b ^ ouro__key ^ TRACE_SALT) ||
+        (uintptr_t)b + h->offset != u)
+        return NULL;
+    return h;
+}
+
+bool ouro__trace_free(void *p)
+{
+    trace_head_t *h = traced_head(p);
+    if (h == NULL)
+        return false;
+    count(h->site, -1, h->size, h->weight);
+    /* the block start is a live block of its pool: the ordinary free takes
+     * it (its inline path, or the remote one from another thread), and its
+     * cookie overwrites the tag */
+    ouro_free(h);
+    return true;
+}
+
+void ouro__trace_forget_large(ouro_large_t *l)
+{
+    count(l->trace_site, -1, l->trace_size, l->trace_weight);
+    l->trace_site = NULL;
+}
+
+bool ouro__trace_usable(const void *p, size_t *out)
+{
+    trace_head_t *h = traced_head(p);
+    if (h == NULL)
+        return false;
+    ouro_pool_t *pool = ouro__pool_of((uintptr_t)p);
+    /* relaxed: an [init] field, published with the pool (release on slot_pool) */
+    *out = atomic_load_explicit(&pool->block_size, memory_order_relaxed) - h->offset;
+    return true;
+}
+
+bool ouro__trace_block_user(uint8_t *block, size_t bs, void **user, size_t *size)
+{
+    trace_head_t *h = (trace_head_t *)block;
+    /* relaxed atomics: a walk may read a header its owner writes right now
+     * (it then reports the block or not, either is allowed) */
+    if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)block ^ ouro__key ^ TRACE_SALT))
+        return false;
+    uint32_t off = __atomic_load_n(&h->offset, __ATOMIC_RELAXED);
+    if (off < TRACE_HDR || off >= bs)
+        return false;
+    *user = block + off;
+    *size = bs - off;
+    return true;
+}
+
+bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out)
+{
+    size_t old;
+    trace_head_t *h = traced_head(p);
+    if (h) {
+        old = h->size;
+    } else {
+        int kind = ouro__unit_kind((uintptr_t)p);
+        ouro_large_t *l = kind == OURO_UNIT_LARGE || kind == OURO_UNIT_LARGE_PREV ? ouro__large_find(p, kind) : NULL;
+        if (l == NULL || l->trace_site == NULL)
+            return false;
+        old = l->size;
+    }
+    /* a new allocation at the realloc's own call site (as tracemalloc): the
+     * decision to trace it is made afresh */
+    void *q;
+    if (size > OURO_LARGE_MAX)
+        q = ouro__trace_large(size, 16, NULL, site);
+    else
+        q = ouro__trace_alloc(ouro__size_class(size), size, 16, NULL, site);
+    if (q == NULL) {
+        *out = NULL; /* p is untouched */
+        return true;
+    }
+    memcpy(q, p, old < size ? old : size);
+    ouro_free(p);
+    *out = q;
+    return true;
+}
+
+/* ---- starting and stopping ---- */
+
+/* The site table, mapped once: at the first start.  [site_lock] */
+static bool table_ready(void)
+{
+    if (atomic_load_explicit(&buckets, memory_order_acquire))
+        return true;
+    pthread_mutex_lock(&site_lock);
+    if (atomic_load_explicit(&buckets, memory_order_relaxed) == NULL) { /* relaxed: under the lock */
+        void *b = ouro__os_map(NBUCKETS * sizeof *buckets);
+        /* release: the zeroed table before its pointer (fresh mappings are zero) */
+        if (b)
+            atomic_store_explicit(&buckets, b, memory_order_release);
+    }
+    pthread_mutex_unlock(&site_lock);
+    return atomic_load_explicit(&buckets, memory_order_acquire) != NULL;
+}
+
+int ouro_trace_start(int frames)
+{
+    ouro__init();
+    if (frames < 1 || frames > OURO_TRACE_MAX_FRAMES) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (ouro__debug_on()) { /* debug blocks have a layout of their own */
+        errno = EPERM;
+        return -1;
+    }
+    if (!table_ready()) {
+        errno = ENOMEM;
+        return -1;
+    }
+    /* glibc's backtrace loads the unwinder on its first call, which
+     * allocates: here, not in the middle of someone's malloc */
+    busy++;
+    void *warm[4];
+    (void)backtrace(warm, 4);
+    busy--;
+    ouro__options[OURO_OPTION_TRACE] = frames;
+    /* seq_cst: before the nudge below (see route_update and heap_init_thread) */
+    atomic_store_explicit(&ouro__tracing, frames, memory_order_seq_cst);
+    ouro__heap_route_all();
+    return 0;
+}
+
+void ouro_trace_stop(void)
+{
+    ouro__options[OURO_OPTION_TRACE] = 0;
+    /* seq_cst: pairs with route_update's; each thread points its front
+     * back at its heap on its next allocation */
+    atomic_store_explicit(&ouro__tracing, 0, memory_order_seq_cst);
+}
+
+int ouro_trace_is_tracing(void)
+{
+    /* relaxed: a report of the state, which may change right after anyway */
+    return atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
+}
+
+/* At start, from the options (no thread has a heap yet). */
+void ouro__trace_init(void)
+{
+    long frames = ouro__options[OURO_OPTION_TRACE];
+    if (frames == 0 && ouro__options[OURO_OPTION_TRACE_LEAKS])
+        frames = DEFAULT_LEAK_FRAMES;
+    if (frames == 0)
+        return;
+    if (ouro__debug_on()) {
+        ouro__warn("OURO_TRACE: tracing is not available in debug mode (OURO_DEBUG=1); not tracing");
+        ouro__options[OURO_OPTION_TRACE] = 0;
+        return;
+    }
+    if (!table_ready()) {
+        ouro__warn("OURO_TRACE: no memory for the site table; not tracing");
+        ouro__options[OURO_OPTION_TRACE] = 0;
+        return;
+    }
+    ouro__options[OURO_OPTION_TRACE] = frames;
+    /* seq_cst as in ouro_trace_start; backtrace is warmed by the first
+     * traced allocation, under the guard */
+    atomic_store_explicit(&ouro__tracing, (int)frames, memory_order_seq_cst);
+}
+
+void ouro__trace_fork_prepare(void)
+{
+    pthread_mutex_lock(&site_lock);
+}
+
+void ouro__trace_fork_parent(void)
+{
+    pthread_mutex_unlock(&site_lock);
+}
+
+/* ---- snapshots ---- */
+
+typedef struct snap_entry_s {
+    const trace_site_t *site;
+    int64_t count, size, est_count, est_size;
+} snap_entry_t;
+
+struct ouro_trace_snapshot_s {
+    size_t n;         /* entries, sorted by site address */
+    size_t map_bytes; /* the mapping holding all of it */
+    snap_entry_t e[];
+};
+
+static int entry_by_site(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const snap_entry_t *)a)->site, y = (uintptr_t)((const snap_entry_t *)b)->site;
+    return x < y ? -1 : x > y;
+}
+
+ouro_trace_snapshot_t *ouro_trace_snapshot_take(void)
+{
+    ouro__init();
+    size_t page = ouro__os_page_size();
+    trace_site_t *_Atomic *tab = atomic_load_explicit(&buckets, memory_order_acquire);
+    /* relaxed: a first guess at the room needed; a short guess retries */
+    for (size_t cap = atomic_load_explicit(&nsites, memory_order_relaxed) + 16;;) {
+        size_t bytes = (sizeof(ouro_trace_snapshot_t) + cap * sizeof(snap_entry_t) + page - 1) & ~(page - 1);
+        ouro_trace_snapshot_t *s = ouro__os_map(bytes);
+        if (s == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        s->map_bytes = bytes;
+        size_t n = 0, want = 0;
+        for (size_t i = 0; tab && i < NBUCKETS; i++)
+            for (trace_site_t *t = atomic_load_explicit(&tab[i], memory_order_acquire); t;
+                 t = atomic_load_explicit(&t->next, memory_order_acquire)) {
+                /* relaxed: see the top of the file */
+                snap_entry_t e = {t, atomic_load_explicit(&t->count, memory_order_relaxed),
+                                  atomic_load_explicit(&t->size, memory_order_relaxed), 0, 0};
+                e.est_count = e.count * ONE_WEIGHT + atomic_load_explicit(&t->extra_count, memory_order_relaxed);
+                e.est_size = e.size + atomic_load_explicit(&t->extra_size, memory_order_relaxed);
+                if (e.count <= 0 && e.size <= 0)
+                    continue; /* nothing live from there */
+                if (n < cap)
+                    s->e[n++] = e;
+                want++;
+            }
+        if (want > cap) { /* sites came meanwhile: again, with room */
+            ouro__os_unmap(s, bytes);
+            cap = want + want / 4 + 16;
+            continue;
+        }
+        s->n = n;
+        busy++; /* qsort may allocate */
+        qsort(s->e, n, sizeof *s->e, entry_by_site);
+        busy--;
+        return s;
+    }
+}
+
+void ouro_trace_snapshot_free(ouro_trace_snapshot_t *s)
+{
+    if (s)
+        ouro__os_unmap(s, s->map_bytes);
+}
+
+static void stat_of(const snap_entry_t *e, ouro_trace_stat_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (e == NULL)
+        return;
+    out->size = e->est_size > 0 ? (size_t)e->est_size : 0;
+    out->count = e->est_count > 0 ? (size_t)((e->est_count + ONE_WEIGHT / 2) >> 16) : 0;
+    out->sampled_size = e->size > 0 ? (size_t)e->size : 0;
+    out->sampled_count = e->count > 0 ? (size_t)e->count : 0;
+    out->nframes = e->site->nframes;
+    out->frames = e->site->frames;
+}
+
+void ouro_trace_snapshot_total(const ouro_trace_snapshot_t *s, ouro_trace_stat_t *total)
+{
+    memset(total, 0, sizeof *total);
+    for (size_t i = 0; s && i < s->n; i++) {
+        ouro_trace_stat_t t;
+        stat_of(&s->e[i], &t);
+        total->size += t.size;
+        total->count += t.count;
+        total->sampled_size += t.sampled_size;
+        total->sampled_count += t.sampled_count;
+    }
+}
+
+/* ---- ranking ---- */
+
+static int by_key(const void *a, const void *b, void *keyp)
+{
+    const ouro_trace_stat_t *x = a, *y = b;
+    int key = *(const int *)keyp;
+    size_t kx = key == OURO_TRACE_BY_COUNT ? x->count : x->size;
+    size_t ky = key == OURO_TRACE_BY_COUNT ? y->count : y->size;
+    if (kx != ky)
+        return kx > ky ? -1 : 1;
+    return x->size > y->size ? -1 : x->size < y->size;
+}
+
+static size_t abs_diff(ptrdiff_t d)
+{
+    return d < 0 ? (size_t)-d : (size_t)d;
+}
+
+static int by_diff(const void *a, const void *b, void *keyp)
+{
+    const ouro_trace_stat_t *x = a, *y = b;
+    int key = *(const int *)keyp;
+    size_t kx = abs_diff(key == OURO_TRACE_BY_COUNT ? x->count_diff : x->size_diff);
+    size_t ky = abs_diff(key == OURO_TRACE_BY_COUNT ? y->count_diff : y->size_diff);
+    if (kx != ky)
+        return kx > ky ? -1 : 1;
+    return by_key(a, b, keyp);
+}
+
+/* Sort v[0..n) with `cmp` for `key` and copy the first `max` to `out`. */
+static void rank(ouro_trace_stat_t *v, size_t n, int key, int (*cmp)(const void *, const void *, void *),
+                 ouro_trace_stat_t *out, size_t max)
+{
+    busy++; /* qsort may allocate */
+    qsort_r(v, n, sizeof *v, cmp, &key);
+    busy--;
+    if (out)
+        memcpy(out, v, (n < max ? n : max) * sizeof *v);
+}
+
+static ouro_trace_stat_t *work_map(size_t n, size_t *bytes)
+{
+    size_t page = ouro__os_page_size();
+    *bytes = ((n ? n : 1) * sizeof(ouro_trace_stat_t) + page - 1) & ~(page - 1);
+    return ouro__os_map(*bytes);
+}
+
+size_t ouro_trace_top(const ouro_trace_snapshot_t *s, int key, ouro_trace_stat_t *out, size_t max)
+{
+    if (s == NULL || (key != OURO_TRACE_BY_SIZE && key != OURO_TRACE_BY_COUNT)) {
+        errno = EINVAL;
+        return 0;
+    }
+    size_t bytes;
+    ouro_trace_stat_t *v = work_map(s->n, &bytes);
+    if (v == NULL) {
+        errno = ENOMEM;
+        return 0;
+    }
+    for (size_t i = 0; i < s->n; i++)
+        stat_of(&s->e[i], &v[i]);
+    rank(v, s->n, key, by_key, out, max);
+    ouro__os_unmap(v, bytes);
+    return s->n;
+}
+
+size_t ouro_trace_diff(const ouro_trace_snapshot_t *newer, const ouro_trace_snapshot_t *older, int key,
+                       ouro_trace_stat_t *out, size_t max)
+{
+    if (newer == NULL || older == NULL || (key != OURO_TRACE_BY_SIZE && key != OURO_TRACE_BY_COUNT)) {
+        errno = EINVAL;
+        return 0;
+    }
+    size_t bytes;
+    ouro_trace_stat_t *v = work_map(newer->n + older->n, &bytes);
+    if (v == NULL) {
+        errno = ENOMEM;
+        return 0;
+    }
+    /* merge the two by site address: a site in one only has zeros in the other */
+    size_t n = 0;
+    for (size_t i = 0, j = 0; i < newer->n || j < older->n;) {
+        const snap_entry_t *a = i < newer->n ? &newer->e[i] : NULL, *b = j < older->n ? &older->e[j] : NULL;
+        if (a && b && a->site != b->site) {
+            if ((uintptr_t)a->site < (uintptr_t)b->site)
+                b = NULL;
+            else
+                a = NULL;
+        }
+        ouro_trace_stat_t na, ob;
+        stat_of(a, &na);
+        stat_of(b, &ob);
+        if (a == NULL) {
+            na.nframes = ob.nframes;
+            na.frames = ob.frames;
+        }
+        na.size_diff = (ptrdiff_t)na.size - (ptrdiff_t)ob.size;
+        na.count_diff = (ptrdiff_t)na.count - (ptrdiff_t)ob.count;
+        v[n++] = na;
+        i += a != NULL;
+        j += b != NULL;
+    }
+    rank(v, n, key, by_diff, out, max);
+    ouro__os_unmap(v, bytes);
+    return n;
+}
+
+/* ---- reports ---- */
+
+static void human(char *buf, size_t n, double bytes)
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = bytes < 0 ? -bytes : bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, u ? "%s%.1f %s" : "%s%.0f %s", bytes < 0 ? "-" : "", v, unit[u]);
+}
+
+static void print_frames(FILE *out, const ouro_trace_stat_t *t)
+{
+    char buf[256];
+    for (size_t f = 0; f < t->nframes; f++)
+        fprintf(out, "    #%zu %s\n", f, ouro__site_str(t->frames[f], buf, sizeof buf));
+}
+
+static void print_stats(FILE *out, const ouro_trace_stat_t *v, size_t shown, bool diff)
+{
+    for (size_t i = 0; i < shown; i++) {
+        const ouro_trace_stat_t *t = &v[i];
+        char sz[32], d[32];
+        human(sz, sizeof sz, (double)t->size);
+        fprintf(out, "#%zu: %s (%zu B) in %zu blocks", i + 1, sz, t->size, t->count);
+        if (diff) {
+            human(d, sizeof d, (double)t->size_diff);
+            fprintf(out, " (%s%s, %+td blocks)", t->size_diff >= 0 ? "+" : "", d, t->count_diff);
+        }
+        if (t->sampled_count != t->count || t->sampled_size != t->size)
+            fprintf(out, " [sampled: %zu B in %zu blocks]", t->sampled_size, t->sampled_count);
+        fprintf(out, ", allocated at:\n");
+        print_frames(out, t);
+    }
+}
+
+int ouro_trace_print(FILE *out, const ouro_trace_snapshot_t *s, const ouro_trace_snapshot_t *older, int key,
+                     size_t max)
+{
+    if (out == NULL)
+        out = stderr;
+    if (s == NULL || (key != OURO_TRACE_BY_SIZE && key != OURO_TRACE_BY_COUNT)) {
+        errno = EINVAL;
+        return -1;
+    }
+    size_t cap = s->n + (older ? older->n : 0), bytes;
+    ouro_trace_stat_t *v = work_map(cap, &bytes);
+    if (v == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t n = older ? ouro_trace_diff(s, older, key, v, cap) : ouro_trace_top(s, key, v, cap);
+    ouro_trace_stat_t total;
+    ouro_trace_snapshot_total(s, &total);
+    char sz[32];
+    human(sz, sizeof sz, (double)total.size);
+    busy++; /* stdio may allocate */
+    fprintf(out, "ouro: trace: %s %zu of %zu sites by %s%s; %s in %zu blocks traced in all\n",
+            older ? "differences," : "top", n < max ? n : max, n, key == OURO_TRACE_BY_COUNT ? "count" : "size",
+            older ? " change" : "", sz, total.count);
+    print_stats(out, v, n < max ? n : max, older != NULL);
+    busy--;
+    ouro__os_unmap(v, bytes);
+    return 0;
+}
+
+#define LEAK_SITES_MAX 100
+
+void ouro__trace_at_exit(void)
+{
+    if (!ouro__options[OURO_OPTION_TRACE_LEAKS])
+        return;
+    ouro_trace_snapshot_t *s = ouro_trace_snapshot_take();
+    if (s == NULL)
+        return;
+    size_t bytes;
+    ouro_trace_stat_t *v = work_map(s->n, &bytes);
+    if (v) {
+        size_t n = ouro_trace_top(s, OURO_TRACE_BY_SIZE, v, s->n);
+        ouro_trace_stat_t total;
+        ouro_trace_snapshot_total(s, &total);
+        char sz[32];
+        human(sz, sizeof sz, (double)total.size);
+        busy++;
+        fprintf(stderr, "ouro: trace: leak report: %zu blocks (%s) traced and still allocated at exit, from %zu sites%s\n",
+                total.count, sz, n, n > LEAK_SITES_MAX ? " (the largest 100 below)" : "");
+        print_stats(stderr, v, n < LEAK_SITES_MAX ? n : LEAK_SITES_MAX, false);
+        fflush(stderr);
+        busy--;
+        ouro__os_unmap(v, bytes);
+    }
+    ouro_trace_snapshot_free(s);
+}
