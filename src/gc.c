@@ -118,7 +118,7 @@ static int mb_mode;       /* [init] how membarrier_all() reaches every thread */
 /* ---- stripes of young lists ---- */
 #define NSTRIPES 64
 typedef struct stripe_s {
-    pthread_mutex_t lock;  /* adaptive (see stripe_lock) */
+    _Atomic int lock;
     int parity;            /* [lock] the current list is young[parity] */
     _Atomic long count;    /* [lock] writes (relaxed load+store, no RMW: one writer at a
                             * time); read relaxed without it, as a heuristic or a
@@ -279,21 +279,23 @@ static void list_splice(gc_head_t *from, gc_head_t *to)
 /* ================================================================== */
 /* locks                                                               */
 /* ================================================================== */
-/* A stripe's lock is held for a few list operations, but its holder can
- * be preempted (more runnable threads than cores: mutators, the
- * collector, liburcu's call_rcu worker).  A waiter that spun and yielded
- * kept its core and so kept the holder off it for up to a scheduler tick
- * (a mutator saw 3-4 ms stalls); glibc's adaptive mutex spins briefly and
- * then sleeps on a futex, giving the core back.  The mutex orders the list
- * operations of successive holders (acquire/release). */
-static inline void stripe_lock(stripe_t *s)
+static inline void spin_lock(_Atomic int *l)
 {
-    pthread_mutex_lock(&s->lock);
+    /* acquire: the list operations of the previous holder happen before ours */
+    while (atomic_exchange_explicit(l, 1, memory_order_acquire)) {
+        for (int i = 0; atomic_load_explicit(l, memory_order_relaxed); i++) {
+            if (i < 64)
+                __builtin_ia32_pause();
+            else
+                sched_yield();
+        }
+    }
 }
 
-static inline void stripe_unlock(stripe_t *s)
+static inline void spin_unlock(_Atomic int *l)
 {
-    pthread_mutex_unlock(&s->lock);
+    /* release: pairs with spin_lock's acquire */
+    atomic_store_explicit(l, 0, memory_order_release);
 }
 
 /* ================================================================== */
@@ -386,15 +388,10 @@ static void bg_cond_init(void)
 
 void ouro__gc_init(void)
 {
-    pthread_mutexattr_t ma;
-    pthread_mutexattr_init(&ma);
-    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
     for (int i = 0; i < NSTRIPES; i++) {
-        pthread_mutex_init(&stripes[i].lock, &ma);
         list_init(&stripes[i].young[0]);
         list_init(&stripes[i].young[1]);
     }
-    pthread_mutexattr_destroy(&ma);
     for (int g = 0; g < 4; g++)
         list_init(&gens[g]);
     __cds_lfs_init(&zombies);
@@ -431,13 +428,13 @@ static void track_young(ouro_tstate_t *ts, ouro_object_t *o)
 {
     unsigned si = ts->gc_stripe;
     stripe_t *s = &stripes[si];
-    stripe_lock(s);
+    spin_lock(&s->lock);
     int p = s->parity;
     gc_bits_set(o, LOC_MASK, GC_TRACKED | (p ? GC_PARITY : 0) | (si << GC_STRIPE_SHIFT));
     list_append(&s->young[p], gc_head_of(o));
     long n = atomic_load_explicit(&s->count, memory_order_relaxed) + 1;
     atomic_store_explicit(&s->count, n, memory_order_relaxed);
-    stripe_unlock(s);
+    spin_unlock(&s->lock);
     if ((n & 31) == 0)
         maybe_collect(ts);
 }
@@ -452,7 +449,7 @@ void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o)
 static bool untrack_young(ouro_object_t *o, uint32_t gc)
 {
     stripe_t *s = &stripes[stripe_of(gc)];
-    stripe_lock(s);
+    spin_lock(&s->lock);
     /* relaxed: OLD and PARITY change only under this lock or for objects
      * whose parity no longer matches (taken by the collector) */
     gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
@@ -463,7 +460,7 @@ static bool untrack_young(ouro_object_t *o, uint32_t gc)
                               memory_order_relaxed);
         gc_bits_set(o, LOC_MASK, 0);
     }
-    stripe_unlock(s);
+    spin_unlock(&s->lock);
     return mine;
 }
 
@@ -691,13 +688,13 @@ static size_t take_young(gc_head_t *to, uint64_t *parity)
     *parity = 0;
     for (int i = 0; i < NSTRIPES; i++) {
         stripe_t *s = &stripes[i];
-        stripe_lock(s);
+        spin_lock(&s->lock);
         list_splice(&s->young[s->parity], to);
         *parity |= (uint64_t)s->parity << i;
         s->parity ^= 1;
         n += (size_t)atomic_load_explicit(&s->count, memory_order_relaxed);
         atomic_store_explicit(&s->count, 0, memory_order_relaxed);
-        stripe_unlock(s);
+        spin_unlock(&s->lock);
     }
     return n;
 }
@@ -1258,9 +1255,9 @@ long ouro_gc_get_referrers(ouro_object_t *target, ouro_visit_fn *visit, void *ar
         n += referrers_in(&gens[g], target, visit, arg);
     for (int i = 0; i < NSTRIPES; i++) {
         stripe_t *s = &stripes[i];
-        stripe_lock(s);
+        spin_lock(&s->lock);
         n += referrers_in(&s->young[s->parity], target, visit, arg);
-        stripe_unlock(s);
+        spin_unlock(&s->lock);
     }
     ouro_read_end();
     gc_unlock(locked);
@@ -1309,13 +1306,13 @@ void ouro__gc_fork_prepare(void)
     pthread_mutex_lock(&gc_mutex);
     ouro__gc_mark_fork_prepare();
     for (int i = 0; i < NSTRIPES; i++)
-        stripe_lock(&stripes[i]);
+        spin_lock(&stripes[i].lock);
 }
 
 void ouro__gc_fork_parent(void)
 {
     for (int i = NSTRIPES - 1; i >= 0; i--)
-        stripe_unlock(&stripes[i]);
+        spin_unlock(&stripes[i].lock);
     ouro__gc_mark_fork_parent();
     pthread_mutex_unlock(&gc_mutex);
     pthread_mutex_unlock(&bg_lock);
