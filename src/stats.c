@@ -57,6 +57,7 @@ static const char *const phase_names[OURO_GC_NPHASES] = {
     [OURO_GC_PHASE_MARK] = "mark",   [OURO_GC_PHASE_H2] = "h2",     [OURO_GC_PHASE_VALIDATE] = "validate",
     [OURO_GC_PHASE_FINISH] = "finish",
 };
+
 /* ---- per thread ---- */
 
 /* Work memory straight from the OS: stats must not allocate from the heap
@@ -190,6 +191,8 @@ static const char *mode_name(void)
 {
     return ouro__debug_on() ? (ouro__hardened_on() ? "debug+hardened" : "debug")
                             : (ouro__hardened_on() ? "hardened" : "default");
+}
+
 /* Every thread's figures, in memory of our own (release with threads_free). */
 static ouro_thread_stats_t *threads_get(size_t *n, size_t *bytes)
 {
