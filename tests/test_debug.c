@@ -20,50 +20,17 @@
 
 #include "ouro.h"
 #include "testutil.h"
+#include "tuchild.h"
 
-typedef void misuse_fn(void *arg);
+typedef tu_child_fn misuse_fn;
 
-/* Run fn(arg) in a child; assert it dies of SIGABRT, and return its stderr
- * (static buffer). */
+/* Run fn(arg) in a child; assert it dies of SIGABRT, and return its output. */
 static const char *run_abort(misuse_fn *fn, void *arg)
 {
-    static char buf[4096];
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn(arg);
-        _exit(0); /* not reached if the misuse was caught */
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fds[0]);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
-                  "child did not abort (status %#x); stderr: %s", status, buf);
-    return buf;
+    return tu_run_death(fn, arg, SIGABRT);
 }
 
-static void expect_in(const char *msg, const char *needle)
-{
-    ck_assert_msg(strstr(msg, needle) != NULL, "stderr lacks \"%s\": %s", needle, msg);
-}
 
-static char *addr(const void *p)
-{
-    static char s[64];
-    snprintf(s, sizeof s, "%p", p);
-    return s;
-}
 
 /* "size class N" for the class of a debug block holding `size` bytes: the
  * block holds 64 bytes of header and guards besides. */
@@ -105,10 +72,10 @@ START_TEST(overflow_is_reported_at_free)
     char *p = alloc_here(24);
     p[24] = 'x'; /* one byte past the end */
     const char *msg = run_abort((misuse_fn *)ouro_free, p);
-    expect_in(msg, "buffer overflow");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(24));
-    expect_in(msg, "guard byte +0 past the end");
+    tu_expect_in(msg, "buffer overflow");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(24));
+    tu_expect_in(msg, "guard byte +0 past the end");
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -119,9 +86,9 @@ START_TEST(overflow_into_slack_is_reported)
     char *p = alloc_here(17);
     p[20] = 0;
     const char *msg = run_abort((misuse_fn *)ouro_free, p);
-    expect_in(msg, "buffer overflow");
-    expect_in(msg, addr(p));
-    expect_in(msg, "guard byte +3 past the end");
+    tu_expect_in(msg, "buffer overflow");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, "guard byte +3 past the end");
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -136,10 +103,10 @@ START_TEST(overflow_is_reported_at_realloc)
     char *p = alloc_here(100);
     memset(p, 1, 101);
     const char *msg = run_abort(do_realloc, p);
-    expect_in(msg, "buffer overflow");
-    expect_in(msg, "ouro_realloc");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(100));
+    tu_expect_in(msg, "buffer overflow");
+    tu_expect_in(msg, "ouro_realloc");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(100));
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -149,9 +116,9 @@ START_TEST(underflow_is_reported)
     char *p = alloc_here(32);
     p[-3] = 0;
     const char *msg = run_abort((misuse_fn *)ouro_free, p);
-    expect_in(msg, "buffer underflow");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(32));
+    tu_expect_in(msg, "buffer underflow");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(32));
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -162,9 +129,9 @@ START_TEST(large_overflow_is_reported)
     char *p = alloc_here(n);
     p[n + 5] = 0;
     const char *msg = run_abort((misuse_fn *)ouro_free, p);
-    expect_in(msg, "buffer overflow");
-    expect_in(msg, addr(p));
-    expect_in(msg, "size class: large");
+    tu_expect_in(msg, "buffer overflow");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, "size class: large");
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -187,10 +154,10 @@ START_TEST(write_after_free_is_reported_when_reused)
     void *p = ouro_malloc(40);
     ouro_free(p);
     const char *msg = run_abort(write_after_free, NULL);
-    expect_in(msg, "write after free");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(40));
-    expect_in(msg, "its byte 3 ");
+    tu_expect_in(msg, "write after free");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(40));
+    tu_expect_in(msg, "its byte 3 ");
     expect_site(msg, (const void *)write_after_free);
 }
 END_TEST
@@ -218,9 +185,9 @@ static __attribute__((noinline)) void write_after_remote_free(void *arg)
 START_TEST(write_after_remote_free_is_reported)
 {
     const char *msg = run_abort(write_after_remote_free, NULL);
-    expect_in(msg, "write after free");
-    expect_in(msg, class_of(200));
-    expect_in(msg, "its byte 150 ");
+    tu_expect_in(msg, "write after free");
+    tu_expect_in(msg, class_of(200));
+    tu_expect_in(msg, "its byte 150 ");
     expect_site(msg, (const void *)write_after_remote_free);
 }
 END_TEST
@@ -235,9 +202,9 @@ START_TEST(double_free_is_reported)
 {
     void *p = alloc_here(64);
     const char *msg = run_abort(do_double_free, p);
-    expect_in(msg, "double free");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(64));
+    tu_expect_in(msg, "double free");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(64));
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -249,9 +216,9 @@ START_TEST(double_free_from_another_thread_is_reported)
     pthread_create(&t, NULL, free_remotely, p);
     pthread_join(t, NULL);
     const char *msg = run_abort((misuse_fn *)ouro_free, p);
-    expect_in(msg, "double free");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(300));
+    tu_expect_in(msg, "double free");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(300));
     expect_site(msg, (const void *)alloc_here);
 }
 END_TEST
@@ -260,16 +227,16 @@ START_TEST(invalid_free_of_interior_pointer_is_reported)
 {
     char *p = alloc_here(80);
     const char *msg = run_abort((misuse_fn *)ouro_free, p + 8);
-    expect_in(msg, "invalid free");
-    expect_in(msg, addr(p + 8));
-    expect_in(msg, class_of(80));
-    expect_in(msg, "8 bytes from");
+    tu_expect_in(msg, "invalid free");
+    tu_expect_in(msg, tu_addr(p + 8));
+    tu_expect_in(msg, class_of(80));
+    tu_expect_in(msg, "8 bytes from");
     expect_site(msg, (const void *)alloc_here);
     /* an address in the block's header, before the user bytes */
     msg = run_abort((misuse_fn *)ouro_free, p - 16);
-    expect_in(msg, "invalid free");
-    expect_in(msg, addr(p - 16));
-    expect_in(msg, class_of(80));
+    tu_expect_in(msg, "invalid free");
+    tu_expect_in(msg, tu_addr(p - 16));
+    tu_expect_in(msg, class_of(80));
     ouro_free(p);
 }
 END_TEST
@@ -278,13 +245,13 @@ START_TEST(invalid_free_of_foreign_pointer_is_reported)
 {
     int local;
     const char *msg = run_abort((misuse_fn *)ouro_free, &local);
-    expect_in(msg, "invalid free");
-    expect_in(msg, addr(&local));
-    expect_in(msg, "size class: none");
+    tu_expect_in(msg, "invalid free");
+    tu_expect_in(msg, tu_addr(&local));
+    tu_expect_in(msg, "size class: none");
     void *m = malloc(64);
     msg = run_abort((misuse_fn *)ouro_free, m);
-    expect_in(msg, "invalid free");
-    expect_in(msg, addr(m));
+    tu_expect_in(msg, "invalid free");
+    tu_expect_in(msg, tu_addr(m));
     free(m);
 }
 END_TEST
@@ -299,10 +266,10 @@ START_TEST(realloc_of_freed_block_is_reported)
 {
     void *p = alloc_here(48);
     const char *msg = run_abort(do_realloc_freed, p);
-    expect_in(msg, "double free");
-    expect_in(msg, "ouro_realloc");
-    expect_in(msg, addr(p));
-    expect_in(msg, class_of(48));
+    tu_expect_in(msg, "double free");
+    tu_expect_in(msg, "ouro_realloc");
+    tu_expect_in(msg, tu_addr(p));
+    tu_expect_in(msg, class_of(48));
     ouro_free(p);
 }
 END_TEST
@@ -327,15 +294,15 @@ START_TEST(decref_below_zero_is_reported)
     ck_assert_ptr_nonnull(o);
     /* the owner drops its only reference twice */
     const char *msg = run_abort(do_decref_twice, o);
-    expect_in(msg, "below zero");
-    expect_in(msg, addr(o));
-    expect_in(msg, "size class 3,"); /* 48 bytes: objects keep their layout */
-    expect_in(msg, "type plain");
+    tu_expect_in(msg, "below zero");
+    tu_expect_in(msg, tu_addr(o));
+    tu_expect_in(msg, "size class 3,"); /* 48 bytes: objects keep their layout */
+    tu_expect_in(msg, "type plain");
     /* and with references left, dropping one too many */
     ouro_incref(o);
     ouro_decref(o);
     msg = run_abort(do_decref_twice, o);
-    expect_in(msg, "below zero");
+    tu_expect_in(msg, "below zero");
     do_decref(o);
 }
 END_TEST

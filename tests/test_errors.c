@@ -14,47 +14,20 @@
 
 #include "ouro.h"
 #include "testutil.h"
+#include "tuchild.h"
 
-typedef void misuse_fn(void *arg);
+typedef tu_child_fn misuse_fn;
 
-/* Run fn(arg) in a child; assert it dies of SIGABRT and that its stderr
- * contains each of the given strings (NULL-terminated list). */
+/* Run fn(arg) in a child; assert it dies of SIGABRT and that its output
+ * contains needle1 and, unless NULL, needle2. */
 static void expect_abort(misuse_fn *fn, void *arg, const char *needle1, const char *needle2)
 {
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn(arg);
-        _exit(0); /* not reached if the misuse was caught */
-    }
-    close(fds[1]);
-    char buf[4096];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fds[0]);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
-                  "child did not abort (status %#x); stderr: %s", status, buf);
-    ck_assert_msg(strstr(buf, needle1) != NULL, "stderr lacks \"%s\": %s", needle1, buf);
+    const char *out = tu_run_death(fn, arg, SIGABRT);
+    tu_expect_in(out, needle1);
     if (needle2)
-        ck_assert_msg(strstr(buf, needle2) != NULL, "stderr lacks \"%s\": %s", needle2, buf);
+        tu_expect_in(out, needle2);
 }
 
-static char *addr(const void *p)
-{
-    static char s[64];
-    snprintf(s, sizeof s, "%p", p);
-    return s;
-}
 
 static void do_free(void *p)
 {
@@ -70,14 +43,14 @@ static void do_double_free(void *p)
 START_TEST(free_of_stack_pointer_aborts)
 {
     int local;
-    expect_abort(do_free, &local, "not allocated by ouro", addr(&local));
+    expect_abort(do_free, &local, "not allocated by ouro", tu_addr(&local));
 }
 END_TEST
 
 START_TEST(free_of_libc_pointer_aborts)
 {
     void *p = malloc(64);
-    expect_abort(do_free, p, "not allocated by ouro", addr(p));
+    expect_abort(do_free, p, "not allocated by ouro", tu_addr(p));
     free(p);
 }
 END_TEST
@@ -85,10 +58,10 @@ END_TEST
 START_TEST(free_of_interior_pointer_aborts)
 {
     char *p = ouro_malloc(64);
-    expect_abort(do_free, p + 16, "not allocated by ouro", addr(p + 16));
-    expect_abort(do_free, p + 1, "not allocated by ouro", addr(p + 1));
+    expect_abort(do_free, p + 16, "not allocated by ouro", tu_addr(p + 16));
+    expect_abort(do_free, p + 1, "not allocated by ouro", tu_addr(p + 1));
     char *big = ouro_malloc(1 << 20);
-    expect_abort(do_free, big + 4096, "not allocated by ouro", addr(big + 4096));
+    expect_abort(do_free, big + 4096, "not allocated by ouro", tu_addr(big + 4096));
     ouro_free(p);
     ouro_free(big);
 }
@@ -96,12 +69,12 @@ END_TEST
 
 START_TEST(free_of_wild_pointers_aborts)
 {
-    expect_abort(do_free, (void *)0x10, "not allocated by ouro", addr((void *)0x10));
-    expect_abort(do_free, (void *)-16, "not allocated by ouro", addr((void *)-16));
+    expect_abort(do_free, (void *)0x10, "not allocated by ouro", tu_addr((void *)0x10));
+    expect_abort(do_free, (void *)-16, "not allocated by ouro", tu_addr((void *)-16));
     /* inside an arena but in a slot no pool holds */
     char *p = ouro_malloc(32);
     char *arena_tail = (char *)(((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1)) + (4 << 20) - 4096);
-    expect_abort(do_free, arena_tail, "not allocated by ouro", addr(arena_tail));
+    expect_abort(do_free, arena_tail, "not allocated by ouro", tu_addr(arena_tail));
     ouro_free(p);
 }
 END_TEST
@@ -109,7 +82,7 @@ END_TEST
 START_TEST(double_free_small_aborts)
 {
     void *p = ouro_malloc(48);
-    expect_abort(do_double_free, p, "double free", addr(p));
+    expect_abort(do_double_free, p, "double free", tu_addr(p));
     ouro_free(p);
 }
 END_TEST
@@ -123,7 +96,7 @@ START_TEST(double_free_after_other_frees_aborts)
     ouro_free(v[3]);
     for (int i = 4; i < 10; i++)
         ouro_free(v[i]);
-    expect_abort(do_free, v[3], "double free", addr(v[3]));
+    expect_abort(do_free, v[3], "double free", tu_addr(v[3]));
 }
 END_TEST
 
@@ -144,14 +117,14 @@ static void do_remote_double_free(void *p)
 START_TEST(double_free_across_threads_aborts)
 {
     void *p = ouro_malloc(80);
-    expect_abort(do_remote_double_free, p, "double free", addr(p));
+    expect_abort(do_remote_double_free, p, "double free", tu_addr(p));
 }
 END_TEST
 
 START_TEST(double_free_large_aborts)
 {
     void *p = ouro_malloc(1 << 20);
-    expect_abort(do_double_free, p, "not allocated by ouro", addr(p));
+    expect_abort(do_double_free, p, "not allocated by ouro", tu_addr(p));
     ouro_free(p);
 }
 END_TEST
@@ -166,7 +139,7 @@ static void do_realloc_freed(void *p)
 START_TEST(realloc_of_freed_block_aborts)
 {
     void *p = ouro_malloc(64);
-    expect_abort(do_realloc_freed, p, "double free", addr(p));
+    expect_abort(do_realloc_freed, p, "double free", tu_addr(p));
 }
 END_TEST
 
@@ -178,7 +151,7 @@ static void do_usable_size(void *p)
 START_TEST(usable_size_of_foreign_pointer_aborts)
 {
     int local;
-    expect_abort(do_usable_size, &local, "not allocated by ouro", addr(&local));
+    expect_abort(do_usable_size, &local, "not allocated by ouro", tu_addr(&local));
 }
 END_TEST
 
@@ -194,7 +167,7 @@ START_TEST(free_sized_with_wrong_size_aborts)
     char holds[64];
     snprintf(holds, sizeof holds, "holds only %zu bytes", ouro_usable_size(p));
     ck_assert_uint_eq(ouro_usable_size(p), ouro_option_get(OURO_OPTION_DEBUG) ? 100 : 112);
-    expect_abort(do_free_sized_wrong, p, holds, addr(p));
+    expect_abort(do_free_sized_wrong, p, holds, tu_addr(p));
     ouro_free(p);
 }
 END_TEST
@@ -211,7 +184,7 @@ START_TEST(decref_below_zero_on_owner_aborts)
 {
     /* the owner's path (plain instructions) checks too, in every mode */
     ouro_object_t *o = ouro_new(&plain_type);
-    expect_abort(do_decref_twice, o, "reference count below zero", addr(o));
+    expect_abort(do_decref_twice, o, "reference count below zero", tu_addr(o));
     expect_abort(do_decref_twice, o, "size class 3,", "type plain");
     ouro_decref(o);
 }

@@ -25,91 +25,31 @@
 
 #include "ouro.h"
 #include "testutil.h"
+#include "tuchild.h"
 
 #define UNIT ((uintptr_t)4 << 20) /* arenas and large mappings are whole 4 MiB units */
 #define PAGE ((uintptr_t)4096)
 
-typedef void scenario_fn(void *arg);
+typedef tu_child_fn scenario_fn;
 
-/* Run fn(arg) in a forked child with stderr (and stdout) into a pipe; wait
- * for it and return its output (static buffer) and wait status. */
-static const char *run_child(scenario_fn *fn, void *arg, int *status)
+
+
+
+
+/* In a child: this binary again, in the default mode (OURO_HARDENED=0),
+ * as `test_hardened --control NAME`. */
+static void exec_control(void *name)
 {
-    static char buf[8192];
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        fn(arg);
-        fflush(NULL);
-        _exit(0); /* not reached if the misuse was caught */
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fds[0]);
-    ck_assert_int_eq(waitpid(pid, status, 0), pid);
-    return buf;
+    setenv("OURO_HARDENED", "0", 1);
+    execl("/proc/self/exe", "test_hardened", "--control", (const char *)name, (char *)NULL);
+    _exit(127);
 }
 
-/* fn(arg) must die of `sig`; returns its output. */
-static const char *run_death(scenario_fn *fn, void *arg, int sig)
-{
-    int status;
-    const char *out = run_child(fn, arg, &status);
-    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sig, "child did not die of signal %d (status %#x): %s",
-                  sig, status, out);
-    return out;
-}
-
-static void expect_in(const char *msg, const char *needle)
-{
-    ck_assert_msg(strstr(msg, needle) != NULL, "output lacks \"%s\": %s", needle, msg);
-}
-
-static char *addr(const void *p)
-{
-    static char s[64];
-    snprintf(s, sizeof s, "%p", p);
-    return s;
-}
-
-/* Run this binary again, in the default mode (OURO_HARDENED=0), as
- * `test_hardened --control NAME`; returns its stdout and stderr (static
- * buffer) and its wait status. */
+/* Run control NAME; returns its stdout and stderr (static buffer) and its
+ * wait status. */
 static const char *run_control_status(const char *name, int *status)
 {
-    static char buf[4096];
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        setenv("OURO_HARDENED", "0", 1);
-        execl("/proc/self/exe", "test_hardened", "--control", name, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fds[0]);
-    ck_assert_int_eq(waitpid(pid, status, 0), pid);
-    return buf;
+    return tu_run_child(exec_control, (void *)name, status);
 }
 
 /* The same, for a control that must succeed: returns its output. */
@@ -174,11 +114,11 @@ START_TEST(forged_link_is_reported)
     char *p = ouro_malloc(48);
     uintptr_t slot = (uintptr_t)p & ~(uintptr_t)0xffff; /* a 48-byte pool spans one 64 KiB slot */
     ouro_free(p);
-    const char *msg = run_death(forge_link_to_live_block, NULL, SIGABRT);
-    expect_in(msg, "corrupt free list");
-    expect_in(msg, "size class 3 (48-byte blocks");
-    expect_in(msg, addr((void *)slot));
-    expect_in(msg, "hardened mode");
+    const char *msg = tu_run_death(forge_link_to_live_block, NULL, SIGABRT);
+    tu_expect_in(msg, "corrupt free list");
+    tu_expect_in(msg, "size class 3 (48-byte blocks");
+    tu_expect_in(msg, tu_addr((void *)slot));
+    tu_expect_in(msg, "hardened mode");
     ck_assert_msg(strstr(msg, "y=") == NULL, "the forged block was handed out: %s", msg);
 }
 END_TEST
@@ -203,16 +143,16 @@ static void garbage_link(void *arg)
 
 START_TEST(garbage_link_is_reported)
 {
-    const char *msg = run_death(garbage_link, NULL, SIGABRT);
-    expect_in(msg, "corrupt free list");
-    expect_in(msg, "size class 5 (80-byte blocks");
+    const char *msg = tu_run_death(garbage_link, NULL, SIGABRT);
+    tu_expect_in(msg, "corrupt free list");
+    tu_expect_in(msg, "size class 5 (80-byte blocks");
     /* the default mode checks the head of the list with the same
      * instructions: its plain links are caught when they are garbage */
     int status;
     msg = run_control_status("garbage-link", &status);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "default mode: status %#x: %s", status, msg);
-    expect_in(msg, "corrupt free list");
-    expect_in(msg, "would be 0x4141414141414140");
+    tu_expect_in(msg, "corrupt free list");
+    tu_expect_in(msg, "would be 0x4141414141414140");
     ck_assert_msg(strstr(msg, "hardened mode") == NULL, "%s", msg);
 }
 END_TEST
@@ -287,11 +227,11 @@ static void corrupt_remote_link(void *arg)
 
 START_TEST(corrupt_remote_link_is_reported)
 {
-    const char *msg = run_death(corrupt_remote_link, NULL, SIGABRT);
-    expect_in(msg, "corrupt free list");
-    expect_in(msg, "a block freed by another thread");
-    expect_in(msg, "size class 13 (208-byte blocks");
-    expect_in(msg, "0x4242424242424240");
+    const char *msg = tu_run_death(corrupt_remote_link, NULL, SIGABRT);
+    tu_expect_in(msg, "corrupt free list");
+    tu_expect_in(msg, "a block freed by another thread");
+    tu_expect_in(msg, "size class 13 (208-byte blocks");
+    tu_expect_in(msg, "0x4242424242424240");
 }
 END_TEST
 
@@ -393,8 +333,8 @@ START_TEST(overflow_off_the_last_pool_of_an_arena_faults)
     ouro_stats_t st;
     ouro_stats_get(&st);
     ck_assert_uint_gt(st.purged_bytes, 0);
-    const char *out = run_death(overflow, &o, SIGSEGV);
-    expect_in(out, "in bounds");
+    const char *out = tu_run_death(overflow, &o, SIGSEGV);
+    tu_expect_in(out, "in bounds");
     ck_assert_msg(strstr(out, "past the end") == NULL, "%s", out);
 }
 END_TEST
@@ -409,8 +349,8 @@ START_TEST(overflow_off_a_large_block_faults)
         ck_assert_uint_ge(o.size, sizes[i]);
         /* the usable bytes end at the guard: the end of the mapping but a page */
         ck_assert_uint_eq(((uintptr_t)p + o.size) & (UNIT - 1), UNIT - PAGE);
-        const char *out = run_death(overflow, &o, SIGSEGV);
-        expect_in(out, "in bounds");
+        const char *out = tu_run_death(overflow, &o, SIGSEGV);
+        tu_expect_in(out, "in bounds");
         ouro_free(p);
     }
 }
@@ -429,8 +369,8 @@ START_TEST(large_realloc_moves_the_guard)
     ck_assert_uint_ge(o.size, 9 << 20);
     ck_assert_uint_eq(((uintptr_t)q + o.size) & (UNIT - 1), UNIT - PAGE);
     memset(q + n, 7, o.size - n); /* every usable byte is writable */
-    const char *out = run_death(overflow, &o, SIGSEGV);
-    expect_in(out, "in bounds");
+    const char *out = tu_run_death(overflow, &o, SIGSEGV);
+    tu_expect_in(out, "in bounds");
     ouro_free(q);
 }
 END_TEST

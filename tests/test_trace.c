@@ -25,6 +25,7 @@
 
 #include "ouro.h"
 #include "testutil.h"
+#include "tuchild.h"
 
 #define FRAMES 8
 #define NOINLINE __attribute__((noinline))
@@ -571,36 +572,24 @@ START_TEST(bad_arguments_are_refused)
 END_TEST
 
 /* ---- the leak report at exit ---- */
+/* In a child: tests/trace_leaker with tracing and the leak report on. */
+static void exec_leaker(void *path)
+{
+    setenv("OURO_TRACE", "4", 1);
+    setenv("OURO_TRACE_LEAKS", "1", 1);
+    setenv("OURO_DEBUG", "0", 1); /* the default of a --enable-debug build is 1 */
+    execl((const char *)path, (const char *)path, (char *)NULL);
+    perror("execl");
+    _exit(99);
+}
+
 START_TEST(leak_report_at_exit_names_the_leaking_site)
 {
     const char *top = getenv("top_builddir");
     char path[4096];
     snprintf(path, sizeof path, "%s/tests/trace_leaker", top ? top : ".");
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        setenv("OURO_TRACE", "4", 1);
-        setenv("OURO_TRACE_LEAKS", "1", 1);
-        setenv("OURO_DEBUG", "0", 1); /* the default of a --enable-debug build is 1 */
-        execl(path, path, (char *)NULL);
-        perror("execl");
-        _exit(99);
-    }
-    close(fds[1]);
-    static char buf[65536];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fds[0]);
     int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    const char *buf = tu_run_child(exec_leaker, path, &status);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s failed (status %#x): %s", path, status, buf);
     ck_assert_msg(strstr(buf, "leak report") != NULL, "no leak report: %s", buf);
     ck_assert_msg(strstr(buf, "(4242 B) in 1 blocks") != NULL, "the leaked block is missing: %s", buf);
