@@ -435,15 +435,6 @@ START_TEST(cross_thread_frees_are_clean)
 }
 END_TEST
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#endif
-
 int main(int argc, char **argv)
 {
     (void)argc;

@@ -190,15 +190,6 @@ START_TEST(decref_below_zero_on_owner_aborts)
 }
 END_TEST
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#endif
-
 int main(void)
 {
 #ifdef UNDER_TSAN

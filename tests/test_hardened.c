@@ -377,15 +377,6 @@ END_TEST
 
 /* ---- main ---- */
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#endif
-
 /* The controls, in the default mode (see run_control). */
 static int control(const char *name)
 {

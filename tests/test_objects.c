@@ -12,14 +12,6 @@
 #include "ouro.h"
 #include "testutil.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-
 typedef struct node_s {
     ouro_object_t ob;
     struct node_s *next; /* a reference, or NULL */

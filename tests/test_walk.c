@@ -16,15 +16,6 @@
 #include "ouro.h"
 #include "testutil.h"
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#endif
-
 /* ---- the oracle: known blocks, sorted by address, with visit counts ---- */
 #define MAX_KNOWN 20000
 

@@ -13,6 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* UNDER_TSAN: this build runs under ThreadSanitizer (gcc says so with
+ * __SANITIZE_THREAD__, clang with __has_feature); tests that fork a child
+ * to die, or that race on purpose, skip themselves there. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 /* ---- mixing ---- */
 
 /* splitmix64's finaliser: a bijection on 64-bit words with good avalanche. */
