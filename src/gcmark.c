@@ -1,8 +1,9 @@
 /*
  * gcmark.c — steps 1-4 of a collection (see the protocol at the top of
- * gc.c), in three passes over the members of G:
- *   COUNT     walk G's list into an array; for each member, snapshot its
- *             count (c1) into its scratch word and add one to the
+ * gc.c), in passes over the members of G:
+ *   WALK      walk G's list into an array; each member's scratch word
+ *             (its prefix prev) becomes TAG | its index in the array;
+ *   COUNT     for each member, snapshot its count (c1) and add one to the
  *             internal-reference count of each referent that is in G;
  *   MARK      mark from each member referenced from outside G (c1 above
  *             its internal references), forced, or shaded;
@@ -12,9 +13,21 @@
  *             generation at once, so no pass of its own relinks G.  What
  *             is left is the garbage, relinked by ouro__gc_mark_end once
  *             the driver is done with it.
- * Membership of a referent in G is read from its gc bits during COUNT (a
- * scratch word may not be made yet) and from the TAG bit of its scratch
- * word afterwards (a relinked member has a pointer there again: settled).
+ * A member's collection state lives in dense arrays indexed by its index,
+ * not in its header, so that markers never need an atomic read-modify-
+ * write (on this kind of machine a locked RMW per object costs as much as
+ * a second marker gains):
+ *   cnt[i]  c1 and the internal count: written only by the marker whose
+ *           slice of the array holds i; a reference to a member of another
+ *           slice is buffered during COUNT and added by that slice's
+ *           marker in APPLY, after a barrier;
+ *   st[i]   FORCE, SKIP (dead), RELINKED: written only by i's slice's
+ *           marker (or the driver alone);
+ *   mark[i] reachable: a byte any marker may set, with relaxed atomic
+ *           byte loads and stores; two markers that both see it clear both
+ *           traverse the member, which is harmless (marking is idempotent).
+ * Membership of a referent in G is read from the TAG bit of its scratch
+ * word (a relinked member has a pointer there again: settled).
  * Runs on `nmarkers` threads: the collecting one and helpers parked
  * between passes; marking work is shared in chunks on a liburcu lock-free
  * stack.
@@ -85,19 +98,14 @@ static int64_t gc_count(ouro_object_t *o)
 /* ================================================================== */
 /* the scratch word (prefix prev of a G member during a collection)    */
 /* ================================================================== */
-#define S_TAG 1ull        /* a scratch word, not a prev pointer */
-#define S_MARK 2ull       /* reachable (or rejected) */
-#define S_FORCE 4ull      /* a root whatever its count says */
-#define S_SKIP 8ull       /* dead: neither traversed nor collected */
-#define S_IN_SHIFT 8      /* references from inside G, 32 bits */
-#define S_IN_MAX 0xffffffffull
-#define S_C1_SHIFT 40     /* c1, 24 bits */
-#define S_C1_MAX (((int64_t)1 << 24) - 1)
-#define S_ONE_IN ((uint64_t)1 << S_IN_SHIFT)
+#define S_TAG 1ull /* a scratch word (TAG | index << 1), not a prev pointer */
+#define S_PEND 2ull /* one marker, before the walk reaches it: PEND | references from inside G << 2 */
 
-/* Relaxed: during a collection only markers touch a member's scratch word;
- * passes are ordered by mk_lock, and within a parallel pass every
- * concurrent update is an RMW (CAS in COUNT, fetch_or of MARK and SKIP). */
+/* Relaxed: between the walk and its relink, a member's scratch word is
+ * written only by the driver (the walk, before the passes: mk_lock orders
+ * it before them) and by its slice's marker (relink); other markers only
+ * read it, and a relink racing such a read is harmless: the reader sees
+ * either the index or a pointer (settled), both right. */
 static inline uint64_t sc_load(gc_head_t *h)
 {
     return atomic_load_explicit(&h->prev, memory_order_relaxed);
@@ -106,26 +114,30 @@ static inline void sc_store(gc_head_t *h, uint64_t w)
 {
     atomic_store_explicit(&h->prev, w, memory_order_relaxed);
 }
-static inline int64_t sc_c1(uint64_t w)
-{
-    return (int64_t)(w >> S_C1_SHIFT);
-}
-/* gc_refs: c1 minus the references from inside G */
-static inline int64_t sc_refs(uint64_t w)
-{
-    return sc_c1(w) - (int64_t)((w >> S_IN_SHIFT) & S_IN_MAX);
-}
 
-/* The unsettled G member that `r` is, or NULL (after COUNT).  `r` is a
- * referent read from a live object's slot during a pass: its memory is not
- * reused before our next quiescent state (see the top of gc.c). */
-static inline gc_head_t *in_g(ouro_object_t *r)
+#define NO_MEMBER SIZE_MAX
+/* The index of the unsettled G member that `r` is, or NO_MEMBER.  `r` is
+ * a referent read from a live object's slot during a pass: its memory is
+ * not reused before our next quiescent state (see the top of gc.c). */
+static inline size_t in_g(ouro_object_t *r)
 {
     if (r == NULL || !ouro__is_container(r))
-        return NULL;
-    gc_head_t *h = gc_head_of(r);
-    return (sc_load(h) & S_TAG) ? h : NULL;
+        return NO_MEMBER;
+    uint64_t s = sc_load(gc_head_of(r));
+    return (s & S_TAG) ? (size_t)(s >> 1) : NO_MEMBER;
 }
+
+/* ---- the dense per-member state (see the top of this file) ---- */
+typedef struct mcount_s {
+    uint32_t c1; /* the count at snapshot (valid unless FORCE) */
+    uint32_t in; /* references from inside G */
+} mcount_t;
+#define C1_MAX UINT32_MAX
+#define IN_MAX UINT32_MAX
+
+#define ST_FORCE 1    /* a root whatever its count says */
+#define ST_SKIP 2     /* dead: neither traversed nor collected */
+#define ST_RELINKED 4 /* has its list link back (settled) */
 
 /* ================================================================== */
 /* work: the G array, mark stacks, markers                             */
@@ -144,16 +156,21 @@ typedef struct ivec_s {
     size_t n, cap;
 } ivec_t;
 
-static bool ivec_push(ivec_t *s, size_t i)
+static ouro_noinline bool ivec_grow(ivec_t *s)
 {
-    if (unlikely(s->n == s->cap)) {
-        size_t cap = s->cap ? s->cap * 2 : 256;
-        size_t *v = ouro_realloc(s->v, cap * sizeof *v);
-        if (v == NULL)
-            return false;
-        s->v = v;
-        s->cap = cap;
-    }
+    size_t cap = s->cap ? s->cap * 2 : 256;
+    size_t *v = ouro_realloc(s->v, cap * sizeof *v);
+    if (v == NULL)
+        return false;
+    s->v = v;
+    s->cap = cap;
+    return true;
+}
+
+static inline bool ivec_push(ivec_t *s, size_t i)
+{
+    if (unlikely(s->n == s->cap) && !ivec_grow(s))
+        return false;
     s->v[s->n++] = i;
     return true;
 }
@@ -168,6 +185,8 @@ static void ivec_free(ivec_t *s)
 typedef struct marker_s {
     hvec_t stack;
     ivec_t cand;           /* VALIDATE: members left unmarked, by index */
+    ivec_t *out;           /* COUNT: out[k]: references to members of marker k's slice (parallel) */
+    size_t lo, hi;         /* this marker's slice of the G array */
     bool oom;
     size_t deaths;         /* validation: members found dead */
 } marker_t;
@@ -175,14 +194,13 @@ typedef struct marker_s {
 /* One collection's shared work state. */
 typedef struct work_s {
     hvec_t g;              /* every member of G */
-    uint8_t *relinked;     /* relinked[i]: g.v[i] was relinked during MARK (written and read by
-                            * the marker whose slice holds i, so no atomics), so VALIDATE
-                            * need not touch it; as long as g.cap */
-    size_t relinked_cap;
+    mcount_t *cnt;         /* the dense state, as long as g.cap: see the top */
+    uint8_t *st;
+    uint8_t *mark;
+    size_t state_cap;
     int nmarkers;
-    bool parallel;         /* scratch updates must be atomic RMWs */
+    bool parallel;         /* several markers share the passes */
     uint32_t dirty;        /* this collection's GC_DIRTY bit */
-    gc_set_t set;          /* who is in G, by gc bits */
     gc_head_t *G;          /* G's list head */
     uint32_t loc;          /* the gc location bits of a survivor (its new generation) */
     ivec_t garbage;        /* indices of the garbage, relinked at the end */
@@ -192,77 +210,91 @@ typedef struct work_s {
     marker_t m[OURO_GC_MAX_MARKERS];
 } work_t;
 
-static inline bool mark_head(work_t *w, gc_head_t *h)
+/* mark[i]: relaxed byte loads and stores, see the top of this file */
+static inline bool is_marked(const work_t *w, size_t i)
 {
-    uint64_t s = sc_load(h);
-    if (!(s & S_TAG) || (s & S_MARK))
-        return false; /* relinked (settled), or marked */
-    if (w->parallel) {
-        /* a CAS, not a fetch_or: in VALIDATE another marker may relink a
-         * settled member (a pointer again) between our load and our RMW.
-         * Relaxed: the winner traverses; the referents it reads are the
-         * mutators' (ouro_load) */
-        do {
-            if (!(s & S_TAG) || (s & S_MARK))
-                return false;
-        } while (!atomic_compare_exchange_weak_explicit(&h->prev, &s, s | S_MARK, memory_order_relaxed,
-                                                        memory_order_relaxed));
-        return true;
-    }
-    sc_store(h, s | S_MARK);
-    return true;
+    return __atomic_load_n(&w->mark[i], __ATOMIC_RELAXED) != 0;
+}
+
+static inline bool settled(const work_t *w, size_t i)
+{
+    return is_marked(w, i) || (w->st[i] & ST_SKIP);
 }
 
 typedef struct visit_ctx_s {
     work_t *w;
     marker_t *m;
+    const gc_set_t *set; /* the fused walk's */
 } visit_ctx_t;
+
+/* Which marker's slice holds index i (slices are n*k/K .. n*(k+1)/K). */
+static inline int owner_of(const work_t *w, size_t i)
+{
+    size_t n = w->g.n, K = (size_t)w->nmarkers;
+    int k = (int)(i * K / n);
+    while (k > 0 && i < n * (size_t)k / K)
+        k--;
+    while (k + 1 < (int)K && i >= n * (size_t)(k + 1) / K)
+        k++;
+    return k;
+}
+
+/* One more reference from inside G to member j, by j's slice's marker. */
+static inline void count_in(work_t *w, size_t j)
+{
+    if (unlikely(w->cnt[j].in == IN_MAX))
+        w->st[j] |= ST_FORCE; /* 2^32 references from inside G: a root */
+    else
+        w->cnt[j].in++;
+}
 
 /* Is an object with these gc bits in G?  (Stable during a collection: only
  * the collector moves members, and a container tracked or untracked
  * meanwhile is on a current young list, which is not in G.) */
-static inline bool member_bits(const work_t *w, uint32_t gc)
+static inline bool member_bits(const gc_set_t *set, uint32_t gc)
 {
     if (!(gc & GC_TRACKED))
         return false;
     if (gc & GC_OLD)
-        return ((gc & GC_GEN_MASK) >> GC_GEN_SHIFT) <= (uint32_t)w->set.maxgen;
+        return ((gc & GC_GEN_MASK) >> GC_GEN_SHIFT) <= (uint32_t)set->maxgen;
     unsigned stripe = (gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT;
-    return ((gc & GC_PARITY) != 0) == ((w->set.young_parity >> stripe) & 1);
+    return ((gc & GC_PARITY) != 0) == ((set->young_parity >> stripe) & 1);
 }
 
-/* Add `add` to a member's scratch word, making it a scratch word first if
- * it still holds its prev pointer (COUNT may reach a referent before the
- * walk does); `force` sets FORCE instead when the internal count is full. */
-static inline void sc_add(work_t *w, gc_head_t *h, uint64_t add, uint64_t flags)
-{
-    uint64_t s = sc_load(h), ns;
-    do {
-        ns = (s & S_TAG) ? s : S_TAG;
-        if (add == S_ONE_IN && ((ns >> S_IN_SHIFT) & S_IN_MAX) == S_IN_MAX)
-            ns |= S_FORCE; /* 2^32 references from inside G: a root */
-        else
-            ns += add;
-        ns |= flags;
-        if (!w->parallel) {
-            sc_store(h, ns);
-            return;
-        }
-        /* relaxed: a count in the scratch word, see sc_load */
-    } while (!atomic_compare_exchange_weak_explicit(&h->prev, &s, ns, memory_order_relaxed,
-                                                    memory_order_relaxed));
-}
-
-/* COUNT: one more reference to `r` from inside G. */
-static int visit_count(ouro_object_t *r, void *arg)
+/* COUNT fused with the walk (one marker): a referent the walk has not
+ * reached has no index yet, so its count waits in its scratch word (PEND)
+ * until the walk gives it one.  Only G members' words are written, found by
+ * their gc bits. */
+static int visit_count_walk(ouro_object_t *r, void *arg)
 {
     visit_ctx_t *c = arg;
     if (r == NULL || !ouro__is_container(r))
         return 0;
     /* relaxed: the location bits are stable (member_bits); r's memory
      * stays ours while we are an RCU reader */
-    if (member_bits(c->w, __atomic_load_n(&r->gc, __ATOMIC_RELAXED)))
-        sc_add(c->w, gc_head_of(r), S_ONE_IN, 0);
+    if (!member_bits(c->set, __atomic_load_n(&r->gc, __ATOMIC_RELAXED)))
+        return 0;
+    gc_head_t *h = gc_head_of(r);
+    uint64_t s = sc_load(h);
+    if (s & S_TAG)
+        count_in(c->w, (size_t)(s >> 1));
+    else
+        sc_store(h, (s & S_PEND) ? s + 4 : (S_PEND | 4)); /* 2^62 references: not on this machine */
+    return 0;
+}
+
+/* COUNT: one more reference to `r` from inside G. */
+static int visit_count(ouro_object_t *r, void *arg)
+{
+    visit_ctx_t *c = arg;
+    size_t j = in_g(r);
+    if (j == NO_MEMBER)
+        return 0;
+    marker_t *m = c->m;
+    if (likely(j >= m->lo && j < m->hi))
+        count_in(c->w, j);
+    else if (!ivec_push(&m->out[owner_of(c->w, j)], j))
+        m->oom = true;
     return 0;
 }
 
@@ -279,14 +311,23 @@ static void share_work(work_t *w, marker_t *m)
     cds_lfs_push(&w->shared, &c->node);
 }
 
+/* Mark member i (head h) and put it on the marker's stack, unless it is
+ * marked already. */
+static inline void mark_push(work_t *w, marker_t *m, size_t i, gc_head_t *h)
+{
+    if (is_marked(w, i))
+        return;
+    __atomic_store_n(&w->mark[i], 1, __ATOMIC_RELAXED); /* see the top of this file */
+    if (!ouro__hvec_push(&m->stack, h))
+        m->oom = true;
+}
+
 static int visit_mark(ouro_object_t *r, void *arg)
 {
     visit_ctx_t *c = arg;
-    gc_head_t *h = in_g(r);
-    if (h == NULL || !mark_head(c->w, h))
-        return 0;
-    if (!ouro__hvec_push(&c->m->stack, h))
-        c->m->oom = true;
+    size_t j = in_g(r);
+    if (j != NO_MEMBER)
+        mark_push(c->w, c->m, j, gc_head_of(r));
     return 0;
 }
 
@@ -295,7 +336,7 @@ static int visit_mark(ouro_object_t *r, void *arg)
  * and the objects on it are still in cache. */
 static void mark_drain_local(work_t *w, marker_t *m)
 {
-    visit_ctx_t ctx = {w, m};
+    visit_ctx_t ctx = {w, m, NULL};
     while (m->stack.n) {
         gc_head_t *h = m->stack.v[--m->stack.n];
         ouro_object_t *o = gc_object_of(h);
@@ -348,28 +389,24 @@ static void mark_drain(work_t *w, marker_t *m)
     }
 }
 
-static void push_root(work_t *w, marker_t *m, gc_head_t *h)
-{
-    if (mark_head(w, h) && !ouro__hvec_push(&m->stack, h))
-        m->oom = true;
-}
-
 /* ---- the phases, each run by every marker over its slice of G ---- */
-enum { PH_COUNT, PH_MARK, PH_VALIDATE };
+enum { PH_COUNT, PH_APPLY, PH_MARK, PH_VALIDATE };
 #define PREFETCH_AHEAD 16
 
-static void slice(work_t *w, int id, size_t *lo, size_t *hi)
+static inline void prefetch_member(const work_t *w, size_t i, size_t hi)
 {
-    size_t n = w->g.n, k = (size_t)w->nmarkers;
-    *lo = n * (size_t)id / k;
-    *hi = n * (size_t)(id + 1) / k;
+    /* the passes run over the array in order, the headers scattered: ask
+     * for them ahead (the prefix and the object header share a line or
+     * two) */
+    if (i + PREFETCH_AHEAD < hi)
+        __builtin_prefetch(w->g.v[i + PREFETCH_AHEAD], 1);
 }
 
-/* COUNT for one member: snapshot its count as c1, then count its
+/* COUNT for member i: snapshot its count as c1, then count its
  * references into G. */
-static void count_one(work_t *w, visit_ctx_t *ctx, gc_head_t *h)
+static inline void count_one(work_t *w, visit_ctx_t *ctx, size_t i, ouro_visit_fn *visit)
 {
-    ouro_object_t *o = gc_object_of(h);
+    ouro_object_t *o = gc_object_of(w->g.v[i]);
     /* the dirty bits are left as they are: this collection's only goes
      * from 0 to 1 until relink, so a barrier that sees it set may skip its
      * RMW (ouro__gc_shade) without losing a shade (object.h) */
@@ -379,12 +416,12 @@ static void count_one(work_t *w, visit_ctx_t *ctx, gc_head_t *h)
     /* a count of zero: dying right now (GC_DEAD comes next); a root, so
      * that nothing it still holds is taken for garbage meanwhile; an
      * unstable or huge count: a root too */
-    if (c <= 0 || c > S_C1_MAX)
-        sc_add(w, h, 0, S_FORCE);
+    if (c <= 0 || c > (int64_t)C1_MAX)
+        w->st[i] |= ST_FORCE;
     else
-        sc_add(w, h, (uint64_t)c << S_C1_SHIFT, 0);
+        w->cnt[i].c1 = (uint32_t)c;
     if (!(gc & GC_DEAD))
-        o->type->traverse(o, visit_count, ctx);
+        o->type->traverse(o, visit, ctx);
 }
 
 /* A settled member (marked: it survives; or dead: a zombie) gets its list
@@ -399,6 +436,7 @@ static void relink_one(work_t *w, size_t i)
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if ((gc & (GC_LOC_MASK | GC_DIRTY)) != w->loc)
         ouro__gc_bits_set(o, GC_LOC_MASK | GC_DIRTY, w->loc);
+    w->st[i] |= ST_RELINKED;
 }
 
 /* Validate one unmarked member of G after H2 (step 4): reject it (mark it
@@ -407,28 +445,24 @@ static void relink_one(work_t *w, size_t i)
  * will drop what it holds, so what it holds is not ours to collect.
  * A dead member is skipped and counted in m->deaths, as is a dead one
  * that marking meets (mark_drain): after H2 its death's shading may still
- * be under way, so what it held is validated again (ouro__gc_mark). */
-static void validate_one(work_t *w, marker_t *m, gc_head_t *h)
+ * be under way, so what it held is validated again (ouro__gc_mark).
+ * Called by i's slice's marker, or by the driver alone. */
+static void validate_one(work_t *w, marker_t *m, size_t i)
 {
-    uint64_t s = sc_load(h);
-    if (s & (S_MARK | S_SKIP))
+    if (settled(w, i))
         return;
+    gc_head_t *h = w->g.v[i];
     ouro_object_t *o = gc_object_of(h);
     /* acquire: as ouro__gc_is_dead; DIRTY was made visible by H2 */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
     if (gc & GC_DEAD) {
-        /* its own dealloc frees it; in parallel mode only the SKIP bit
-         * is added, by RMW (relaxed: a count in the scratch word) */
-        if (w->parallel)
-            atomic_fetch_or_explicit(&h->prev, S_SKIP, memory_order_relaxed);
-        else
-            sc_store(h, s | S_SKIP);
+        w->st[i] |= ST_SKIP; /* its own dealloc frees it */
         m->deaths++;
         return;
     }
     int64_t c = gc_count(o);
-    if (c <= 0 || c != sc_c1(s) || (s & S_FORCE) || (gc & w->dirty)) {
-        push_root(w, m, h);
+    if (c <= 0 || c != (int64_t)w->cnt[i].c1 || (w->st[i] & ST_FORCE) || (gc & w->dirty)) {
+        mark_push(w, m, i, h);
         if (!w->parallel)
             mark_drain(w, m);
     }
@@ -437,51 +471,59 @@ static void validate_one(work_t *w, marker_t *m, gc_head_t *h)
 static void run_phase(work_t *w, int phase, int id)
 {
     marker_t *m = &w->m[id];
-    visit_ctx_t ctx = {w, m};
-    size_t lo, hi;
-    slice(w, id, &lo, &hi);
+    visit_ctx_t ctx = {w, m, NULL};
+    size_t lo = m->lo, hi = m->hi;
     switch (phase) {
     case PH_COUNT:
+        /* this slice's state is ours alone until APPLY: clear it here, in
+         * parallel, rather than in the walk */
+        memset(w->cnt + lo, 0, (hi - lo) * sizeof *w->cnt);
+        memset(w->st + lo, 0, hi - lo);
+        memset(w->mark + lo, 0, hi - lo);
         for (size_t i = lo; i < hi; i++) {
-            /* the RMWs of a parallel pass keep the core from running ahead
-             * to the next misses itself */
-            if (i + PREFETCH_AHEAD < hi)
-                __builtin_prefetch(w->g.v[i + PREFETCH_AHEAD], 1);
-            count_one(w, &ctx, w->g.v[i]);
+            prefetch_member(w, i, hi);
+            count_one(w, &ctx, i, visit_count);
+        }
+        break;
+    case PH_APPLY:
+        /* the references the other markers met into this slice */
+        for (int k = 0; k < w->nmarkers; k++) {
+            if (k == id)
+                continue;
+            ivec_t *v = &w->m[k].out[id];
+            for (size_t x = 0; x < v->n; x++)
+                count_in(w, v->v[x]);
         }
         break;
     case PH_MARK:
         /* A member marked by now survives whatever validation finds (it
          * only ever marks more), so it is relinked here, while its header
-         * is in cache, and VALIDATE skips it by relinked[i].  Members
-         * marked from a later root of the slice, or by another marker,
-         * are relinked by VALIDATE. */
+         * is in cache, and VALIDATE skips it.  Members marked from a later
+         * root of the slice, or by another marker, are relinked by
+         * VALIDATE. */
         for (size_t i = lo; i < hi; i++) {
+            prefetch_member(w, i, hi);
             gc_head_t *h = w->g.v[i];
-            uint64_t s = sc_load(h);
             /* relaxed: the dirty bit is read again, after H2, by the validation */
-            if (!(s & S_MARK) &&
-                (sc_refs(s) > 0 || (s & S_FORCE) ||
+            if (!is_marked(w, i) &&
+                ((int64_t)w->cnt[i].c1 > (int64_t)w->cnt[i].in || (w->st[i] & ST_FORCE) ||
                  (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & w->dirty))) {
-                push_root(w, m, h);
+                mark_push(w, m, i, h);
                 mark_drain_local(w, m);
-                s = sc_load(h);
             }
-            w->relinked[i] = (s & S_MARK) != 0;
-            if (s & S_MARK)
+            if (is_marked(w, i))
                 relink_one(w, i);
         }
         mark_drain(w, m);
         break;
     case PH_VALIDATE:
         for (size_t i = lo; i < hi; i++) {
-            if (w->relinked[i])
+            if (w->st[i] & ST_RELINKED)
                 continue;
-            gc_head_t *h = w->g.v[i];
-            validate_one(w, m, h);
+            validate_one(w, m, i);
             /* settled now (marked or dead): relink it at once; otherwise a
              * candidate, which a later rejection may still mark */
-            if (sc_load(h) & (S_MARK | S_SKIP))
+            if (settled(w, i))
                 relink_one(w, i);
             else if (!ivec_push(&m->cand, i))
                 m->oom = true;
@@ -628,6 +670,53 @@ static size_t relink_all(work_t *w)
     return n;
 }
 
+/* The dense state for g.cap members (kept between collections). */
+static bool state_reserve(work_t *w)
+{
+    size_t cap = w->g.cap;
+    if (w->state_cap >= cap)
+        return true;
+    mcount_t *cnt = ouro_realloc(w->cnt, cap * sizeof *cnt);
+    if (cnt == NULL)
+        return false;
+    w->cnt = cnt;
+    uint8_t *st = ouro_realloc(w->st, cap);
+    if (st == NULL)
+        return false;
+    w->st = st;
+    uint8_t *mark = ouro_realloc(w->mark, cap);
+    if (mark == NULL)
+        return false;
+    w->mark = mark;
+    w->state_cap = cap;
+    return true;
+}
+
+static void state_free(work_t *w)
+{
+    ouro_free(w->cnt);
+    ouro_free(w->st);
+    ouro_free(w->mark);
+    w->cnt = NULL;
+    w->st = w->mark = NULL;
+    w->state_cap = 0;
+}
+
+/* Slices of the array, and COUNT's buffers for references into other
+ * slices when there are several markers. */
+static bool markers_setup(work_t *w)
+{
+    size_t n = w->g.n, K = (size_t)w->nmarkers;
+    for (size_t k = 0; k < K; k++) {
+        marker_t *m = &w->m[k];
+        m->lo = n * k / K;
+        m->hi = n * (k + 1) / K;
+        if (K > 1 && (m->out = ouro_calloc(K, sizeof *m->out)) == NULL)
+            return false;
+    }
+    return true;
+}
+
 bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
                    uint32_t dirty, void (*h2)(void), void (*settle)(void), gc_mark_report_t *out)
 {
@@ -636,62 +725,75 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
 #define PHASE_END(ph) (t1 = ouro__gc_now_ns(), phase_ns[ph] = t1 - t, t = t1)
     work_t *w = &work;
     hvec_t gv = w->g; /* the arrays are kept between collections */
-    uint8_t *rl = w->relinked;
-    size_t rl_cap = w->relinked_cap;
+    mcount_t *cnt = w->cnt;
+    uint8_t *st = w->st, *mark = w->mark;
+    size_t state_cap = w->state_cap;
     memset(w, 0, sizeof *w);
     w->g = gv;
     w->g.n = 0;
-    w->relinked = rl;
-    w->relinked_cap = rl_cap;
+    w->cnt = cnt;
+    w->st = st;
+    w->mark = mark;
+    w->state_cap = state_cap;
     /* room for what the lists say G holds, so the walk does not realloc
      * (a hint: the young counts are allocations minus deallocations) */
-    if (expect < ((size_t)1 << 32))
-        (void)ouro__hvec_grow(&w->g, expect);
+    if (expect < ((size_t)1 << 32) && ouro__hvec_grow(&w->g, expect))
+        (void)state_reserve(w);
     cds_lfs_init(&w->shared);
     w->dirty = dirty;
-    w->set = *set;
     w->G = G;
     w->loc = ouro__gc_loc_old(dest);
     w->nmarkers = ouro_gc_get_markers();
     bool oom = false;
     ouro_read_begin(); /* an RCU reader while traversing */
-    /* COUNT fused with the walk when one marker does it all */
-    visit_ctx_t ctx0 = {w, &w->m[0]};
+    /* The walk: each member's scratch word becomes its index.  With one
+     * marker, COUNT is done on the way, while the header is in cache. */
     bool fused = w->nmarkers == 1;
-    w->parallel = false;
+    w->m[0].lo = 0;
+    w->m[0].hi = SIZE_MAX; /* the fused walk's slice: every index */
+    visit_ctx_t ctx0 = {w, &w->m[0], set};
     for (gc_head_t *h = (gc_head_t *)atomic_load_explicit(&G->next, memory_order_relaxed); h != G;
          h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours, gc_mutex */
-        if (!ouro__hvec_push(&w->g, h)) {
+        size_t i = w->g.n;
+        if (!ouro__hvec_push(&w->g, h) || (w->state_cap <= i && !state_reserve(w))) {
             oom = true;
             break;
         }
-        if (fused)
-            count_one(w, &ctx0, h);
+        if (!fused) {
+            sc_store(h, S_TAG | (uint64_t)i << 1);
+            continue;
+        }
+        uint64_t s = sc_load(h);
+        uint64_t pend = (s & S_PEND) ? s >> 2 : 0;
+        sc_store(h, S_TAG | (uint64_t)i << 1);
+        w->st[i] = pend > IN_MAX ? ST_FORCE : 0;
+        w->mark[i] = 0;
+        w->cnt[i].in = pend > IN_MAX ? 0 : (uint32_t)pend;
+        count_one(w, &ctx0, i, visit_count_walk);
     }
     PHASE_END(OURO_GC_PHASE_WALK);
-    if (!oom && !fused) {
-        if ((size_t)w->nmarkers * 4096 > w->g.n)
-            w->nmarkers = w->g.n >= 8192 ? (int)(w->g.n / 4096) : 1; /* too little to share */
-        if (w->nmarkers > 1)
-            w->nmarkers = markers_ready(w->nmarkers);
-        w->parallel = w->nmarkers > 1;
-        parallel_phase(w, PH_COUNT);
-    }
-    PHASE_END(OURO_GC_PHASE_COUNT);
-    if (fused || oom)
+    if ((size_t)w->nmarkers * 4096 > w->g.n)
+        w->nmarkers = w->g.n >= 8192 ? (int)(w->g.n / 4096) : 1; /* too little to share */
+    if (oom || fused)
         w->nmarkers = 1;
-    if (!oom && w->relinked_cap < w->g.n) {
-        uint8_t *v = ouro_realloc(w->relinked, w->g.cap);
-        if (v == NULL) {
-            oom = true;
-        } else {
-            w->relinked = v;
-            w->relinked_cap = w->g.cap;
-        }
-    }
+    if (w->nmarkers > 1)
+        w->nmarkers = markers_ready(w->nmarkers);
+    w->parallel = w->nmarkers > 1;
     out->examined = w->g.n;
     out->markers = (unsigned)w->nmarkers;
     out->user_code = false;
+    if (!oom && !markers_setup(w))
+        oom = true;
+    if (!oom && !fused) {
+        parallel_phase(w, PH_COUNT);
+        if (w->parallel) {
+            for (int i = 0; i < w->nmarkers; i++)
+                oom |= w->m[i].oom;
+            if (!oom)
+                parallel_phase(w, PH_APPLY);
+        }
+    }
+    PHASE_END(OURO_GC_PHASE_COUNT);
     if (!oom) {
         parallel_phase(w, PH_MARK);
         PHASE_END(OURO_GC_PHASE_MARK);
@@ -726,7 +828,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
             ouro_read_begin();
             w->m[0].deaths = 0;
             for (size_t k = 0; k < cand->n; k++)
-                validate_one(w, &w->m[0], w->g.v[cand->v[k]]);
+                validate_one(w, &w->m[0], cand->v[k]);
             deaths = w->m[0].deaths;
         }
         oom |= w->m[0].oom;
@@ -734,7 +836,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
         /* settled candidates are relinked; the rest is garbage */
         for (size_t k = 0; !oom && k < cand->n; k++) {
             size_t i = cand->v[k];
-            if (sc_load(w->g.v[i]) & (S_MARK | S_SKIP)) {
+            if (settled(w, i)) {
                 relink_one(w, i);
             } else if (!ivec_push(&w->garbage, i) || !ouro__hvec_push(garbage, w->g.v[i])) {
                 oom = true;
@@ -748,6 +850,8 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
                     out->user_code = true;
             }
         }
+    } else {
+        PHASE_END(OURO_GC_PHASE_MARK);
     }
     ouro_read_end();
     PHASE_END(OURO_GC_PHASE_VALIDATE);
@@ -772,16 +876,21 @@ size_t ouro__gc_mark_end(void)
             atomic_store_explicit(&w->G->prev, (uintptr_t)w->g.v[n - 1], memory_order_relaxed);
     }
     for (int i = 0; i < OURO_GC_MAX_MARKERS; i++) {
-        ouro__hvec_free(&w->m[i].stack);
-        ivec_free(&w->m[i].cand);
+        marker_t *m = &w->m[i];
+        ouro__hvec_free(&m->stack);
+        ivec_free(&m->cand);
+        if (m->out) {
+            for (int k = 0; k < w->nmarkers; k++)
+                ivec_free(&m->out[k]);
+            ouro_free(m->out);
+            m->out = NULL;
+        }
     }
     ivec_free(&w->garbage);
     cds_lfs_destroy(&w->shared);
     if (w->g.cap > 2 * w->g.n + 65536) {
         ouro__hvec_free(&w->g); /* do not keep big arrays after the heap shrank */
-        ouro_free(w->relinked);
-        w->relinked = NULL;
-        w->relinked_cap = 0;
+        state_free(w);
     }
     return n;
 }
@@ -807,7 +916,8 @@ void ouro__gc_mark_fork_child(void)
 }
 
 /* Re-validate the garbage after user code ran (weak reference callbacks,
- * finalizers): a count changed, a store shaded, or a death. */
+ * finalizers): a count changed, a store shaded, or a death.  The garbage
+ * keeps its scratch words (its index) until ouro__gc_mark_end. */
 void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void))
 {
     work_t *w = &work;
@@ -817,11 +927,11 @@ void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void))
     do {
         w->m[0].deaths = 0;
         for (size_t i = 0; i < garbage->n; i++)
-            validate_one(w, &w->m[0], garbage->v[i]);
+            validate_one(w, &w->m[0], (size_t)(sc_load(garbage->v[i]) >> 1));
         deaths = w->m[0].deaths;
         size_t k = 0;
         for (size_t i = 0; i < garbage->n; i++)
-            if (!(sc_load(garbage->v[i]) & (S_MARK | S_SKIP)))
+            if (!settled(w, (size_t)(sc_load(garbage->v[i]) >> 1)))
                 garbage->v[k++] = garbage->v[i];
         garbage->n = k;
         if (deaths)
