@@ -189,6 +189,7 @@ typedef struct marker_s {
     size_t lo, hi;         /* this marker's slice of the G array */
     bool oom;
     size_t deaths;         /* validation: members found dead */
+    unsigned since_qs;     /* objects handled since this marker's last quiescent state */
 } marker_t;
 
 /* One collection's shared work state. */
@@ -209,6 +210,23 @@ typedef struct work_s {
     bool oom;              /* [driver] gave up: everything survives */
     marker_t m[OURO_GC_MAX_MARKERS];
 } work_t;
+
+/* Every PAUSE_EVERY objects a marker passes a quiescent state, so that
+ * grace periods, and the mutators' reuse of the memory they free, need not
+ * wait for the end of a pass (a mutator allocating meanwhile would map
+ * fresh memory instead, and a page-table change waits for the kernel's
+ * mm lock: milliseconds under load).  Safe: between two objects a marker
+ * holds pointers only to members of G, which are not freed during a
+ * collection (a member that dies is left to the collector: gc.c), and its
+ * referents are read again from their slots when needed. */
+#define PAUSE_EVERY 4096
+static inline void marker_pause(marker_t *m)
+{
+    if (unlikely(++m->since_qs == PAUSE_EVERY)) {
+        m->since_qs = 0;
+        ouro__qsbr_pause();
+    }
+}
 
 /* mark[i]: relaxed byte loads and stores, see the top of this file */
 static inline bool is_marked(const work_t *w, size_t i)
@@ -340,6 +358,7 @@ static void mark_drain_local(work_t *w, marker_t *m)
     while (m->stack.n) {
         gc_head_t *h = m->stack.v[--m->stack.n];
         ouro_object_t *o = gc_object_of(h);
+        marker_pause(m);
         if (!ouro__gc_is_dead(o))
             o->type->traverse(o, visit_mark, &ctx);
         else
@@ -482,6 +501,7 @@ static void run_phase(work_t *w, int phase, int id)
         memset(w->mark + lo, 0, hi - lo);
         for (size_t i = lo; i < hi; i++) {
             prefetch_member(w, i, hi);
+            marker_pause(m);
             count_one(w, &ctx, i, visit_count);
         }
         break;
@@ -503,6 +523,7 @@ static void run_phase(work_t *w, int phase, int id)
          * VALIDATE. */
         for (size_t i = lo; i < hi; i++) {
             prefetch_member(w, i, hi);
+            marker_pause(m);
             gc_head_t *h = w->g.v[i];
             /* relaxed: the dirty bit is read again, after H2, by the validation */
             if (!is_marked(w, i) &&
@@ -520,6 +541,7 @@ static void run_phase(work_t *w, int phase, int id)
         for (size_t i = lo; i < hi; i++) {
             if (w->st[i] & ST_RELINKED)
                 continue;
+            marker_pause(m);
             validate_one(w, m, i);
             /* settled now (marked or dead): relink it at once; otherwise a
              * candidate, which a later rejection may still mark */
@@ -759,6 +781,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
             oom = true;
             break;
         }
+        marker_pause(&w->m[0]);
         if (!fused) {
             sc_store(h, S_TAG | (uint64_t)i << 1);
             continue;

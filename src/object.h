@@ -148,6 +148,11 @@ void ouro__qsbr_register(ouro_tstate_t *ts) ouro_hidden;
 void ouro__qsbr_unregister(ouro_tstate_t *ts) ouro_hidden;
 void ouro__defer_free(ouro_tstate_t *ts, void *block) ouro_hidden;
 void ouro__defer_flush(ouro_tstate_t *ts) ouro_hidden;
+/* A quiescent state inside a read section (ouro_read_begin): the caller
+ * holds no pointer it read under RCU protection, except to objects kept
+ * alive by other means.  Lets grace periods, and so the reuse of freed
+ * memory, go on during a long read section such as a collection's. */
+void ouro__qsbr_pause(void) ouro_hidden;
 void ouro__qsbr_fork_prepare(void) ouro_hidden;
 void ouro__qsbr_fork_parent(void) ouro_hidden;
 void ouro__qsbr_fork_child(void) ouro_hidden;

@@ -162,6 +162,15 @@ void ouro_read_end(void)
     }
 }
 
+void ouro__qsbr_pause(void)
+{
+    ouro_tstate_t *ts = ouro__tstate;
+    if (ts == NULL || (ts->read_depth == 0 && !ts->online))
+        return; /* offline: holds up no grace period anyway */
+    ouro_tsan_release(&gp_edge);
+    urcu_qsbr_quiescent_state();
+}
+
 void ouro_barrier(void)
 {
     ouro_tstate_t *ts = ouro__tstate_get();
