@@ -93,4 +93,53 @@ void ouro__gc_mark_fork_prepare(void) ouro_hidden;
 void ouro__gc_mark_fork_parent(void) ouro_hidden;
 void ouro__gc_mark_fork_child(void) ouro_hidden;
 
+/* ================================================================== */
+/* the state the collector's files share                               */
+/* ================================================================== */
+/* Stripes of young lists (the protocol at the top of gc.c). */
+#define NSTRIPES 64
+typedef struct stripe_s {
+    _Atomic int lock;
+    int parity;            /* [lock] the current list is young[parity] */
+    _Atomic long count;    /* [lock] writes (relaxed load+store, no RMW: one writer at a
+                            * time); read relaxed without it, as a heuristic or a
+                            * statistic: tracked minus freed since the last hand-over */
+    gc_head_t young[2];    /* [lock] */
+} __attribute__((aligned(64))) stripe_t;
+
+/* What more than one of gc.c, gctrack.c and gcapi.c reads or writes (what
+ * one file alone uses stays static there): one instance, ouro__gc, defined
+ * in gc.c.  Grouped by who writes it, each group on cache lines of its
+ * own: mutators read the settings every 32nd container they track and
+ * bump the counters, and should not miss on lines the collector writes. */
+struct ouro__gc_state {
+    /* Settings, written by the API without a lock: independent words read
+     * as heuristics, relaxed loads and stores */
+    _Atomic int enabled;
+    _Atomic long threshold[3];
+    _Atomic unsigned debug_flags;
+
+    /* statistics mutators bump (relaxed RMWs) */
+    _Atomic size_t nzombies __attribute__((aligned(64))); /* zombies not yet drained (a drain hint) */
+    _Atomic size_t pressure_waits;    /* times a thread waited for a background round (backpressure) */
+
+    /* the collector's, [gc_mutex] unless said otherwise */
+    pthread_mutex_t gc_mutex __attribute__((aligned(64)));
+    gc_head_t gens[4];          /* 1, 2 and 3 (permanent); 0 unused */
+    size_t gen_size[4];
+    _Atomic long gen_count[3];  /* 1: gen-0 collections since a gen-1 one; 2: gen-1 since gen-2
+                                 * (read relaxed without the lock, as a heuristic) */
+    ouro_gc_stats_t stats;
+    ouro_object_t **saved;      /* OURO_GC_DEBUG_SAVEALL: garbage kept, with a reference each */
+    size_t saved_n, saved_cap;
+    size_t orphans;             /* members of G that died without a zombie record */
+    hvec_t dying;               /* collector-owned containers that died on the collector's
+                                 * thread during its collection: unlinked at its end */
+
+    stripe_t stripes[NSTRIPES]; /* each under its own lock (stripe_t) */
+};
+extern struct ouro__gc_state ouro__gc ouro_hidden;
+/* this thread is inside a collection (steps H1 to the end) */
+extern __thread bool ouro__gc_in_collector ouro_hidden;
+
 #endif /* OURO_GC_H */
