@@ -10,6 +10,92 @@
 
 #include "object.h"
 
+#include <sched.h>
+
+/* ================================================================== */
+/* lists (relaxed atomics: see object.h)                               */
+/* ================================================================== */
+static inline gc_head_t *NEXT(gc_head_t *h)
+{
+    return (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed);
+}
+static inline gc_head_t *PREV(gc_head_t *h)
+{
+    return (gc_head_t *)atomic_load_explicit(&h->prev, memory_order_relaxed);
+}
+static inline void SET_NEXT(gc_head_t *h, gc_head_t *v)
+{
+    atomic_store_explicit(&h->next, (uintptr_t)v, memory_order_relaxed);
+}
+static inline void SET_PREV(gc_head_t *h, gc_head_t *v)
+{
+    atomic_store_explicit(&h->prev, (uintptr_t)v, memory_order_relaxed);
+}
+
+static inline void list_init(gc_head_t *l)
+{
+    SET_NEXT(l, l);
+    SET_PREV(l, l);
+}
+
+static inline bool list_empty(gc_head_t *l)
+{
+    return NEXT(l) == l;
+}
+
+static inline void list_append(gc_head_t *l, gc_head_t *h)
+{
+    gc_head_t *last = PREV(l);
+    SET_PREV(h, last);
+    SET_NEXT(h, l);
+    SET_NEXT(last, h);
+    SET_PREV(l, h);
+}
+
+static inline void list_unlink(gc_head_t *h)
+{
+    gc_head_t *p = PREV(h), *n = NEXT(h);
+    SET_NEXT(p, n);
+    SET_PREV(n, p);
+    SET_NEXT(h, NULL);
+    SET_PREV(h, NULL);
+}
+
+/* Append all of `from` to `to`; `from` becomes empty. */
+static inline void list_splice(gc_head_t *from, gc_head_t *to)
+{
+    if (list_empty(from))
+        return;
+    gc_head_t *first = NEXT(from), *last = PREV(from), *tail = PREV(to);
+    SET_NEXT(tail, first);
+    SET_PREV(first, tail);
+    SET_NEXT(last, to);
+    SET_PREV(to, last);
+    list_init(from);
+}
+
+/* ================================================================== */
+/* spin locks (the stripes')                                          */
+/* ================================================================== */
+static inline void spin_lock(_Atomic int *l)
+{
+    /* acquire: the list operations of the previous holder happen before ours */
+    while (atomic_exchange_explicit(l, 1, memory_order_acquire)) {
+        for (int i = 0; atomic_load_explicit(l, memory_order_relaxed); i++) {
+            if (i < 64)
+                __builtin_ia32_pause();
+            else
+                sched_yield();
+        }
+    }
+}
+
+static inline void spin_unlock(_Atomic int *l)
+{
+    /* release: pairs with spin_lock's acquire */
+    atomic_store_explicit(l, 0, memory_order_release);
+}
+
 /* A growable array of list heads (the collector's own memory). */
 typedef struct hvec_s {
     gc_head_t **v;
