@@ -132,7 +132,7 @@ static __thread bool gc_held;      /* this thread holds gc_mutex: a collection, 
 /* gc_mutex for an API call; false (nothing to unlock) when this thread
  * already holds it, from a callback or finalizer: then the collector's
  * state is this thread's to read. */
-static bool gc_lock(void)
+bool ouro__gc_lock(void)
 {
     if (gc_held)
         return false;
@@ -140,7 +140,7 @@ static bool gc_lock(void)
     return true;
 }
 
-static void gc_unlock(bool locked)
+void ouro__gc_unlock(bool locked)
 {
     if (locked)
         pthread_mutex_unlock(&ouro__gc.gc_mutex);
@@ -167,15 +167,6 @@ typedef struct zombie_s {
 static struct __cds_lfs_stack zombies;
 #define ZOMBIE_DRAIN 4096
 #define CLEAR_BATCH 256  /* garbage cleared, then released, a batch at a time (step 6) */
-
-/* ---- callbacks ---- */
-#define MAX_CALLBACKS 16
-static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    ouro_gc_callback *fn;
-    void *arg;
-} callbacks[MAX_CALLBACKS];
-static int ncallbacks;
 
 /* ---- background collections and markers (parallel.c-like, below) ---- */
 static sem_t bg_sem;
@@ -374,7 +365,7 @@ static void untrack_old_locked(ouro_object_t *o)
     gc_bits_set(o, LOC_MASK, 0);
 }
 
-static void drain_zombies_locked(void)
+void ouro__gc_drain_zombies_locked(void)
 {
     struct cds_lfs_head *head = __cds_lfs_pop_all(&zombies);
     if (head == NULL)
@@ -418,9 +409,9 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
     /* the collector owns its list: leave it a zombie */
     zombie_t *z = ouro_malloc(sizeof *z);
     if (z == NULL) {
-        bool locked = gc_lock(); /* from a callback: the lists are at rest */
+        bool locked = ouro__gc_lock(); /* from a callback: the lists are at rest */
         untrack_old_locked(o);
-        gc_unlock(locked);
+        ouro__gc_unlock(locked);
         return true;
     }
     z->o = o;
@@ -429,7 +420,7 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
     cds_lfs_push(&zombies, &z->node);
     size_t n = atomic_fetch_add_explicit(&ouro__gc.nzombies, 1, memory_order_relaxed) + 1;
     if (n >= ZOMBIE_DRAIN && !ouro__gc_in_collector && pthread_mutex_trylock(&ouro__gc.gc_mutex) == 0) {
-        drain_zombies_locked();
+        ouro__gc_drain_zombies_locked();
         pthread_mutex_unlock(&ouro__gc.gc_mutex);
     }
     return false;
@@ -470,10 +461,10 @@ int ouro_gc_untrack(ouro_object_t *o)
         errno = EDEADLK; /* from a finalizer: the lists are in use */
         return -1;
     }
-    bool locked = gc_lock();
+    bool locked = ouro__gc_lock();
     if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED)
         untrack_old_locked(o);
-    gc_unlock(locked);
+    ouro__gc_unlock(locked);
     return 0;
 }
 
@@ -558,17 +549,6 @@ uint32_t ouro__gc_die(ouro_object_t *o)
 /* ================================================================== */
 /* the collection                                                      */
 /* ================================================================== */
-static void run_callbacks(int phase, int gen, size_t collected, size_t uncollectable)
-{
-    pthread_mutex_lock(&cb_lock);
-    int n = ncallbacks;
-    __typeof__(callbacks[0]) copy[MAX_CALLBACKS];
-    memcpy(copy, callbacks, sizeof copy);
-    pthread_mutex_unlock(&cb_lock);
-    for (int i = 0; i < n; i++)
-        copy[i].fn(phase, gen, collected, uncollectable, copy[i].arg);
-}
-
 uint64_t ouro__gc_now_ns(void)
 {
     struct timespec t;
@@ -578,7 +558,7 @@ uint64_t ouro__gc_now_ns(void)
 
 /* Take the current young lists of every stripe onto `to`; bit s of
  * *parity is the parity of stripe s's taken list. */
-static size_t take_young(gc_head_t *to, uint64_t *parity)
+size_t ouro__gc_take_young(gc_head_t *to, uint64_t *parity)
 {
     size_t n = 0;
     *parity = 0;
@@ -595,7 +575,7 @@ static size_t take_young(gc_head_t *to, uint64_t *parity)
     return n;
 }
 
-static long young_count(void)
+long ouro__gc_young_count(void)
 {
     long n = 0;
     for (int i = 0; i < NSTRIPES; i++)
@@ -644,10 +624,10 @@ static long collect_locked(int gen)
         errno = ENOMEM;
         return -1;
     }
-    run_callbacks(OURO_GC_START, gen, 0, 0);
+    ouro__gc_run_callbacks(OURO_GC_START, gen, 0, 0);
     uint64_t t0 = ouro__gc_now_ns();
     ouro__gc_in_collector = true;
-    drain_zombies_locked();
+    ouro__gc_drain_zombies_locked();
 
     /* G is taken first: containers made or changed after this and before
      * H1 are not in it, or are counted as H1 leaves them; the protocol
@@ -655,7 +635,7 @@ static long collect_locked(int gen)
     gc_head_t G;
     list_init(&G);
     gc_set_t set = {.maxgen = gen};
-    size_t expect = take_young(&G, &set.young_parity);
+    size_t expect = ouro__gc_take_young(&G, &set.young_parity);
     for (int g = 1; g <= gen; g++) {
         list_splice(&ouro__gc.gens[g], &G);
         expect += ouro__gc.gen_size[g];
@@ -783,7 +763,7 @@ static long collect_locked(int gen)
     if (mb_mode != MB_FENCE)
         __atomic_store_n(&ouro__gc_barrier, 0, __ATOMIC_RELEASE);
     atomic_store_explicit(&gc_active, 0, memory_order_release);
-    drain_zombies_locked();
+    ouro__gc_drain_zombies_locked();
     ouro__gc_in_collector = false;
 
     /* bookkeeping, as CPython's */
@@ -808,7 +788,7 @@ static long collect_locked(int gen)
     ouro__gc.stats.last_ns = dt;
     pause_record(dt);
     ouro__defer_flush(ts);
-    run_callbacks(OURO_GC_STOP, gen, found, uncollectable);
+    ouro__gc_run_callbacks(OURO_GC_STOP, gen, found, uncollectable);
     if (oom) {
         errno = ENOMEM;
         return -1;
@@ -821,7 +801,7 @@ static int auto_generation(void)
 {
     /* relaxed: thresholds and counts are independent heuristics */
     for (int g = 2; g >= 0; g--) {
-        long c = g ? atomic_load_explicit(&ouro__gc.gen_count[g], memory_order_relaxed) : young_count();
+        long c = g ? atomic_load_explicit(&ouro__gc.gen_count[g], memory_order_relaxed) : ouro__gc_young_count();
         long t = atomic_load_explicit(&ouro__gc.threshold[g], memory_order_relaxed);
         if (t <= 0 || c <= t)
             continue;
@@ -885,7 +865,8 @@ static void maybe_collect(ouro_tstate_t *ts)
 {
     /* relaxed: heuristics; a stale read only shifts a collection */
     long t = atomic_load_explicit(&ouro__gc.threshold[0], memory_order_relaxed), y;
-    if (!atomic_load_explicit(&ouro__gc.enabled, memory_order_relaxed) || t <= 0 || (y = young_count()) <= t)
+    if (!atomic_load_explicit(&ouro__gc.enabled, memory_order_relaxed) || t <= 0 ||
+        (y = ouro__gc_young_count()) <= t)
         return;
     if (ouro__gc_in_collector)
         return;
@@ -906,7 +887,7 @@ static void maybe_collect(ouro_tstate_t *ts)
 }
 
 /* ================================================================== */
-/* the API                                                             */
+/* the API: a collection on demand (the rest is in gcapi.c)           */
 /* ================================================================== */
 long ouro_gc_collect(int generation)
 {
@@ -934,263 +915,6 @@ long ouro_gc_collect(int generation)
     if (online)
         ouro_thread_online();
     return r;
-}
-
-/* Settings (enabled, thresholds, debug flags) and the generation counts
- * are independent words read as heuristics: relaxed loads and stores. */
-void ouro_gc_enable(void)
-{
-    atomic_store_explicit(&ouro__gc.enabled, 1, memory_order_relaxed);
-}
-
-void ouro_gc_disable(void)
-{
-    atomic_store_explicit(&ouro__gc.enabled, 0, memory_order_relaxed);
-}
-
-int ouro_gc_is_enabled(void)
-{
-    return atomic_load_explicit(&ouro__gc.enabled, memory_order_relaxed);
-}
-
-int ouro_gc_set_threshold(long t0, long t1, long t2)
-{
-    if (t0 < 0 || t1 < 0 || t2 < 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    /* relaxed: independent settings read as heuristics */
-    atomic_store_explicit(&ouro__gc.threshold[0], t0, memory_order_relaxed);
-    atomic_store_explicit(&ouro__gc.threshold[1], t1, memory_order_relaxed);
-    atomic_store_explicit(&ouro__gc.threshold[2], t2, memory_order_relaxed);
-    return 0;
-}
-
-void ouro_gc_get_threshold(long out[3])
-{
-    for (int i = 0; i < 3; i++)
-        out[i] = atomic_load_explicit(&ouro__gc.threshold[i], memory_order_relaxed);
-}
-
-void ouro_gc_get_count(long out[3])
-{
-    out[0] = young_count();
-    out[1] = atomic_load_explicit(&ouro__gc.gen_count[1], memory_order_relaxed);
-    out[2] = atomic_load_explicit(&ouro__gc.gen_count[2], memory_order_relaxed);
-}
-
-void ouro_gc_get_stats(ouro_gc_stats_t *out)
-{
-    bool locked = gc_lock();
-    *out = ouro__gc.stats;
-    out->young = (size_t)young_count();
-    for (int g = 1; g < 4; g++)
-        out->objects[g] = ouro__gc.gen_size[g];
-    out->zombies = atomic_load_explicit(&ouro__gc.nzombies, memory_order_relaxed); /* a statistic */
-    out->saved = ouro__gc.saved_n;
-    out->pressure_waits = atomic_load_explicit(&ouro__gc.pressure_waits, memory_order_relaxed); /* a statistic */
-    gc_unlock(locked);
-}
-
-/* Take gc_mutex for an API call that walks or moves the lists, with the
- * zombies drained: returns whether to unlock (false from a collection's
- * callback: this thread holds it, the lists are at rest), or -1 with
- * EDEADLK from a finalizer (the lists are in use). */
-static int lists_lock(void)
-{
-    if (ouro__gc_in_collector) {
-        errno = EDEADLK;
-        return -1;
-    }
-    bool locked = gc_lock();
-    drain_zombies_locked();
-    return locked;
-}
-
-static void move_list_locked(gc_head_t *from, int to)
-{
-    size_t n = 0;
-    for (gc_head_t *h = NEXT(from); h != from; h = NEXT(h)) {
-        gc_bits_set(gc_object_of(h), LOC_MASK, loc_old(to));
-        n++;
-    }
-    list_splice(from, &ouro__gc.gens[to]);
-    ouro__gc.gen_size[to] += n;
-}
-
-int ouro_gc_freeze(void)
-{
-    int locked = lists_lock();
-    if (locked < 0)
-        return -1;
-    gc_head_t young;
-    list_init(&young);
-    uint64_t parity;
-    take_young(&young, &parity);
-    move_list_locked(&young, 3);
-    for (int g = 1; g <= 2; g++) {
-        move_list_locked(&ouro__gc.gens[g], 3);
-        ouro__gc.gen_size[g] = 0;
-    }
-    gc_unlock(locked);
-    return 0;
-}
-
-int ouro_gc_unfreeze(void)
-{
-    int locked = lists_lock();
-    if (locked < 0)
-        return -1;
-    move_list_locked(&ouro__gc.gens[3], 2);
-    ouro__gc.gen_size[3] = 0;
-    gc_unlock(locked);
-    return 0;
-}
-
-size_t ouro_gc_get_freeze_count(void)
-{
-    int locked = lists_lock();
-    if (locked < 0)
-        return ouro__gc.gen_size[3]; /* from a finalizer: this thread holds gc_mutex */
-    size_t n = ouro__gc.gen_size[3];
-    gc_unlock(locked);
-    return n;
-}
-
-int ouro_gc_callback_add(ouro_gc_callback *fn, void *arg)
-{
-    if (fn == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    pthread_mutex_lock(&cb_lock);
-    int r = -1;
-    if (ncallbacks < MAX_CALLBACKS) {
-        callbacks[ncallbacks].fn = fn;
-        callbacks[ncallbacks].arg = arg;
-        ncallbacks++;
-        r = 0;
-    }
-    pthread_mutex_unlock(&cb_lock);
-    if (r)
-        errno = ENOSPC;
-    return r;
-}
-
-int ouro_gc_callback_remove(ouro_gc_callback *fn, void *arg)
-{
-    pthread_mutex_lock(&cb_lock);
-    int r = -1;
-    for (int i = 0; i < ncallbacks; i++)
-        if (callbacks[i].fn == fn && callbacks[i].arg == arg) {
-            memmove(&callbacks[i], &callbacks[i + 1], (size_t)(ncallbacks - i - 1) * sizeof callbacks[0]);
-            ncallbacks--;
-            r = 0;
-            break;
-        }
-    pthread_mutex_unlock(&cb_lock);
-    if (r)
-        errno = ENOENT;
-    return r;
-}
-
-int ouro_gc_get_referents(ouro_object_t *o, ouro_visit_fn *visit, void *arg)
-{
-    if (o == NULL || visit == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    return o->type->traverse ? o->type->traverse(o, visit, arg) : 0;
-}
-
-typedef struct referrers_s {
-    ouro_object_t *target;
-    bool hit;
-} referrers_t;
-
-static int find_target(ouro_object_t *r, void *arg)
-{
-    referrers_t *f = arg;
-    if (r == f->target) {
-        f->hit = true;
-        return 1;
-    }
-    return 0;
-}
-
-static size_t referrers_in(gc_head_t *l, ouro_object_t *target, ouro_visit_fn *visit, void *arg)
-{
-    size_t n = 0;
-    for (gc_head_t *h = NEXT(l); h != l; h = NEXT(h)) {
-        ouro_object_t *o = gc_object_of(h);
-        if (ouro__gc_is_dead(o))
-            continue;
-        referrers_t f = {target, false};
-        o->type->traverse(o, find_target, &f);
-        if (f.hit) {
-            n++;
-            if (visit)
-                visit(o, arg);
-        }
-    }
-    return n;
-}
-
-long ouro_gc_get_referrers(ouro_object_t *target, ouro_visit_fn *visit, void *arg)
-{
-    if (target == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    int locked = lists_lock();
-    if (locked < 0)
-        return -1;
-    size_t n = 0;
-    ouro_read_begin();
-    for (int g = 1; g < 4; g++)
-        n += referrers_in(&ouro__gc.gens[g], target, visit, arg);
-    for (int i = 0; i < NSTRIPES; i++) {
-        stripe_t *s = &ouro__gc.stripes[i];
-        spin_lock(&s->lock);
-        n += referrers_in(&s->young[s->parity], target, visit, arg);
-        spin_unlock(&s->lock);
-    }
-    ouro_read_end();
-    gc_unlock(locked);
-    return (long)n;
-}
-
-void ouro_gc_set_debug(unsigned flags)
-{
-    atomic_store_explicit(&ouro__gc.debug_flags, flags, memory_order_relaxed);
-}
-
-unsigned ouro_gc_get_debug(void)
-{
-    return atomic_load_explicit(&ouro__gc.debug_flags, memory_order_relaxed);
-}
-
-size_t ouro_gc_garbage(ouro_object_t **out, size_t max)
-{
-    bool locked = gc_lock();
-    size_t n = ouro__gc.saved_n;
-    for (size_t i = 0; i < n && i < max; i++)
-        out[i] = ouro__gc.saved[i];
-    gc_unlock(locked);
-    return n;
-}
-
-void ouro_gc_garbage_clear(void)
-{
-    bool locked = gc_lock();
-    ouro_object_t **v = ouro__gc.saved;
-    size_t n = ouro__gc.saved_n;
-    ouro__gc.saved = NULL;
-    ouro__gc.saved_n = ouro__gc.saved_cap = 0;
-    gc_unlock(locked);
-    for (size_t i = 0; i < n; i++)
-        ouro_decref(v[i]);
-    ouro_free(v);
 }
 
 /* ================================================================== */

@@ -1,9 +1,9 @@
 /*
- * gc.h — internals shared by the collector's two files: gc.c (membership,
- * the write barrier, handshakes, the collection's driver, the API) and
- * gcmark.c (steps 1-4 of a collection: count snapshots, trial deletion,
- * marking on marker threads, validation).  The protocol is at the top of
- * gc.c.
+ * gc.h — internals shared by the collector's files: gc.c (membership,
+ * the write barrier, handshakes, the collection's driver), gcapi.c (the
+ * settings and inspection API) and gcmark.c (steps 1-4 of a collection:
+ * count snapshots, trial deletion, marking on marker threads,
+ * validation).  The protocol is at the top of gc.c.
  */
 #ifndef OURO_GC_H
 #define OURO_GC_H
@@ -227,5 +227,16 @@ struct ouro__gc_state {
 extern struct ouro__gc_state ouro__gc ouro_hidden;
 /* this thread is inside a collection (steps H1 to the end) */
 extern __thread bool ouro__gc_in_collector ouro_hidden;
+
+/* ---- calls between the collector's files ---- */
+/* gc.c: gc_mutex for an API call; false (nothing to unlock) when this
+ * thread already holds it (a callback or finalizer) */
+bool ouro__gc_lock(void) ouro_hidden;
+void ouro__gc_unlock(bool locked) ouro_hidden;
+size_t ouro__gc_take_young(gc_head_t *to, uint64_t *parity) ouro_hidden; /* the hand-over of generation 0 */
+long ouro__gc_young_count(void) ouro_hidden; /* generation 0's size (relaxed: a heuristic) */
+void ouro__gc_drain_zombies_locked(void) ouro_hidden; /* gc_mutex held: unlink and free the zombies */
+/* gcapi.c: call the registered callbacks (from a copy of the table) */
+void ouro__gc_run_callbacks(int phase, int gen, size_t collected, size_t uncollectable) ouro_hidden;
 
 #endif /* OURO_GC_H */
