@@ -1,8 +1,9 @@
 /*
- * gc.h — internals shared by the collector's files: gc.c (membership,
- * the write barrier, handshakes, the collection's driver), gcapi.c (the
- * settings and inspection API) and gcmark.c (steps 1-4 of a collection:
- * count snapshots, trial deletion, marking on marker threads,
+ * gc.h — internals shared by the collector's files: gc.c (the protocol,
+ * the write barrier, handshakes, the collection's driver, background
+ * collections), gctrack.c (membership: young stripes, old lists, zombies),
+ * gcapi.c (the settings and inspection API) and gcmark.c (steps 1-4 of a
+ * collection: count snapshots, trial deletion, marking on marker threads,
  * validation).  The protocol is at the top of gc.c.
  */
 #ifndef OURO_GC_H
@@ -233,8 +234,14 @@ extern __thread bool ouro__gc_in_collector ouro_hidden;
  * thread already holds it (a callback or finalizer) */
 bool ouro__gc_lock(void) ouro_hidden;
 void ouro__gc_unlock(bool locked) ouro_hidden;
+/* gc.c: start a background collection if generation 0 is over its
+ * threshold (every 32nd container a stripe tracks; a cold path) */
+void ouro__gc_maybe_collect(ouro_tstate_t *ts) ouro_hidden;
+/* gctrack.c */
+void ouro__gc_track_init(void) ouro_hidden; /* stripes and zombie stack, at init */
 size_t ouro__gc_take_young(gc_head_t *to, uint64_t *parity) ouro_hidden; /* the hand-over of generation 0 */
 long ouro__gc_young_count(void) ouro_hidden; /* generation 0's size (relaxed: a heuristic) */
+void ouro__gc_untrack_old_locked(ouro_object_t *o) ouro_hidden; /* gc_mutex held */
 void ouro__gc_drain_zombies_locked(void) ouro_hidden; /* gc_mutex held: unlink and free the zombies */
 /* gcapi.c: call the registered callbacks (from a copy of the table) */
 void ouro__gc_run_callbacks(int phase, int gen, size_t collected, size_t uncollectable) ouro_hidden;
