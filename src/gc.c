@@ -102,7 +102,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <urcu-qsbr.h>
-#include <urcu/lfstack.h>
 
 /* ---- the write barrier's switch (read inline by ouro_store) ---- */
 int ouro__gc_barrier;     /* [atomic] non-zero: ouro_store calls ouro__gc_shade */
@@ -111,90 +110,54 @@ __thread unsigned long ouro__bseq __attribute__((tls_model("initial-exec")));
  * GC_DIRTY bit (A or B, alternately) its barrier sets; 0 otherwise */
 static _Atomic uint32_t gc_active;
 static unsigned long collections_begun; /* [gc_mutex] */
-static size_t orphans;           /* [gc_mutex] members of G that died without a zombie record */
 enum { MB_PRIVATE = 1, MB_GLOBAL = 2, MB_FENCE = 3 };
 static int mb_mode;       /* [init] how membarrier_all() reaches every thread */
 
-/* ---- stripes of young lists ---- */
-#define NSTRIPES 64
-typedef struct stripe_s {
-    _Atomic int lock;
-    int parity;            /* [lock] the current list is young[parity] */
-    _Atomic long count;    /* [lock] writes (relaxed load+store, no RMW: one writer at a
-                            * time); read relaxed without it, as a heuristic or a
-                            * statistic: tracked minus freed since the last hand-over */
-    gc_head_t young[2];    /* [lock] */
-} __attribute__((aligned(64))) stripe_t;
-static stripe_t stripes[NSTRIPES];
-static _Atomic unsigned next_stripe;
+/* ---- the state shared with gctrack.c and gcapi.c (gc.h) ---- */
+struct ouro__gc_state ouro__gc = {
+    .enabled = 1,
+    .threshold = {700, 10, 10},
+    .gc_mutex = PTHREAD_MUTEX_INITIALIZER,
+};
+__thread bool ouro__gc_in_collector;
 
-/* ---- the collector's state, [gc_mutex] unless said otherwise ---- */
-static pthread_mutex_t gc_mutex = PTHREAD_MUTEX_INITIALIZER;
-static gc_head_t gens[4];          /* 1, 2 and 3 (permanent); 0 unused */
-static size_t gen_size[4];
-static _Atomic long gen_count[3];  /* 1: gen-0 collections since a gen-1 one; 2: gen-1 since gen-2 */
-static _Atomic long threshold[3] = {700, 10, 10};
-static _Atomic int enabled = 1;
-static _Atomic unsigned debug_flags;
+/* ---- the collector's own state, [gc_mutex] unless said otherwise ---- */
 static size_t long_lived_total, long_lived_pending;
-static ouro_gc_stats_t stats;
-static ouro_object_t **saved;      /* OURO_GC_DEBUG_SAVEALL: garbage kept, with a reference each */
-static size_t saved_n, saved_cap;
-static __thread bool in_collector; /* this thread is inside a collection (steps H1 to the end) */
 static __thread bool gc_clearing;  /* step 6 on the collector's thread: its stores and deaths need not
                                     * shade (the validation they would inform is over) */
-static hvec_t dying;               /* [gc_mutex] collector-owned containers that died on the
-                                    * collector's thread during its collection: unlinked at its end */
 static __thread bool gc_held;      /* this thread holds gc_mutex: a collection, its callbacks included */
 
 /* gc_mutex for an API call; false (nothing to unlock) when this thread
  * already holds it, from a callback or finalizer: then the collector's
  * state is this thread's to read. */
-static bool gc_lock(void)
+bool ouro__gc_lock(void)
 {
     if (gc_held)
         return false;
-    pthread_mutex_lock(&gc_mutex);
+    pthread_mutex_lock(&ouro__gc.gc_mutex);
     return true;
 }
 
-static void gc_unlock(bool locked)
+void ouro__gc_unlock(bool locked)
 {
     if (locked)
-        pthread_mutex_unlock(&gc_mutex);
+        pthread_mutex_unlock(&ouro__gc.gc_mutex);
 }
 
 /* gc_mutex for a collection (gc_held is set while it is held). */
 static void collector_lock(void)
 {
-    pthread_mutex_lock(&gc_mutex);
+    pthread_mutex_lock(&ouro__gc.gc_mutex);
     gc_held = true;
 }
 
 static void collector_unlock(void)
 {
     gc_held = false;
-    pthread_mutex_unlock(&gc_mutex);
+    pthread_mutex_unlock(&ouro__gc.gc_mutex);
 }
 
-/* ---- zombies: containers that died on lists the collector owns ---- */
-typedef struct zombie_s {
-    struct cds_lfs_node node;
-    ouro_object_t *o;
-} zombie_t;
-static struct __cds_lfs_stack zombies;
-static _Atomic size_t nzombies;
-#define ZOMBIE_DRAIN 4096
 #define CLEAR_BATCH 256  /* garbage cleared, then released, a batch at a time (step 6) */
-
-/* ---- callbacks ---- */
-#define MAX_CALLBACKS 16
-static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    ouro_gc_callback *fn;
-    void *arg;
-} callbacks[MAX_CALLBACKS];
-static int ncallbacks;
 
 /* ---- background collections and markers (parallel.c-like, below) ---- */
 static sem_t bg_sem;
@@ -212,91 +175,6 @@ static unsigned long bg_rounds;    /* [bg_lock] background rounds finished */
 #define PRESSURE_FACTOR 64
 #define PRESSURE_MIN 16384
 #define PRESSURE_WAIT_MS 20
-static _Atomic size_t pressure_waits; /* times a thread waited so */
-
-/* ================================================================== */
-/* lists (relaxed atomics: see object.h)                               */
-/* ================================================================== */
-static inline gc_head_t *NEXT(gc_head_t *h)
-{
-    return (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed);
-}
-static inline gc_head_t *PREV(gc_head_t *h)
-{
-    return (gc_head_t *)atomic_load_explicit(&h->prev, memory_order_relaxed);
-}
-static inline void SET_NEXT(gc_head_t *h, gc_head_t *v)
-{
-    atomic_store_explicit(&h->next, (uintptr_t)v, memory_order_relaxed);
-}
-static inline void SET_PREV(gc_head_t *h, gc_head_t *v)
-{
-    atomic_store_explicit(&h->prev, (uintptr_t)v, memory_order_relaxed);
-}
-
-static void list_init(gc_head_t *l)
-{
-    SET_NEXT(l, l);
-    SET_PREV(l, l);
-}
-
-static inline bool list_empty(gc_head_t *l)
-{
-    return NEXT(l) == l;
-}
-
-static inline void list_append(gc_head_t *l, gc_head_t *h)
-{
-    gc_head_t *last = PREV(l);
-    SET_PREV(h, last);
-    SET_NEXT(h, l);
-    SET_NEXT(last, h);
-    SET_PREV(l, h);
-}
-
-static inline void list_unlink(gc_head_t *h)
-{
-    gc_head_t *p = PREV(h), *n = NEXT(h);
-    SET_NEXT(p, n);
-    SET_PREV(n, p);
-    SET_NEXT(h, NULL);
-    SET_PREV(h, NULL);
-}
-
-/* Append all of `from` to `to`; `from` becomes empty. */
-static void list_splice(gc_head_t *from, gc_head_t *to)
-{
-    if (list_empty(from))
-        return;
-    gc_head_t *first = NEXT(from), *last = PREV(from), *tail = PREV(to);
-    SET_NEXT(tail, first);
-    SET_PREV(first, tail);
-    SET_NEXT(last, to);
-    SET_PREV(to, last);
-    list_init(from);
-}
-
-/* ================================================================== */
-/* locks                                                               */
-/* ================================================================== */
-static inline void spin_lock(_Atomic int *l)
-{
-    /* acquire: the list operations of the previous holder happen before ours */
-    while (atomic_exchange_explicit(l, 1, memory_order_acquire)) {
-        for (int i = 0; atomic_load_explicit(l, memory_order_relaxed); i++) {
-            if (i < 64)
-                __builtin_ia32_pause();
-            else
-                sched_yield();
-        }
-    }
-}
-
-static inline void spin_unlock(_Atomic int *l)
-{
-    /* release: pairs with spin_lock's acquire */
-    atomic_store_explicit(l, 0, memory_order_release);
-}
 
 /* ================================================================== */
 /* membarrier: the asymmetric fence of the handshakes                  */
@@ -388,203 +266,16 @@ static void bg_cond_init(void)
 
 void ouro__gc_init(void)
 {
-    for (int i = 0; i < NSTRIPES; i++) {
-        list_init(&stripes[i].young[0]);
-        list_init(&stripes[i].young[1]);
-    }
+    ouro__gc_track_init();
     for (int g = 0; g < 4; g++)
-        list_init(&gens[g]);
-    __cds_lfs_init(&zombies);
+        list_init(&ouro__gc.gens[g]);
     sem_init(&bg_sem, 0, 0);
     bg_cond_init();
     membarrier_init();
     /* relaxed: ouro's init once, before any thread uses the collector */
     if (ouro__options[OURO_OPTION_GC] == 0)
-        atomic_store_explicit(&enabled, 0, memory_order_relaxed);
-    atomic_store_explicit(&threshold[0], ouro__options[OURO_OPTION_GC_THRESHOLD], memory_order_relaxed);
-}
-
-unsigned ouro__gc_next_stripe(void)
-{
-    /* relaxed: any spread of threads over stripes is correct */
-    return atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) % NSTRIPES;
-}
-
-static inline unsigned stripe_of(uint32_t gc)
-{
-    return (gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT;
-}
-
-#define LOC_MASK GC_LOC_MASK
-#define gc_bits_set ouro__gc_bits_set
-#define loc_old ouro__gc_loc_old
-
-/* ================================================================== */
-/* tracking                                                            */
-/* ================================================================== */
-static void maybe_collect(ouro_tstate_t *ts);
-
-static void track_young(ouro_tstate_t *ts, ouro_object_t *o)
-{
-    unsigned si = ts->gc_stripe;
-    stripe_t *s = &stripes[si];
-    spin_lock(&s->lock);
-    int p = s->parity;
-    gc_bits_set(o, LOC_MASK, GC_TRACKED | (p ? GC_PARITY : 0) | (si << GC_STRIPE_SHIFT));
-    list_append(&s->young[p], gc_head_of(o));
-    long n = atomic_load_explicit(&s->count, memory_order_relaxed) + 1;
-    atomic_store_explicit(&s->count, n, memory_order_relaxed);
-    spin_unlock(&s->lock);
-    if ((n & 31) == 0)
-        maybe_collect(ts);
-}
-
-void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o)
-{
-    track_young(ts, o);
-}
-
-/* If `o` is on its stripe's current young list, unlink it and return true.
- * Otherwise it belongs to the collector (or is not tracked). */
-static bool untrack_young(ouro_object_t *o, uint32_t gc)
-{
-    stripe_t *s = &stripes[stripe_of(gc)];
-    spin_lock(&s->lock);
-    /* relaxed: OLD and PARITY change only under this lock or for objects
-     * whose parity no longer matches (taken by the collector) */
-    gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    bool mine = (gc & (GC_TRACKED | GC_OLD)) == GC_TRACKED && ((gc & GC_PARITY) != 0) == s->parity;
-    if (mine) {
-        list_unlink(gc_head_of(o));
-        atomic_store_explicit(&s->count, atomic_load_explicit(&s->count, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
-        gc_bits_set(o, LOC_MASK, 0);
-    }
-    spin_unlock(&s->lock);
-    return mine;
-}
-
-static inline size_t list_gen(uint32_t gc)
-{
-    return (gc & GC_GEN_MASK) >> GC_GEN_SHIFT;
-}
-
-/* gc_mutex held: unlink a collector-owned object. */
-static void untrack_old_locked(ouro_object_t *o)
-{
-    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    list_unlink(gc_head_of(o));
-    gen_size[list_gen(gc)]--;
-    gc_bits_set(o, LOC_MASK, 0);
-}
-
-static void drain_zombies_locked(void)
-{
-    struct cds_lfs_head *head = __cds_lfs_pop_all(&zombies);
-    if (head == NULL)
-        return;
-    ouro_tsan_acquire(&zombies); /* liburcu's atomics are invisible to TSan */
-    ouro_tstate_t *ts = ouro__tstate_get();
-    size_t n = 0;
-    for (struct cds_lfs_node *node = &head->node, *next; node; node = next) {
-        next = node->next;
-        zombie_t *z = caa_container_of(node, zombie_t, node);
-        ouro_object_t *o = z->o;
-        ouro_free(z);
-        untrack_old_locked(o);
-        if (ts)
-            ouro__defer_free(ts, ouro__object_block(o));
-        n++;
-    }
-    /* relaxed: a statistic and a drain hint */
-    atomic_fetch_sub_explicit(&nzombies, n, memory_order_relaxed);
-}
-
-bool ouro__gc_untrack_dead(ouro_object_t *o)
-{
-    /* relaxed: a first look; untrack_young decides under the stripe lock,
-     * and OLD is set only on objects that are already the collector's */
-    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    if (!(gc & GC_TRACKED))
-        return true;
-    if (!(gc & GC_OLD) && untrack_young(o, gc))
-        return true;
-    if (in_collector) {
-        /* we are the collector: o's list may hold scratch words now, so
-         * it is unlinked once the lists are whole again (collect_locked);
-         * out of memory, G's relink pass frees it (free_orphans) */
-        if (!ouro__hvec_push(&dying, gc_head_of(o))) {
-            __atomic_fetch_or(&o->gc, GC_ORPHAN, __ATOMIC_RELAXED); /* relaxed: read by this thread */
-            orphans++;
-        }
-        return false;
-    }
-    /* the collector owns its list: leave it a zombie */
-    zombie_t *z = ouro_malloc(sizeof *z);
-    if (z == NULL) {
-        bool locked = gc_lock(); /* from a callback: the lists are at rest */
-        untrack_old_locked(o);
-        gc_unlock(locked);
-        return true;
-    }
-    z->o = o;
-    /* cds_lfs_push is a full barrier: the collector that pops sees the dead object */
-    ouro_tsan_release(&zombies);
-    cds_lfs_push(&zombies, &z->node);
-    size_t n = atomic_fetch_add_explicit(&nzombies, 1, memory_order_relaxed) + 1;
-    if (n >= ZOMBIE_DRAIN && !in_collector && pthread_mutex_trylock(&gc_mutex) == 0) {
-        drain_zombies_locked();
-        pthread_mutex_unlock(&gc_mutex);
-    }
-    return false;
-}
-
-int ouro_gc_track(ouro_object_t *o)
-{
-    if (o == NULL || !ouro__is_container(o)) {
-        errno = EINVAL;
-        return -1;
-    }
-    ouro_tstate_t *ts = ouro__tstate_get();
-    if (ts == NULL) {
-        errno = ENOMEM;
-        return -1;
-    }
-    /* relaxed: the caller owns a reference; tracking races only with
-     * itself, which the caller must not do concurrently on one object */
-    if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED)
-        return 0;
-    track_young(ts, o);
-    return 0;
-}
-
-int ouro_gc_untrack(ouro_object_t *o)
-{
-    if (o == NULL || !ouro__is_container(o)) {
-        errno = EINVAL;
-        return -1;
-    }
-    /* relaxed: as in ouro__gc_untrack_dead; the caller holds a reference */
-    uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    if (!(gc & GC_TRACKED))
-        return 0;
-    if (!(gc & GC_OLD) && untrack_young(o, gc))
-        return 0;
-    if (in_collector) {
-        errno = EDEADLK; /* from a finalizer: the lists are in use */
-        return -1;
-    }
-    bool locked = gc_lock();
-    if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED)
-        untrack_old_locked(o);
-    gc_unlock(locked);
-    return 0;
-}
-
-int ouro_gc_is_tracked(const ouro_object_t *o)
-{
-    /* relaxed: a snapshot for the caller, who holds a reference */
-    return o && ouro__is_container(o) && (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED) != 0;
+        atomic_store_explicit(&ouro__gc.enabled, 0, memory_order_relaxed);
+    atomic_store_explicit(&ouro__gc.threshold[0], ouro__options[OURO_OPTION_GC_THRESHOLD], memory_order_relaxed);
 }
 
 /* ================================================================== */
@@ -662,49 +353,11 @@ uint32_t ouro__gc_die(ouro_object_t *o)
 /* ================================================================== */
 /* the collection                                                      */
 /* ================================================================== */
-static void run_callbacks(int phase, int gen, size_t collected, size_t uncollectable)
-{
-    pthread_mutex_lock(&cb_lock);
-    int n = ncallbacks;
-    __typeof__(callbacks[0]) copy[MAX_CALLBACKS];
-    memcpy(copy, callbacks, sizeof copy);
-    pthread_mutex_unlock(&cb_lock);
-    for (int i = 0; i < n; i++)
-        copy[i].fn(phase, gen, collected, uncollectable, copy[i].arg);
-}
-
 uint64_t ouro__gc_now_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-/* Take the current young lists of every stripe onto `to`; bit s of
- * *parity is the parity of stripe s's taken list. */
-static size_t take_young(gc_head_t *to, uint64_t *parity)
-{
-    size_t n = 0;
-    *parity = 0;
-    for (int i = 0; i < NSTRIPES; i++) {
-        stripe_t *s = &stripes[i];
-        spin_lock(&s->lock);
-        list_splice(&s->young[s->parity], to);
-        *parity |= (uint64_t)s->parity << i;
-        s->parity ^= 1;
-        n += (size_t)atomic_load_explicit(&s->count, memory_order_relaxed);
-        atomic_store_explicit(&s->count, 0, memory_order_relaxed);
-        spin_unlock(&s->lock);
-    }
-    return n;
-}
-
-static long young_count(void)
-{
-    long n = 0;
-    for (int i = 0; i < NSTRIPES; i++)
-        n += atomic_load_explicit(&stripes[i].count, memory_order_relaxed);
-    return n < 0 ? 0 : n;
 }
 
 /* Free the members of G that died without a zombie record (out of
@@ -732,10 +385,10 @@ static void pause_record(uint64_t ns)
     int b = 0;
     for (uint64_t us = ns / 1000; us > 1 && b < OURO_GC_PAUSE_BUCKETS - 1; us >>= 1)
         b++;
-    stats.pause_hist[b]++;
-    if (ns > stats.pause_max_ns)
-        stats.pause_max_ns = ns;
-    stats.total_ns += ns;
+    ouro__gc.stats.pause_hist[b]++;
+    if (ns > ouro__gc.stats.pause_max_ns)
+        ouro__gc.stats.pause_max_ns = ns;
+    ouro__gc.stats.total_ns += ns;
 }
 
 /* One collection of generations 0..gen; gc_mutex held.  Returns the number
@@ -748,10 +401,10 @@ static long collect_locked(int gen)
         errno = ENOMEM;
         return -1;
     }
-    run_callbacks(OURO_GC_START, gen, 0, 0);
+    ouro__gc_run_callbacks(OURO_GC_START, gen, 0, 0);
     uint64_t t0 = ouro__gc_now_ns();
-    in_collector = true;
-    drain_zombies_locked();
+    ouro__gc_in_collector = true;
+    ouro__gc_drain_zombies_locked();
 
     /* G is taken first: containers made or changed after this and before
      * H1 are not in it, or are counted as H1 leaves them; the protocol
@@ -759,11 +412,11 @@ static long collect_locked(int gen)
     gc_head_t G;
     list_init(&G);
     gc_set_t set = {.maxgen = gen};
-    size_t expect = take_young(&G, &set.young_parity);
+    size_t expect = ouro__gc_take_young(&G, &set.young_parity);
     for (int g = 1; g <= gen; g++) {
-        list_splice(&gens[g], &G);
-        expect += gen_size[g];
-        gen_size[g] = 0;
+        list_splice(&ouro__gc.gens[g], &G);
+        expect += ouro__gc.gen_size[g];
+        ouro__gc.gen_size[g] = 0;
     }
 
     /* H1: the barrier is on everywhere before we read anything */
@@ -782,8 +435,8 @@ static long collect_locked(int gen)
     uint64_t t_phase = ouro__gc_now_ns();
     phase_ns[OURO_GC_PHASE_H1] = t_phase - t0;
     /* steps 1-4, with H2 between the mark and the validation */
-    orphans = 0;
-    dying.n = 0;
+    ouro__gc.orphans = 0;
+    ouro__gc.dying.n = 0;
     bool oom = !ouro__gc_mark(&G, expect, &set, dest, &garbage, dirty, handshake_h2, settle, &rep);
     for (int p = OURO_GC_PHASE_WALK; p <= OURO_GC_PHASE_VALIDATE; p++)
         t_phase += phase_ns[p];
@@ -822,20 +475,20 @@ static long collect_locked(int gen)
             ouro__brc_merge_unreachable(o);
             ouro_incref(o);
         }
-        unsigned dbg = atomic_load_explicit(&debug_flags, memory_order_relaxed);
+        unsigned dbg = atomic_load_explicit(&ouro__gc.debug_flags, memory_order_relaxed);
         if (dbg & OURO_GC_DEBUG_SAVEALL) {
             for (size_t i = 0; i < garbage.n; i++) {
-                if (saved_n == saved_cap) {
-                    size_t cap = saved_cap ? saved_cap * 2 : 64;
-                    ouro_object_t **v = ouro_realloc(saved, cap * sizeof *v);
+                if (ouro__gc.saved_n == ouro__gc.saved_cap) {
+                    size_t cap = ouro__gc.saved_cap ? ouro__gc.saved_cap * 2 : 64;
+                    ouro_object_t **v = ouro_realloc(ouro__gc.saved, cap * sizeof *v);
                     if (v == NULL) {
                         ouro_decref(gc_object_of(garbage.v[i]));
                         continue;
                     }
-                    saved = v;
-                    saved_cap = cap;
+                    ouro__gc.saved = v;
+                    ouro__gc.saved_cap = cap;
                 }
-                saved[saved_n++] = gc_object_of(garbage.v[i]); /* keeps our reference */
+                ouro__gc.saved[ouro__gc.saved_n++] = gc_object_of(garbage.v[i]); /* keeps our reference */
             }
         } else {
             /* clear, then drop our references, a batch at a time so that
@@ -868,51 +521,51 @@ static long collect_locked(int gen)
     ouro__hvec_free(&garbage);
 
     size_t survivors = ouro__gc_mark_end();
-    if (orphans)
+    if (ouro__gc.orphans)
         survivors -= free_orphans(&G, ts);
-    list_splice(&G, &gens[dest]);
-    gen_size[dest] += survivors;
+    list_splice(&G, &ouro__gc.gens[dest]);
+    ouro__gc.gen_size[dest] += survivors;
     /* the lists are whole again: unlink and free what died on this thread */
-    for (size_t i = 0; i < dying.n; i++) {
-        ouro_object_t *o = gc_object_of(dying.v[i]);
-        untrack_old_locked(o);
+    for (size_t i = 0; i < ouro__gc.dying.n; i++) {
+        ouro_object_t *o = gc_object_of(ouro__gc.dying.v[i]);
+        ouro__gc_untrack_old_locked(o);
         if (ts)
             ouro__defer_free(ts, ouro__object_block(o));
     }
-    dying.n = 0;
-    if (dying.cap > 65536)
-        ouro__hvec_free(&dying);
+    ouro__gc.dying.n = 0;
+    if (ouro__gc.dying.cap > 65536)
+        ouro__hvec_free(&ouro__gc.dying);
 
     /* the end: the barrier goes off (release: after our last scratch use) */
     if (mb_mode != MB_FENCE)
         __atomic_store_n(&ouro__gc_barrier, 0, __ATOMIC_RELEASE);
     atomic_store_explicit(&gc_active, 0, memory_order_release);
-    drain_zombies_locked();
-    in_collector = false;
+    ouro__gc_drain_zombies_locked();
+    ouro__gc_in_collector = false;
 
     /* bookkeeping, as CPython's */
     if (gen < 2)
-        atomic_fetch_add_explicit(&gen_count[gen + 1], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ouro__gc.gen_count[gen + 1], 1, memory_order_relaxed);
     for (int g = 1; g <= gen; g++)
-        atomic_store_explicit(&gen_count[g], 0, memory_order_relaxed);
+        atomic_store_explicit(&ouro__gc.gen_count[g], 0, memory_order_relaxed);
     if (gen == 2) {
         long_lived_total = survivors;
         long_lived_pending = 0;
     } else if (gen == 1) {
         long_lived_pending += survivors;
     }
-    stats.gen[gen].collections++;
-    stats.gen[gen].collected += found;
-    stats.gen[gen].uncollectable += uncollectable;
-    stats.last_objects = rep.examined;
-    stats.last_markers = rep.markers;
+    ouro__gc.stats.gen[gen].collections++;
+    ouro__gc.stats.gen[gen].collected += found;
+    ouro__gc.stats.gen[gen].uncollectable += uncollectable;
+    ouro__gc.stats.last_objects = rep.examined;
+    ouro__gc.stats.last_markers = rep.markers;
     uint64_t t_end = ouro__gc_now_ns(), dt = t_end - t0;
     phase_ns[OURO_GC_PHASE_FINISH] = t_end - t_phase;
-    memcpy(stats.last_phase_ns, phase_ns, sizeof rep.phase_ns);
-    stats.last_ns = dt;
+    memcpy(ouro__gc.stats.last_phase_ns, phase_ns, sizeof rep.phase_ns);
+    ouro__gc.stats.last_ns = dt;
     pause_record(dt);
     ouro__defer_flush(ts);
-    run_callbacks(OURO_GC_STOP, gen, found, uncollectable);
+    ouro__gc_run_callbacks(OURO_GC_STOP, gen, found, uncollectable);
     if (oom) {
         errno = ENOMEM;
         return -1;
@@ -925,8 +578,8 @@ static int auto_generation(void)
 {
     /* relaxed: thresholds and counts are independent heuristics */
     for (int g = 2; g >= 0; g--) {
-        long c = g ? atomic_load_explicit(&gen_count[g], memory_order_relaxed) : young_count();
-        long t = atomic_load_explicit(&threshold[g], memory_order_relaxed);
+        long c = g ? atomic_load_explicit(&ouro__gc.gen_count[g], memory_order_relaxed) : ouro__gc_young_count();
+        long t = atomic_load_explicit(&ouro__gc.threshold[g], memory_order_relaxed);
         if (t <= 0 || c <= t)
             continue;
         /* a full collection waits for 25% growth of the long-lived objects */
@@ -949,7 +602,7 @@ static void *bg_main(void *arg)
         atomic_store_explicit(&bg_requested, 0, memory_order_relaxed);
         collector_lock();
         int g;
-        if (atomic_load_explicit(&enabled, memory_order_relaxed) && (g = auto_generation()) >= 0)
+        if (atomic_load_explicit(&ouro__gc.enabled, memory_order_relaxed) && (g = auto_generation()) >= 0)
             collect_locked(g);
         collector_unlock();
         ouro_quiescent();
@@ -967,7 +620,7 @@ static void *bg_main(void *arg)
  * inside a collection (a callback, a finalizer). */
 static ouro_noinline void pressure_wait(ouro_tstate_t *ts)
 {
-    if (gc_held || in_collector || ts->online || ts->read_depth)
+    if (gc_held || ouro__gc_in_collector || ts->online || ts->read_depth)
         return;
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -982,16 +635,17 @@ static ouro_noinline void pressure_wait(ouro_tstate_t *ts)
         if (pthread_cond_timedwait(&bg_done, &bg_lock, &dl) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&bg_lock);
-    atomic_fetch_add_explicit(&pressure_waits, 1, memory_order_relaxed); /* a statistic */
+    atomic_fetch_add_explicit(&ouro__gc.pressure_waits, 1, memory_order_relaxed); /* a statistic */
 }
 
-static void maybe_collect(ouro_tstate_t *ts)
+void ouro__gc_maybe_collect(ouro_tstate_t *ts)
 {
     /* relaxed: heuristics; a stale read only shifts a collection */
-    long t = atomic_load_explicit(&threshold[0], memory_order_relaxed), y;
-    if (!atomic_load_explicit(&enabled, memory_order_relaxed) || t <= 0 || (y = young_count()) <= t)
+    long t = atomic_load_explicit(&ouro__gc.threshold[0], memory_order_relaxed), y;
+    if (!atomic_load_explicit(&ouro__gc.enabled, memory_order_relaxed) || t <= 0 ||
+        (y = ouro__gc_young_count()) <= t)
         return;
-    if (in_collector)
+    if (ouro__gc_in_collector)
         return;
     if (!atomic_exchange_explicit(&bg_requested, 1, memory_order_relaxed)) {
         pthread_mutex_lock(&bg_lock);
@@ -1010,7 +664,7 @@ static void maybe_collect(ouro_tstate_t *ts)
 }
 
 /* ================================================================== */
-/* the API                                                             */
+/* the API: a collection on demand (the rest is in gcapi.c)           */
 /* ================================================================== */
 long ouro_gc_collect(int generation)
 {
@@ -1040,281 +694,24 @@ long ouro_gc_collect(int generation)
     return r;
 }
 
-/* Settings (enabled, thresholds, debug flags) and the generation counts
- * are independent words read as heuristics: relaxed loads and stores. */
-void ouro_gc_enable(void)
-{
-    atomic_store_explicit(&enabled, 1, memory_order_relaxed);
-}
-
-void ouro_gc_disable(void)
-{
-    atomic_store_explicit(&enabled, 0, memory_order_relaxed);
-}
-
-int ouro_gc_is_enabled(void)
-{
-    return atomic_load_explicit(&enabled, memory_order_relaxed);
-}
-
-int ouro_gc_set_threshold(long t0, long t1, long t2)
-{
-    if (t0 < 0 || t1 < 0 || t2 < 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    /* relaxed: independent settings read as heuristics */
-    atomic_store_explicit(&threshold[0], t0, memory_order_relaxed);
-    atomic_store_explicit(&threshold[1], t1, memory_order_relaxed);
-    atomic_store_explicit(&threshold[2], t2, memory_order_relaxed);
-    return 0;
-}
-
-void ouro_gc_get_threshold(long out[3])
-{
-    for (int i = 0; i < 3; i++)
-        out[i] = atomic_load_explicit(&threshold[i], memory_order_relaxed);
-}
-
-void ouro_gc_get_count(long out[3])
-{
-    out[0] = young_count();
-    out[1] = atomic_load_explicit(&gen_count[1], memory_order_relaxed);
-    out[2] = atomic_load_explicit(&gen_count[2], memory_order_relaxed);
-}
-
-void ouro_gc_get_stats(ouro_gc_stats_t *out)
-{
-    bool locked = gc_lock();
-    *out = stats;
-    out->young = (size_t)young_count();
-    for (int g = 1; g < 4; g++)
-        out->objects[g] = gen_size[g];
-    out->zombies = atomic_load_explicit(&nzombies, memory_order_relaxed); /* a statistic */
-    out->saved = saved_n;
-    out->pressure_waits = atomic_load_explicit(&pressure_waits, memory_order_relaxed); /* a statistic */
-    gc_unlock(locked);
-}
-
-/* Take gc_mutex for an API call that walks or moves the lists, with the
- * zombies drained: returns whether to unlock (false from a collection's
- * callback: this thread holds it, the lists are at rest), or -1 with
- * EDEADLK from a finalizer (the lists are in use). */
-static int lists_lock(void)
-{
-    if (in_collector) {
-        errno = EDEADLK;
-        return -1;
-    }
-    bool locked = gc_lock();
-    drain_zombies_locked();
-    return locked;
-}
-
-static void move_list_locked(gc_head_t *from, int to)
-{
-    size_t n = 0;
-    for (gc_head_t *h = NEXT(from); h != from; h = NEXT(h)) {
-        gc_bits_set(gc_object_of(h), LOC_MASK, loc_old(to));
-        n++;
-    }
-    list_splice(from, &gens[to]);
-    gen_size[to] += n;
-}
-
-int ouro_gc_freeze(void)
-{
-    int locked = lists_lock();
-    if (locked < 0)
-        return -1;
-    gc_head_t young;
-    list_init(&young);
-    uint64_t parity;
-    take_young(&young, &parity);
-    move_list_locked(&young, 3);
-    for (int g = 1; g <= 2; g++) {
-        move_list_locked(&gens[g], 3);
-        gen_size[g] = 0;
-    }
-    gc_unlock(locked);
-    return 0;
-}
-
-int ouro_gc_unfreeze(void)
-{
-    int locked = lists_lock();
-    if (locked < 0)
-        return -1;
-    move_list_locked(&gens[3], 2);
-    gen_size[3] = 0;
-    gc_unlock(locked);
-    return 0;
-}
-
-size_t ouro_gc_get_freeze_count(void)
-{
-    int locked = lists_lock();
-    if (locked < 0)
-        return gen_size[3]; /* from a finalizer: this thread holds gc_mutex */
-    size_t n = gen_size[3];
-    gc_unlock(locked);
-    return n;
-}
-
-int ouro_gc_callback_add(ouro_gc_callback *fn, void *arg)
-{
-    if (fn == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    pthread_mutex_lock(&cb_lock);
-    int r = -1;
-    if (ncallbacks < MAX_CALLBACKS) {
-        callbacks[ncallbacks].fn = fn;
-        callbacks[ncallbacks].arg = arg;
-        ncallbacks++;
-        r = 0;
-    }
-    pthread_mutex_unlock(&cb_lock);
-    if (r)
-        errno = ENOSPC;
-    return r;
-}
-
-int ouro_gc_callback_remove(ouro_gc_callback *fn, void *arg)
-{
-    pthread_mutex_lock(&cb_lock);
-    int r = -1;
-    for (int i = 0; i < ncallbacks; i++)
-        if (callbacks[i].fn == fn && callbacks[i].arg == arg) {
-            memmove(&callbacks[i], &callbacks[i + 1], (size_t)(ncallbacks - i - 1) * sizeof callbacks[0]);
-            ncallbacks--;
-            r = 0;
-            break;
-        }
-    pthread_mutex_unlock(&cb_lock);
-    if (r)
-        errno = ENOENT;
-    return r;
-}
-
-int ouro_gc_get_referents(ouro_object_t *o, ouro_visit_fn *visit, void *arg)
-{
-    if (o == NULL || visit == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    return o->type->traverse ? o->type->traverse(o, visit, arg) : 0;
-}
-
-typedef struct referrers_s {
-    ouro_object_t *target;
-    bool hit;
-} referrers_t;
-
-static int find_target(ouro_object_t *r, void *arg)
-{
-    referrers_t *f = arg;
-    if (r == f->target) {
-        f->hit = true;
-        return 1;
-    }
-    return 0;
-}
-
-static size_t referrers_in(gc_head_t *l, ouro_object_t *target, ouro_visit_fn *visit, void *arg)
-{
-    size_t n = 0;
-    for (gc_head_t *h = NEXT(l); h != l; h = NEXT(h)) {
-        ouro_object_t *o = gc_object_of(h);
-        if (ouro__gc_is_dead(o))
-            continue;
-        referrers_t f = {target, false};
-        o->type->traverse(o, find_target, &f);
-        if (f.hit) {
-            n++;
-            if (visit)
-                visit(o, arg);
-        }
-    }
-    return n;
-}
-
-long ouro_gc_get_referrers(ouro_object_t *target, ouro_visit_fn *visit, void *arg)
-{
-    if (target == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    int locked = lists_lock();
-    if (locked < 0)
-        return -1;
-    size_t n = 0;
-    ouro_read_begin();
-    for (int g = 1; g < 4; g++)
-        n += referrers_in(&gens[g], target, visit, arg);
-    for (int i = 0; i < NSTRIPES; i++) {
-        stripe_t *s = &stripes[i];
-        spin_lock(&s->lock);
-        n += referrers_in(&s->young[s->parity], target, visit, arg);
-        spin_unlock(&s->lock);
-    }
-    ouro_read_end();
-    gc_unlock(locked);
-    return (long)n;
-}
-
-void ouro_gc_set_debug(unsigned flags)
-{
-    atomic_store_explicit(&debug_flags, flags, memory_order_relaxed);
-}
-
-unsigned ouro_gc_get_debug(void)
-{
-    return atomic_load_explicit(&debug_flags, memory_order_relaxed);
-}
-
-size_t ouro_gc_garbage(ouro_object_t **out, size_t max)
-{
-    bool locked = gc_lock();
-    size_t n = saved_n;
-    for (size_t i = 0; i < n && i < max; i++)
-        out[i] = saved[i];
-    gc_unlock(locked);
-    return n;
-}
-
-void ouro_gc_garbage_clear(void)
-{
-    bool locked = gc_lock();
-    ouro_object_t **v = saved;
-    size_t n = saved_n;
-    saved = NULL;
-    saved_n = saved_cap = 0;
-    gc_unlock(locked);
-    for (size_t i = 0; i < n; i++)
-        ouro_decref(v[i]);
-    ouro_free(v);
-}
-
 /* ================================================================== */
 /* fork                                                                */
 /* ================================================================== */
 void ouro__gc_fork_prepare(void)
 {
     pthread_mutex_lock(&bg_lock);
-    pthread_mutex_lock(&gc_mutex);
+    pthread_mutex_lock(&ouro__gc.gc_mutex);
     ouro__gc_mark_fork_prepare();
     for (int i = 0; i < NSTRIPES; i++)
-        spin_lock(&stripes[i].lock);
+        spin_lock(&ouro__gc.stripes[i].lock);
 }
 
 void ouro__gc_fork_parent(void)
 {
     for (int i = NSTRIPES - 1; i >= 0; i--)
-        spin_unlock(&stripes[i].lock);
+        spin_unlock(&ouro__gc.stripes[i].lock);
     ouro__gc_mark_fork_parent();
-    pthread_mutex_unlock(&gc_mutex);
+    pthread_mutex_unlock(&ouro__gc.gc_mutex);
     pthread_mutex_unlock(&bg_lock);
 }
 

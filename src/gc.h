@@ -1,14 +1,101 @@
 /*
- * gc.h — internals shared by the collector's two files: gc.c (membership,
- * the write barrier, handshakes, the collection's driver, the API) and
- * gcmark.c (steps 1-4 of a collection: count snapshots, trial deletion,
- * marking on marker threads, validation).  The protocol is at the top of
- * gc.c.
+ * gc.h — internals shared by the collector's files: gc.c (the protocol,
+ * the write barrier, handshakes, the collection's driver, background
+ * collections), gctrack.c (membership: young stripes, old lists, zombies),
+ * gcapi.c (the settings and inspection API) and gcmark.c (steps 1-4 of a
+ * collection: count snapshots, trial deletion, marking on marker threads,
+ * validation).  The protocol is at the top of gc.c.
  */
 #ifndef OURO_GC_H
 #define OURO_GC_H
 
 #include "object.h"
+
+#include <sched.h>
+
+/* ================================================================== */
+/* lists (relaxed atomics: see object.h)                               */
+/* ================================================================== */
+static inline gc_head_t *NEXT(gc_head_t *h)
+{
+    return (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed);
+}
+static inline gc_head_t *PREV(gc_head_t *h)
+{
+    return (gc_head_t *)atomic_load_explicit(&h->prev, memory_order_relaxed);
+}
+static inline void SET_NEXT(gc_head_t *h, gc_head_t *v)
+{
+    atomic_store_explicit(&h->next, (uintptr_t)v, memory_order_relaxed);
+}
+static inline void SET_PREV(gc_head_t *h, gc_head_t *v)
+{
+    atomic_store_explicit(&h->prev, (uintptr_t)v, memory_order_relaxed);
+}
+
+static inline void list_init(gc_head_t *l)
+{
+    SET_NEXT(l, l);
+    SET_PREV(l, l);
+}
+
+static inline bool list_empty(gc_head_t *l)
+{
+    return NEXT(l) == l;
+}
+
+static inline void list_append(gc_head_t *l, gc_head_t *h)
+{
+    gc_head_t *last = PREV(l);
+    SET_PREV(h, last);
+    SET_NEXT(h, l);
+    SET_NEXT(last, h);
+    SET_PREV(l, h);
+}
+
+static inline void list_unlink(gc_head_t *h)
+{
+    gc_head_t *p = PREV(h), *n = NEXT(h);
+    SET_NEXT(p, n);
+    SET_PREV(n, p);
+    SET_NEXT(h, NULL);
+    SET_PREV(h, NULL);
+}
+
+/* Append all of `from` to `to`; `from` becomes empty. */
+static inline void list_splice(gc_head_t *from, gc_head_t *to)
+{
+    if (list_empty(from))
+        return;
+    gc_head_t *first = NEXT(from), *last = PREV(from), *tail = PREV(to);
+    SET_NEXT(tail, first);
+    SET_PREV(first, tail);
+    SET_NEXT(last, to);
+    SET_PREV(to, last);
+    list_init(from);
+}
+
+/* ================================================================== */
+/* spin locks (the stripes')                                          */
+/* ================================================================== */
+static inline void spin_lock(_Atomic int *l)
+{
+    /* acquire: the list operations of the previous holder happen before ours */
+    while (atomic_exchange_explicit(l, 1, memory_order_acquire)) {
+        for (int i = 0; atomic_load_explicit(l, memory_order_relaxed); i++) {
+            if (i < 64)
+                __builtin_ia32_pause();
+            else
+                sched_yield();
+        }
+    }
+}
+
+static inline void spin_unlock(_Atomic int *l)
+{
+    /* release: pairs with spin_lock's acquire */
+    atomic_store_explicit(l, 0, memory_order_release);
+}
 
 /* A growable array of list heads (the collector's own memory). */
 typedef struct hvec_s {
@@ -92,5 +179,71 @@ size_t ouro__gc_mark_end(void) ouro_hidden;
 void ouro__gc_mark_fork_prepare(void) ouro_hidden;
 void ouro__gc_mark_fork_parent(void) ouro_hidden;
 void ouro__gc_mark_fork_child(void) ouro_hidden;
+
+/* ================================================================== */
+/* the state the collector's files share                               */
+/* ================================================================== */
+/* Stripes of young lists (the protocol at the top of gc.c). */
+#define NSTRIPES 64
+typedef struct stripe_s {
+    _Atomic int lock;
+    int parity;            /* [lock] the current list is young[parity] */
+    _Atomic long count;    /* [lock] writes (relaxed load+store, no RMW: one writer at a
+                            * time); read relaxed without it, as a heuristic or a
+                            * statistic: tracked minus freed since the last hand-over */
+    gc_head_t young[2];    /* [lock] */
+} __attribute__((aligned(64))) stripe_t;
+
+/* What more than one of gc.c, gctrack.c and gcapi.c reads or writes (what
+ * one file alone uses stays static there): one instance, ouro__gc, defined
+ * in gc.c.  Grouped by who writes it, each group on cache lines of its
+ * own: mutators read the settings every 32nd container they track and
+ * bump the counters, and should not miss on lines the collector writes. */
+struct ouro__gc_state {
+    /* Settings, written by the API without a lock: independent words read
+     * as heuristics, relaxed loads and stores */
+    _Atomic int enabled;
+    _Atomic long threshold[3];
+    _Atomic unsigned debug_flags;
+
+    /* statistics mutators bump (relaxed RMWs) */
+    _Atomic size_t nzombies __attribute__((aligned(64))); /* zombies not yet drained (a drain hint) */
+    _Atomic size_t pressure_waits;    /* times a thread waited for a background round (backpressure) */
+
+    /* the collector's, [gc_mutex] unless said otherwise */
+    pthread_mutex_t gc_mutex __attribute__((aligned(64)));
+    gc_head_t gens[4];          /* 1, 2 and 3 (permanent); 0 unused */
+    size_t gen_size[4];
+    _Atomic long gen_count[3];  /* 1: gen-0 collections since a gen-1 one; 2: gen-1 since gen-2
+                                 * (read relaxed without the lock, as a heuristic) */
+    ouro_gc_stats_t stats;
+    ouro_object_t **saved;      /* OURO_GC_DEBUG_SAVEALL: garbage kept, with a reference each */
+    size_t saved_n, saved_cap;
+    size_t orphans;             /* members of G that died without a zombie record */
+    hvec_t dying;               /* collector-owned containers that died on the collector's
+                                 * thread during its collection: unlinked at its end */
+
+    stripe_t stripes[NSTRIPES]; /* each under its own lock (stripe_t) */
+};
+extern struct ouro__gc_state ouro__gc ouro_hidden;
+/* this thread is inside a collection (steps H1 to the end) */
+extern __thread bool ouro__gc_in_collector ouro_hidden;
+
+/* ---- calls between the collector's files ---- */
+/* gc.c: gc_mutex for an API call; false (nothing to unlock) when this
+ * thread already holds it (a callback or finalizer) */
+bool ouro__gc_lock(void) ouro_hidden;
+void ouro__gc_unlock(bool locked) ouro_hidden;
+/* gc.c: start a background collection if generation 0 is over its
+ * threshold (every 32nd container a stripe tracks; a cold path) */
+void ouro__gc_maybe_collect(ouro_tstate_t *ts) ouro_hidden;
+/* gctrack.c */
+void ouro__gc_track_init(void) ouro_hidden; /* stripes and zombie stack, at init */
+size_t ouro__gc_take_young(gc_head_t *to, uint64_t *parity) ouro_hidden; /* the hand-over of generation 0 */
+long ouro__gc_young_count(void) ouro_hidden; /* generation 0's size (relaxed: a heuristic) */
+void ouro__gc_untrack_old_locked(ouro_object_t *o) ouro_hidden; /* gc_mutex held */
+void ouro__gc_drain_zombies_locked(void) ouro_hidden; /* gc_mutex held: unlink and free the zombies */
+/* gcapi.c: call the registered callbacks (from a copy of the table) */
+void ouro__gc_run_callbacks(int phase, int gen, size_t collected, size_t uncollectable) ouro_hidden;
 
 #endif /* OURO_GC_H */
