@@ -160,7 +160,7 @@ void ouro__qsbr_fork_child(void) ouro_hidden;
 /* object.c */
 void ouro__object_dealloc(ouro_object_t *o) ouro_hidden;
 
-/* gc.c */
+/* gc.c, gctrack.c */
 void ouro__gc_init(void) ouro_hidden;
 void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o) ouro_hidden;
 uint32_t ouro__gc_die(ouro_object_t *o) ouro_hidden;      /* set GC_DEAD and shade its referents; the old bits */
