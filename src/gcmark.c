@@ -182,8 +182,12 @@ static void ivec_free(ivec_t *s)
     s->n = s->cap = 0;
 }
 
+/* Each on its own cache lines (two: the adjacent-line prefetcher): a
+ * marker writes its stack's length and counters at every object, and a
+ * neighbour's line ping-ponging between cores made 2 markers' MARK slower
+ * than one's. */
 typedef struct marker_s {
-    hvec_t stack;
+    _Alignas(128) hvec_t stack;
     ivec_t cand;           /* VALIDATE: members left unmarked, by index */
     ivec_t *out;           /* COUNT: out[k]: references to members of marker k's slice (parallel) */
     size_t lo, hi;         /* this marker's slice of the G array */
