@@ -360,24 +360,27 @@ uint64_t ouro__gc_now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Free the members of G that died without a zombie record (out of
- * memory, on this thread): G is a whole list again (ouro__gc_mark_end).
- * Returns how many. */
-static size_t free_orphans(gc_head_t *G, ouro_tstate_t *ts)
+/* Free the containers that died on this thread during the collection
+ * without a record in `dying` (out of memory): members of G, now on
+ * generation `dest`'s list, and old objects outside G alike.  The lists
+ * are whole again.  Out of memory only, so a walk of every old list is
+ * fine. */
+static void free_orphans(ouro_tstate_t *ts)
 {
-    size_t n = 0;
-    for (gc_head_t *h = NEXT(G), *next; h != G; h = next) {
-        next = NEXT(h);
-        ouro_object_t *o = gc_object_of(h);
-        /* relaxed: ORPHAN is set by this thread */
-        if ((__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & (GC_DEAD | GC_ORPHAN)) == (GC_DEAD | GC_ORPHAN)) {
-            list_unlink(h);
-            if (ts)
-                ouro__defer_free(ts, ouro__object_block(o));
-            n++;
+    for (int g = 1; g <= 3 && ouro__gc.orphans; g++) {
+        gc_head_t *l = &ouro__gc.gens[g];
+        for (gc_head_t *h = NEXT(l), *next; h != l; h = next) {
+            next = NEXT(h);
+            ouro_object_t *o = gc_object_of(h);
+            /* relaxed: ORPHAN is set by this thread */
+            if ((__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & (GC_DEAD | GC_ORPHAN)) == (GC_DEAD | GC_ORPHAN)) {
+                ouro__gc_untrack_old_locked(o);
+                if (ts)
+                    ouro__defer_free(ts, ouro__object_block(o));
+                ouro__gc.orphans--;
+            }
         }
     }
-    return n;
 }
 
 static void pause_record(uint64_t ns)
@@ -521,10 +524,10 @@ static long collect_locked(int gen)
     ouro__hvec_free(&garbage);
 
     size_t survivors = ouro__gc_mark_end();
-    if (ouro__gc.orphans)
-        survivors -= free_orphans(&G, ts);
     list_splice(&G, &ouro__gc.gens[dest]);
     ouro__gc.gen_size[dest] += survivors;
+    if (ouro__gc.orphans)
+        free_orphans(ts);
     /* the lists are whole again: unlink and free what died on this thread */
     for (size_t i = 0; i < ouro__gc.dying.n; i++) {
         ouro_object_t *o = gc_object_of(ouro__gc.dying.v[i]);

@@ -219,7 +219,7 @@ struct ouro__gc_state {
     ouro_gc_stats_t stats;
     ouro_object_t **saved;      /* OURO_GC_DEBUG_SAVEALL: garbage kept, with a reference each */
     size_t saved_n, saved_cap;
-    size_t orphans;             /* members of G that died without a zombie record */
+    size_t orphans;             /* containers that died on the collector thread unrecorded (no memory for `dying`) */
     hvec_t dying;               /* collector-owned containers that died on the collector's
                                  * thread during its collection: unlinked at its end */
 

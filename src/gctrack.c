@@ -142,7 +142,7 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
     if (ouro__gc_in_collector) {
         /* we are the collector: o's list may hold scratch words now, so
          * it is unlinked once the lists are whole again (collect_locked);
-         * out of memory, G's relink pass frees it (free_orphans) */
+         * out of memory, collect_locked frees it at the end (free_orphans) */
         if (!ouro__hvec_push(&ouro__gc.dying, gc_head_of(o))) {
             __atomic_fetch_or(&o->gc, GC_ORPHAN, __ATOMIC_RELAXED); /* relaxed: read by this thread */
             ouro__gc.orphans++;

@@ -904,6 +904,62 @@ START_TEST(random_graphs_same_garbage_with_any_marker_count)
 }
 END_TEST
 
+/* Out of memory while containers die on the collector's thread: those
+ * it cannot record (the array of deaths cannot grow) are freed at the end
+ * of that collection all the same, old ones outside G included; none is
+ * left dead on a generation's list. */
+static void arm_map_faults(ouro_object_t *self)
+{
+    (void)self;
+    /* the next 1000 requests to the OS fail: the collector's array of
+     * deaths cannot grow past 128 KiB (16384 deaths) meanwhile */
+    ouro_test_fail_maps(0, 1000);
+}
+static const ouro_type_t tarm = GTYPE("gnode-arm-faults", 4, arm_map_faults);
+
+START_TEST(deaths_on_the_collector_thread_out_of_memory_are_freed)
+{
+    setup();
+    ouro_gc_collect(2);
+    ouro_gc_stats_t st;
+    ouro_gc_get_stats(&st);
+    size_t base = st.last_objects; /* what other tests left alive */
+    enum { VICTIMS = 40000, PER = 31 };
+    /* victims: old (generation 2), each held only by a garbage node */
+    gnode_t **v = malloc(sizeof *v * VICTIMS);
+    ck_assert_ptr_nonnull(v);
+    for (int i = 0; i < VICTIMS; i++)
+        v[i] = gnew(&t4);
+    ouro_gc_collect(2);
+    long holders = 0;
+    for (int i = 0; i < VICTIMS; i += PER) {
+        gnode_t *g = gnew(&t32);
+        link_(g, PER, g); /* garbage: a self-loop */
+        for (int k = 0; k < PER && i + k < VICTIMS; k++)
+            link_(g, k, v[i + k]);
+        ouro_decref(&g->ob);
+        holders++;
+    }
+    gnode_t *arm = gnew(&tarm);
+    link_(arm, 0, arm);
+    ouro_decref(&arm->ob);
+    for (int i = 0; i < VICTIMS; i++)
+        ouro_decref(&v[i]->ob);
+    free(v);
+    long died = atomic_load(&deaths);
+    /* generation 0 only: the victims are old, outside G */
+    long found = ouro_gc_collect(0);
+    ouro_test_fail_maps(0, 0);
+    ck_assert_int_eq(found, holders + 1);
+    ck_assert_int_eq(atomic_load(&deaths) - died, holders + 1 + VICTIMS);
+    ouro_gc_collect(2);
+    ouro_gc_get_stats(&st);
+    ck_assert_msg(st.last_objects == base, "%zu dead containers left on the lists", st.last_objects - base);
+    ouro_barrier();
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 /* ---- mutators racing collections ---- */
 /* A shared table of roots (counted references in a container) and threads
  * that keep moving references between nodes, dropping and making cycles,
@@ -1092,6 +1148,7 @@ int main(void)
         backpressure_bounds_generation_0,
         parallel_markers_find_the_same_garbage,
         random_graphs_same_garbage_with_any_marker_count,
+        deaths_on_the_collector_thread_out_of_memory_are_freed,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
     return tu_run_case("gc", tests);
