@@ -345,15 +345,18 @@ const char *ouro_version(void);
 /* Allocation tracing (Python's tracemalloc)                            */
 /* ------------------------------------------------------------------ */
 /*
- * While tracing, each plain allocation (ouro_malloc, calloc, realloc,
- * aligned_alloc, and the malloc override; not ouro_new) records its call
+ * While tracing, each allocation (ouro_malloc, calloc, realloc,
+ * aligned_alloc, the malloc override, and ouro_new) records its call
  * stack, and the bytes still allocated are counted per call site (a
- * distinct stack).  Every allocation is traced, or a sample
+ * distinct stack); an object counts its type's basic_size until its memory
+ * is freed, after its grace period (ouro_barrier waits for that).  Every allocation is traced, or a sample
  * (OURO_OPTION_TRACE_SAMPLE: about one per that many bytes allocated; the
  * figures are then estimates).  Off by default; on by environment
  * (OURO_TRACE=frames, OURO_TRACE_LEAKS=1) or by ouro_trace_start.  Off, it
  * costs the fast paths nothing; on, a traced thread's allocations take a
- * slow path, and a traced block costs 32 bytes more and a backtrace().
+ * slow path, and a traced block costs 32 bytes more and a backtrace()
+ * (a traced object: a record in a table of the tracer's, no bytes in its
+ * block).
  * Not available in debug mode.  Blocks allocated while not tracing are
  * never counted; blocks traced stay counted until freed, even after
  * ouro_trace_stop (unlike Python's stop, which forgets them: compare two

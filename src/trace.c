@@ -1,10 +1,12 @@
 /*
  * trace.c — allocation tracing, Python's tracemalloc for C: the call stack
- * of every (or of sampled) plain allocation, counted per call site;
- * snapshots, top sites, differences between snapshots, and a leak report at
- * exit.  Owns the layout of a traced block, the site table and the
- * sampler; takes blocks from, and gives them back to, the thread's plain
- * heap (ouro__dheap) through heap.c's and alloc.c's own paths.
+ * of every (or of sampled) allocation, plain or object, counted per call
+ * site; snapshots, top sites, differences between snapshots, and a leak
+ * report at exit.  Owns the layout of a traced block, the site table, the
+ * table of traced objects' records and the sampler; takes blocks from, and
+ * gives them back to, the thread's plain heap (ouro__dheap) through
+ * heap.c's and alloc.c's own paths.  Objects are made and freed by the
+ * object layer, which asks here (see "objects" below).
  *
  * Costs nothing when off.  As debug mode does (alloc.c), a traced thread's
  * front pointer ouro__heap is the sentinel, whose pools are all empty: its
