@@ -121,14 +121,20 @@ typedef enum ouro_option_e {
     OURO_OPTION_SHOW_STATS,
     /* Verbosity of warnings: 0 silent, 1 warnings (default), 2 informational. Env: OURO_VERBOSE. */
     OURO_OPTION_VERBOSE,
-    /* Place arenas per NUMA node found with hwloc (1, default) or use one set (0). Env: OURO_NUMA. */
+    /* Place arenas per NUMA node found with hwloc (1, default) or use one set (0).  Env: OURO_NUMA.
+     * Read when the first arena is mapped (usually before main); after
+     * that ouro_option_set refuses a change (EPERM). */
     OURO_OPTION_NUMA,
     /* Automatic cycle collections: 1 enabled (default), 0 disabled (as
-     * ouro_gc_disable).  Env: OURO_GC. */
+     * ouro_gc_disable).  Env: OURO_GC, read at start; ouro_option_set and
+     * ouro_option_get then act on the collector's setting, as
+     * ouro_gc_enable, ouro_gc_disable and ouro_gc_is_enabled do. */
     OURO_OPTION_GC,
     /* The generation-0 threshold (tracked allocations minus deallocations
      * that start a collection); 0 never collects automatically.  Default 700.
-     * Env: OURO_GC_THRESHOLD.  Read at start; later use ouro_gc_set_threshold. */
+     * Env: OURO_GC_THRESHOLD, read at start; ouro_option_set and
+     * ouro_option_get then act on the collector's generation-0 threshold
+     * (ouro_gc_set_threshold, ouro_gc_get_threshold). */
     OURO_OPTION_GC_THRESHOLD,
     /* Marker threads of a collection: 0 (default) or -1 the core count
      * found with hwloc, else 1..OURO_GC_MAX_MARKERS.  Env: OURO_GC_MARKERS.
@@ -198,8 +204,9 @@ long ouro_option_get(ouro_option_t option);
 
 /* Set an option; returns 0, or -1 with errno = EINVAL for an unknown option
  * or an out-of-range value, EPERM for an option fixed at start
- * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED) set to another value than its
- * own; the old value is kept. */
+ * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED; OURO_OPTION_NUMA once the first
+ * arena is mapped) set to another value than its own; the old value is
+ * kept. */
 int ouro_option_set(ouro_option_t option, long value);
 
 /* ------------------------------------------------------------------ */

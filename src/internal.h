@@ -343,6 +343,7 @@ void ouro__arena_fork_prepare(void) ouro_hidden;
 void ouro__arena_fork_parent(void) ouro_hidden;
 void ouro__arena_fork_child(void) ouro_hidden;
 int ouro__arena_current_node(void) ouro_hidden;
+bool ouro__arena_numa_read(void) ouro_hidden;
 typedef void ouro_pool_visit_fn(ouro_pool_t *pool, void *arg);
 void ouro__arena_visit_pools(ouro_pool_visit_fn *fn, void *arg) ouro_hidden;
 size_t ouro__arena_dirty_bytes(void) ouro_hidden;
