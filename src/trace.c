@@ -509,12 +509,12 @@ typedef struct obj_rec_s {
 } obj_rec_t;
 
 typedef struct obj_shard_s {
-    pthread_mutex_t lock; /* [init by table_ready] */
+    pthread_mutex_t lock;
     obj_rec_t *v;         /* [lock] cap slots, at most half of them used */
     size_t cap, n;        /* [lock] */
 } __attribute__((aligned(64))) obj_shard_t;
 
-static obj_shard_t shards[SHARDS];
+static obj_shard_t shards[SHARDS] = {[0 ... SHARDS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 _Atomic size_t ouro__trace_objects;
 
 static uint64_t key_hash(uintptr_t key)
@@ -668,14 +668,9 @@ static bool table_ready(void)
     pthread_mutex_lock(&site_lock);
     if (atomic_load_explicit(&buckets, memory_order_relaxed) == NULL) { /* relaxed: under the lock */
         void *b = ouro__os_map(NBUCKETS * sizeof *buckets);
-        /* release: the zeroed table, and the object shards' locks, before
-         * its pointer (fresh mappings are zero): nothing traces, and no
-         * fork handler locks a shard, before it is published */
-        if (b) {
-            for (unsigned i = 0; i < SHARDS; i++)
-                pthread_mutex_init(&shards[i].lock, NULL);
+        /* release: the zeroed table before its pointer (fresh mappings are zero) */
+        if (b)
             atomic_store_explicit(&buckets, b, memory_order_release);
-        }
     }
     pthread_mutex_unlock(&site_lock);
     return atomic_load_explicit(&buckets, memory_order_acquire) != NULL;
@@ -752,19 +747,14 @@ void ouro__trace_init(void)
 void ouro__trace_fork_prepare(void)
 {
     pthread_mutex_lock(&site_lock);
-    /* acquire: the shards' locks were made before the table was published */
-    if (atomic_load_explicit(&buckets, memory_order_acquire))
-        for (unsigned i = 0; i < SHARDS; i++)
-            pthread_mutex_lock(&shards[i].lock);
+    for (unsigned i = 0; i < SHARDS; i++)
+        pthread_mutex_lock(&shards[i].lock);
 }
 
 void ouro__trace_fork_parent(void)
 {
-    /* relaxed: this thread read it non-NULL in prepare, or no one can
-     * have published it since (table_ready takes site_lock, which we held) */
-    if (atomic_load_explicit(&buckets, memory_order_relaxed))
-        for (unsigned i = SHARDS; i-- > 0;)
-            pthread_mutex_unlock(&shards[i].lock);
+    for (unsigned i = SHARDS; i-- > 0;)
+        pthread_mutex_unlock(&shards[i].lock);
     pthread_mutex_unlock(&site_lock);
 }
 
