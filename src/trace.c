@@ -498,7 +498,8 @@ bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out)
  * increment precedes that free's load, and no later decrement can take the
  * count to zero while the record is still in the table. */
 
-#define SHARDS 64u
+#define SHARDS 16u   /* few: fork holds them all (TSan tracks at most 64 locks held at once) */
+#define SHARD_SHIFT 60 /* the top 4 bits of a key's hash pick its shard */
 #define SHARD_MIN 256u /* slots of a shard's first table */
 
 typedef struct obj_rec_s {
@@ -514,6 +515,7 @@ typedef struct obj_shard_s {
     size_t cap, n;        /* [lock] */
 } __attribute__((aligned(64))) obj_shard_t;
 
+_Static_assert(SHARDS == 1u << (64 - SHARD_SHIFT), "every hash picks a shard");
 static obj_shard_t shards[SHARDS] = {[0 ... SHARDS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 _Atomic size_t ouro__trace_objects;
 
@@ -525,7 +527,7 @@ static uint64_t key_hash(uintptr_t key)
 
 static obj_shard_t *shard_of(uint64_t h)
 {
-    return &shards[h >> 58]; /* the top 6 bits; the low ones pick the slot */
+    return &shards[h >> SHARD_SHIFT]; /* the low bits pick the slot */
 }
 
 /* Double a shard's table (or make its first).  [lock] */
