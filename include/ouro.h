@@ -121,14 +121,20 @@ typedef enum ouro_option_e {
     OURO_OPTION_SHOW_STATS,
     /* Verbosity of warnings: 0 silent, 1 warnings (default), 2 informational. Env: OURO_VERBOSE. */
     OURO_OPTION_VERBOSE,
-    /* Place arenas per NUMA node found with hwloc (1, default) or use one set (0). Env: OURO_NUMA. */
+    /* Place arenas per NUMA node found with hwloc (1, default) or use one set (0).  Env: OURO_NUMA.
+     * Read when the first arena is mapped (usually before main); after
+     * that ouro_option_set refuses a change (EPERM). */
     OURO_OPTION_NUMA,
     /* Automatic cycle collections: 1 enabled (default), 0 disabled (as
-     * ouro_gc_disable).  Env: OURO_GC. */
+     * ouro_gc_disable).  Env: OURO_GC, read at start; ouro_option_set and
+     * ouro_option_get then act on the collector's setting, as
+     * ouro_gc_enable, ouro_gc_disable and ouro_gc_is_enabled do. */
     OURO_OPTION_GC,
     /* The generation-0 threshold (tracked allocations minus deallocations
      * that start a collection); 0 never collects automatically.  Default 700.
-     * Env: OURO_GC_THRESHOLD.  Read at start; later use ouro_gc_set_threshold. */
+     * Env: OURO_GC_THRESHOLD, read at start; ouro_option_set and
+     * ouro_option_get then act on the collector's generation-0 threshold
+     * (ouro_gc_set_threshold, ouro_gc_get_threshold). */
     OURO_OPTION_GC_THRESHOLD,
     /* Marker threads of a collection: 0 (default) or -1 the core count
      * found with hwloc, else 1..OURO_GC_MAX_MARKERS.  Env: OURO_GC_MARKERS.
@@ -198,8 +204,9 @@ long ouro_option_get(ouro_option_t option);
 
 /* Set an option; returns 0, or -1 with errno = EINVAL for an unknown option
  * or an out-of-range value, EPERM for an option fixed at start
- * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED) set to another value than its
- * own; the old value is kept. */
+ * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED; OURO_OPTION_NUMA once the first
+ * arena is mapped) set to another value than its own; the old value is
+ * kept. */
 int ouro_option_set(ouro_option_t option, long value);
 
 /* ------------------------------------------------------------------ */
@@ -345,15 +352,18 @@ const char *ouro_version(void);
 /* Allocation tracing (Python's tracemalloc)                            */
 /* ------------------------------------------------------------------ */
 /*
- * While tracing, each plain allocation (ouro_malloc, calloc, realloc,
- * aligned_alloc, and the malloc override; not ouro_new) records its call
+ * While tracing, each allocation (ouro_malloc, calloc, realloc,
+ * aligned_alloc, the malloc override, and ouro_new) records its call
  * stack, and the bytes still allocated are counted per call site (a
- * distinct stack).  Every allocation is traced, or a sample
+ * distinct stack); an object counts its type's basic_size until its memory
+ * is freed, after its grace period (ouro_barrier waits for that).  Every allocation is traced, or a sample
  * (OURO_OPTION_TRACE_SAMPLE: about one per that many bytes allocated; the
  * figures are then estimates).  Off by default; on by environment
  * (OURO_TRACE=frames, OURO_TRACE_LEAKS=1) or by ouro_trace_start.  Off, it
  * costs the fast paths nothing; on, a traced thread's allocations take a
- * slow path, and a traced block costs 32 bytes more and a backtrace().
+ * slow path, and a traced block costs 32 bytes more and a backtrace()
+ * (a traced object: a record in a table of the tracer's, no bytes in its
+ * block).
  * Not available in debug mode.  Blocks allocated while not tracing are
  * never counted; blocks traced stay counted until freed, even after
  * ouro_trace_stop (unlike Python's stop, which forgets them: compare two

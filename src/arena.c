@@ -87,6 +87,15 @@ int ouro__hw_cores(void)
 
 /* The NUMA node of the calling thread's CPU; -1 while the topology is not
  * known yet (the caller asks again later). */
+/* Whether OURO_OPTION_NUMA has been read (the topology is loaded, or
+ * being loaded, at the first arena's mapping). */
+bool ouro__arena_numa_read(void)
+{
+    /* acquire: pairs with topology_load's CAS; a load that races it may
+     * miss it, and the option then set changes nothing (options.c says so) */
+    return atomic_load_explicit(&topo_state, memory_order_acquire) != 0;
+}
+
 int ouro__arena_current_node(void)
 {
     if (atomic_load_explicit(&topo_state, memory_order_acquire) != 2)

@@ -343,6 +343,7 @@ void ouro__arena_fork_prepare(void) ouro_hidden;
 void ouro__arena_fork_parent(void) ouro_hidden;
 void ouro__arena_fork_child(void) ouro_hidden;
 int ouro__arena_current_node(void) ouro_hidden;
+bool ouro__arena_numa_read(void) ouro_hidden;
 typedef void ouro_pool_visit_fn(ouro_pool_t *pool, void *arg);
 void ouro__arena_visit_pools(ouro_pool_visit_fn *fn, void *arg) ouro_hidden;
 size_t ouro__arena_dirty_bytes(void) ouro_hidden;
@@ -429,6 +430,14 @@ bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out) our
 bool ouro__trace_block_user(uint8_t *block, size_t bs, void **user, size_t *size) ouro_hidden;
 void ouro__trace_fork_prepare(void) ouro_hidden;
 void ouro__trace_fork_parent(void) ouro_hidden; /* also the child's */
+/* Objects (ouro_new), whose records trace.c keeps in a table by address:
+ * ouro__trace_object records the object at `o` (not yet published) if it
+ * is to be traced, and says whether it did; the object layer then marks
+ * the object (GC_TRACED) and, when its memory is freed, calls
+ * ouro__trace_object_forget.  ouro__trace_objects: records in the table. */
+bool ouro__trace_object(const void *o, size_t size, const void *site) ouro_hidden;
+void ouro__trace_object_forget(const void *o) ouro_hidden;
+extern _Atomic size_t ouro__trace_objects ouro_hidden;
 
 /* ------------------------------------------------------------------ */
 /* fast paths                                                           */

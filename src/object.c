@@ -55,6 +55,9 @@ ouro_object_t *ouro_new(const ouro_type_t *type)
     o->shared = (type->flags & OURO_TYPE_SHARED_READS) ? REF_READABLE : REF_NONE;
     o->type = type;
     stat_inc(&ts->created);
+    /* allocation tracing: one predictable branch while off (trace.c) */
+    if (unlikely(ouro__trace_on()) && ouro__trace_object(o, type->basic_size, __builtin_return_address(0)))
+        __atomic_store_n(&o->gc, GC_TRACED, __ATOMIC_RELAXED); /* as the store above: not yet published */
     if (container) {
         gc_head_t *h = gc_head_of(o);
         atomic_store_explicit(&h->next, 0, memory_order_relaxed);

@@ -36,6 +36,13 @@
 #define GC_DEAD 0x80000000u       /* count reached zero: memory waits for a grace period */
 #define GC_HAS_WEAKREFS 0x40000000u
 #define GC_IMMORTAL 0x20000000u
+/* Allocation tracing recorded it (trace.c keeps the record): set by
+ * ouro_new before the object is published, read when its memory is freed
+ * (qsbr.c) and by heap walks; never cleared, as ouro_new stores the whole
+ * word.  Bit 22: between ORPHAN and the generation, used by nothing else
+ * (the collector changes only the bits under GC_LOC_MASK | GC_DIRTY, and
+ * those named here, each by an RMW that keeps the others). */
+#define GC_TRACED 0x00400000u
 /* The collector's (gc.c says who writes each, and when): */
 #define GC_TRACKED 0x10000000u    /* on a generation list */
 #define GC_OLD 0x08000000u        /* on a list the collector owns (not a young stripe list) */
@@ -55,6 +62,9 @@
 #define GC_GEN_MASK (3u << GC_GEN_SHIFT)
 #define GC_STRIPE_SHIFT 12        /* young: the stripe whose lists hold it */
 #define GC_STRIPE_MASK (63u << GC_STRIPE_SHIFT)
+_Static_assert((GC_TRACED & (GC_DEAD | GC_HAS_WEAKREFS | GC_IMMORTAL | GC_TRACKED | GC_OLD | GC_PARITY |
+                             GC_FINALIZED | GC_DIRTY | GC_ORPHAN | GC_GEN_MASK | GC_STRIPE_MASK)) == 0,
+               "the traced bit is no other bit");
 
 /* Containers (types with traverse) live in pools of kind OURO_KIND_GC, each
  * block starting with this prefix, then the object.  Relaxed atomics: the

@@ -64,39 +64,83 @@ long ouro__options[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_TRACE_SAMPLE] = 1,
 };
 
+/* Option i from its variable, or its default (named in a warning if the
+ * variable holds something else than a number in range). */
+static void option_read(int i)
+{
+    ouro__options[i] = table[i].def;
+    const char *s = getenv(table[i].env);
+    if (s == NULL || *s == '\0')
+        return;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end != '\0' || v < table[i].min || v > table[i].max) {
+        ouro__warn("%s=\"%s\" is not a number in [%ld, %ld] (%s); keeping %ld", table[i].env, s, table[i].min,
+                   table[i].max, table[i].what, table[i].def);
+        return;
+    }
+    ouro__options[i] = v;
+}
+
 void ouro__options_init(void)
 {
-    for (int i = 0; i < OURO_OPTION_COUNT_; i++) {
-        ouro__options[i] = table[i].def;
-        const char *s = getenv(table[i].env);
-        if (s == NULL || *s == '\0')
-            continue;
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (errno || *end != '\0' || v < table[i].min || v > table[i].max) {
-            ouro__warn("%s=\"%s\" is not a number in [%ld, %ld] (%s); keeping %ld", table[i].env, s,
-                       table[i].min, table[i].max, table[i].what, table[i].def);
-            continue;
-        }
-        ouro__options[i] = v;
-    }
+    /* OURO_VERBOSE first: it governs the warnings about the others (a bad
+     * OURO_VERBOSE itself is reported at the default verbosity, 1) */
+    option_read(OURO_OPTION_VERBOSE);
+    for (int i = 0; i < OURO_OPTION_COUNT_; i++)
+        if (i != OURO_OPTION_VERBOSE)
+            option_read(i);
 }
 
 long ouro_option_get(ouro_option_t option)
 {
+    ouro__init(); /* the environment first */
     if ((unsigned)option >= OURO_OPTION_COUNT_) {
         errno = EINVAL;
         return -1;
+    }
+    /* the collector's settings, which its own API changes too */
+    if (option == OURO_OPTION_GC)
+        return ouro_gc_is_enabled();
+    if (option == OURO_OPTION_GC_THRESHOLD) {
+        long t[3];
+        ouro_gc_get_threshold(t);
+        return t[0];
     }
     return ouro__options[option];
 }
 
 int ouro_option_set(ouro_option_t option, long value)
 {
+    /* the environment first, so that it does not overwrite this value
+     * (a call from a constructor that runs before ouro's) */
+    ouro__init();
     if ((unsigned)option >= OURO_OPTION_COUNT_ || value < table[option].min || value > table[option].max) {
         errno = EINVAL;
         return -1;
+    }
+    /* the arenas' NUMA placement is chosen once, when the first arena is
+     * mapped (usually before main): a later change would do nothing */
+    if (option == OURO_OPTION_NUMA && value != ouro__options[option] && ouro__arena_numa_read()) {
+        errno = EPERM;
+        return -1;
+    }
+    /* the collector reads these two once, at start; later they are its
+     * settings, which the option then sets (and ouro_option_get reads) */
+    if (option == OURO_OPTION_GC) {
+        if (value)
+            ouro_gc_enable();
+        else
+            ouro_gc_disable();
+        ouro__options[option] = value;
+        return 0;
+    }
+    if (option == OURO_OPTION_GC_THRESHOLD) {
+        long t[3];
+        ouro_gc_get_threshold(t);
+        ouro__options[option] = value;
+        return ouro_gc_set_threshold(value, t[1], t[2]);
     }
     /* blocks already handed out have the layout of the mode they were
      * allocated in: the mode cannot change under them */

@@ -23,6 +23,26 @@ typedef struct defer_batch_s {
 
 _Atomic size_t ouro__deferred;
 
+/* If `block` holds a traced object, its trace record goes.  Plain blocks
+ * (ouro_free_deferred) come this way too: the pool's kind tells them apart. */
+static ouro_noinline void trace_forget(void *block)
+{
+    uintptr_t u = (uintptr_t)block;
+    if (ouro__unit_kind(u) != OURO_UNIT_ARENA)
+        return;
+    ouro_pool_t *pool = ouro__pool_of(u);
+    /* relaxed atomic: the kind is [init], published with the pool (the
+     * acquire in ouro__pool_of); heap walks read it the same way */
+    int kind = pool ? __atomic_load_n(&pool->kind, __ATOMIC_RELAXED) : OURO_KIND_PLAIN;
+    if (kind != OURO_KIND_OBJECT && kind != OURO_KIND_GC)
+        return;
+    ouro_object_t *o = (ouro_object_t *)(u + (kind == OURO_KIND_GC ? GC_HEAD_SIZE : 0));
+    /* relaxed: nobody has written the word since the grace period began
+     * (the bit itself was set before the object was published) */
+    if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACED)
+        ouro__trace_object_forget(o);
+}
+
 /* For TSan: a grace period orders every reader's accesses before its
  * quiescent state (or read_end, or going offline) ahead of the callbacks
  * that run after it.  liburcu's QSBR is not instrumented, so we state that
@@ -53,13 +73,23 @@ void ouro__qsbr_unregister(ouro_tstate_t *ts)
     ts->read_depth = 0;
 }
 
+/* Free an object's block (or a block of ouro_free_deferred) after its
+ * grace period; a traced object first leaves the tracer's counts.
+ * Relaxed load of the count of traced objects: see trace.c ("objects"). */
+static inline void block_free(void *block)
+{
+    if (unlikely(atomic_load_explicit(&ouro__trace_objects, memory_order_relaxed) != 0))
+        trace_forget(block);
+    ouro_free(block);
+}
+
 static void batch_free(struct rcu_head *head)
 {
     defer_batch_t *b = caa_container_of(head, defer_batch_t, rcu);
     ouro_tsan_acquire(b);
     ouro_tsan_acquire(&gp_edge);
     for (size_t i = 0; i < b->n; i++)
-        ouro_free(b->blocks[i]);
+        block_free(b->blocks[i]);
     ouro_tsan_release(&ouro__deferred); /* ouro_barrier acquires it */
     atomic_fetch_sub_explicit(&ouro__deferred, b->n, memory_order_relaxed);
     ouro_free(b);
@@ -90,7 +120,7 @@ void ouro__defer_free(ouro_tstate_t *ts, void *block)
             urcu_qsbr_synchronize_rcu();
             if (online)
                 urcu_qsbr_thread_online();
-            ouro_free(block);
+            block_free(block);
             return;
         }
         b->n = 0;
@@ -213,7 +243,7 @@ void ouro_free_deferred(void *p)
     if (ts == NULL) {
         /* no thread state (out of memory): wait for the grace period here */
         urcu_qsbr_synchronize_rcu();
-        ouro_free(p);
+        block_free(p);
         return;
     }
     ouro__defer_free(ts, p);

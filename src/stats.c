@@ -301,9 +301,17 @@ void ouro_stats_print(FILE *out)
             "collector: young %zu, generation 1 %zu, generation 2 %zu, permanent %zu, zombies %zu, "
             "backpressure waits %zu\n",
             g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies, g.pressure_waits);
+    /* the counts that start automatic collections (Python's gc.get_count()
+     * and get_threshold()): of generation 0, its containers tracked minus
+     * freed; of 1 and 2, collections of the younger one since its last */
+    long count[3], threshold[3];
+    ouro_gc_get_count(count);
+    ouro_gc_get_threshold(threshold);
     for (int i = 0; i < 3; i++)
-        fprintf(out, "  generation %d: %zu collections, %zu collected, %zu uncollectable\n", i,
-                g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable);
+        fprintf(out,
+                "  generation %d: %zu collections, %zu collected, %zu uncollectable; "
+                "count %ld of threshold %ld\n",
+                i, g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable, count[i], threshold[i]);
     fprintf(out, "  collection time: total %.3f ms, longest %.3f ms, last %.3f ms (%zu objects, %u markers)\n",
             (double)g.total_ns / 1e6, (double)g.pause_max_ns / 1e6, (double)g.last_ns / 1e6, g.last_objects,
             g.last_markers);
@@ -353,9 +361,15 @@ void ouro_stats_print_json(FILE *out)
             "],\"gc\":{\"young\":%zu,\"objects\":[%zu,%zu,%zu],\"zombies\":%zu,\"saved\":%zu,"
             "\"pressure_waits\":%zu,\"generations\":[",
             g.young, g.objects[1], g.objects[2], g.objects[3], g.zombies, g.saved, g.pressure_waits);
+    long count[3], threshold[3]; /* as in ouro_stats_print */
+    ouro_gc_get_count(count);
+    ouro_gc_get_threshold(threshold);
     for (int i = 0; i < 3; i++)
-        fprintf(out, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu}", i ? "," : "",
-                g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable);
+        fprintf(out,
+                "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu,"
+                "\"count\":%ld,\"threshold\":%ld}",
+                i ? "," : "", g.gen[i].collections, g.gen[i].collected, g.gen[i].uncollectable, count[i],
+                threshold[i]);
     fprintf(out,
             "],\"last_objects\":%zu,\"last_markers\":%u,\"last_ns\":%llu,\"total_ns\":%llu,"
             "\"max_ns\":%llu,\"duration_hist_us_log2\":[",

@@ -1,10 +1,12 @@
 /*
  * trace.c — allocation tracing, Python's tracemalloc for C: the call stack
- * of every (or of sampled) plain allocation, counted per call site;
- * snapshots, top sites, differences between snapshots, and a leak report at
- * exit.  Owns the layout of a traced block, the site table and the
- * sampler; takes blocks from, and gives them back to, the thread's plain
- * heap (ouro__dheap) through heap.c's and alloc.c's own paths.
+ * of every (or of sampled) allocation, plain or object, counted per call
+ * site; snapshots, top sites, differences between snapshots, and a leak
+ * report at exit.  Owns the layout of a traced block, the site table, the
+ * table of traced objects' records and the sampler; takes blocks from, and
+ * gives them back to, the thread's plain heap (ouro__dheap) through
+ * heap.c's and alloc.c's own paths.  Objects are made and freed by the
+ * object layer, which asks here (see "objects" below).
  *
  * Costs nothing when off.  As debug mode does (alloc.c), a traced thread's
  * front pointer ouro__heap is the sentinel, whose pools are all empty: its
@@ -51,7 +53,7 @@
  * modification order the decrement follows the increment, and no counter
  * goes below zero; a snapshot wants no order among counters.
  */
-#include "internal.h"
+#include "object.h" /* objects: GC_DEAD, read at exit */
 
 #include <errno.h>
 #include <execinfo.h>
@@ -476,6 +478,188 @@ bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out)
     return true;
 }
 
+/* ---- objects ----
+ *
+ * An object (ouro_new) has no room for a trace header: its block is laid
+ * out by object.c and found at fixed offsets by the collector, biased
+ * counting and the heap walk, and its pointer is a block start that the
+ * deferred free hands straight to ouro_free.  So a traced object carries
+ * one bit in its header (GC_TRACED, object.h), and its record (site, size,
+ * weight) lives here, in a table keyed by the object's address: SHARDS
+ * open-addressing tables (linear probing, deletion by backward shift), each
+ * under its own lock, in memory from the OS.  ouro_new adds the record;
+ * the object layer forgets it when the object's memory is freed, after
+ * its grace period (qsbr.c), so the counts are those of memory in use.
+ *
+ * ouro__trace_objects counts the records: the free path asks here only
+ * while it is not zero.  Relaxed is enough: a record is added before its
+ * object is published (ouro_new has not returned), and its free comes
+ * after the publication, so in the counter's modification order the
+ * increment precedes that free's load, and no later decrement can take the
+ * count to zero while the record is still in the table. */
+
+#define SHARDS 16u   /* few: fork holds them all (TSan tracks at most 64 locks held at once) */
+#define SHARD_SHIFT 60 /* the top 4 bits of a key's hash pick its shard */
+#define SHARD_MIN 256u /* slots of a shard's first table */
+
+typedef struct obj_rec_s {
+    uintptr_t key;       /* the object's address; 0: an empty slot */
+    trace_site_t *site;
+    uint64_t size;       /* the type's basic_size, as counted at the site */
+    uint64_t weight;     /* 16.16, as a block's; 0: no longer counted (dead at exit) */
+} obj_rec_t;
+
+typedef struct obj_shard_s {
+    pthread_mutex_t lock;
+    obj_rec_t *v;         /* [lock] cap slots, at most half of them used */
+    size_t cap, n;        /* [lock] */
+} __attribute__((aligned(64))) obj_shard_t;
+
+_Static_assert(SHARDS == 1u << (64 - SHARD_SHIFT), "every hash picks a shard");
+static obj_shard_t shards[SHARDS] = {[0 ... SHARDS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
+_Atomic size_t ouro__trace_objects;
+
+static uint64_t key_hash(uintptr_t key)
+{
+    uint64_t h = (uint64_t)key * 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
+}
+
+static obj_shard_t *shard_of(uint64_t h)
+{
+    return &shards[h >> SHARD_SHIFT]; /* the low bits pick the slot */
+}
+
+/* Double a shard's table (or make its first).  [lock] */
+static bool shard_grow(obj_shard_t *sh)
+{
+    size_t cap = sh->cap ? sh->cap * 2 : SHARD_MIN;
+    obj_rec_t *v = ouro__os_map(cap * sizeof *v); /* zero: every slot empty */
+    if (v == NULL)
+        return false;
+    for (size_t i = 0; i < sh->cap; i++) {
+        if (sh->v[i].key == 0)
+            continue;
+        size_t j = key_hash(sh->v[i].key) & (cap - 1);
+        while (v[j].key)
+            j = (j + 1) & (cap - 1);
+        v[j] = sh->v[i];
+    }
+    if (sh->v)
+        ouro__os_unmap(sh->v, sh->cap * sizeof *sh->v);
+    sh->v = v;
+    sh->cap = cap;
+    return true;
+}
+
+static bool rec_add(const obj_rec_t *r)
+{
+    uint64_t h = key_hash(r->key);
+    obj_shard_t *sh = shard_of(h);
+    bool ok = true;
+    pthread_mutex_lock(&sh->lock);
+    if ((sh->n + 1) * 2 > sh->cap)
+        ok = shard_grow(sh);
+    if (ok) {
+        size_t j = h & (sh->cap - 1);
+        while (sh->v[j].key)
+            j = (j + 1) & (sh->cap - 1);
+        sh->v[j] = *r;
+        sh->n++;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return ok;
+}
+
+/* Take the record of `key` out of the table into `out`; false if none. */
+static bool rec_take(uintptr_t key, obj_rec_t *out)
+{
+    uint64_t h = key_hash(key);
+    obj_shard_t *sh = shard_of(h);
+    bool found = false;
+    pthread_mutex_lock(&sh->lock);
+    size_t mask = sh->cap - 1, j = h & mask;
+    for (; sh->cap && sh->v[j].key; j = (j + 1) & mask)
+        if (sh->v[j].key == key) {
+            found = true;
+            break;
+        }
+    if (found) {
+        *out = sh->v[j];
+        /* backward shift: move up each later record of the run whose home
+         * slot does not lie cyclically in (j, k], so that no probe meets a
+         * hole before its key */
+        for (size_t k = (j + 1) & mask; sh->v[k].key; k = (k + 1) & mask) {
+            size_t home = key_hash(sh->v[k].key) & mask;
+            if (((k - home) & mask) >= ((k - j) & mask)) {
+                sh->v[j] = sh->v[k];
+                j = k;
+            }
+        }
+        sh->v[j].key = 0;
+        sh->n--;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return found;
+}
+
+bool ouro__trace_object(const void *o, size_t size, const void *site)
+{
+    /* relaxed: as ouro__trace_on */
+    int frames = atomic_load_explicit(&ouro__tracing, memory_order_relaxed);
+    if (frames == 0 || busy || !sample_due(size))
+        return false;
+    busy++;
+    bool traced = false;
+    obj_rec_t r = {(uintptr_t)o, site_capture(frames, site), size, weight_of(size)};
+    if (r.site && rec_add(&r)) {
+        count(r.site, 1, size, r.weight);
+        /* relaxed: see the top of this section */
+        atomic_fetch_add_explicit(&ouro__trace_objects, 1, memory_order_relaxed);
+        traced = true;
+    }
+    busy--;
+    return traced;
+}
+
+void ouro__trace_object_forget(const void *o)
+{
+    obj_rec_t r;
+    if (!rec_take((uintptr_t)o, &r))
+        ouro__fatal("object %p is marked traced but has no trace record", o);
+    if (r.weight)
+        count(r.site, -1, r.size, r.weight);
+    /* relaxed: see the top of this section */
+    atomic_fetch_sub_explicit(&ouro__trace_objects, 1, memory_order_relaxed);
+}
+
+/* For the leak report: an object whose count reached zero is no leak, even
+ * if its memory still waits for a grace period (the exiting thread's last
+ * frees always do).  Uncount those now; their records stay, marked, until
+ * the memory is freed.  Reading the gc word is safe under the shard lock:
+ * the record is taken before the memory is freed (qsbr.c). */
+static void uncount_dead_objects(void)
+{
+    /* relaxed: see the top of this section */
+    if (atomic_load_explicit(&ouro__trace_objects, memory_order_relaxed) == 0)
+        return;
+    for (unsigned i = 0; i < SHARDS; i++) {
+        obj_shard_t *sh = &shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (size_t j = 0; j < sh->cap; j++) {
+            obj_rec_t *r = &sh->v[j];
+            /* relaxed atomic: its owner may be freeing it right now; a
+             * death we miss is reported, as if it came after the report */
+            if (r->key && r->weight &&
+                (__atomic_load_n(&((ouro_object_t *)r->key)->gc, __ATOMIC_RELAXED) & GC_DEAD)) {
+                count(r->site, -1, r->size, r->weight);
+                r->weight = 0;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
 /* ---- starting and stopping ---- */
 
 /* The site table, mapped once: at the first start.  [site_lock] */
@@ -560,13 +744,19 @@ void ouro__trace_init(void)
     atomic_store_explicit(&ouro__tracing, (int)frames, memory_order_seq_cst);
 }
 
+/* The site lock, then the object shards in order (no path holds two of
+ * these at once, so any order would do). */
 void ouro__trace_fork_prepare(void)
 {
     pthread_mutex_lock(&site_lock);
+    for (unsigned i = 0; i < SHARDS; i++)
+        pthread_mutex_lock(&shards[i].lock);
 }
 
 void ouro__trace_fork_parent(void)
 {
+    for (unsigned i = SHARDS; i-- > 0;)
+        pthread_mutex_unlock(&shards[i].lock);
     pthread_mutex_unlock(&site_lock);
 }
 
@@ -845,6 +1035,7 @@ void ouro__trace_at_exit(void)
 {
     if (!ouro__options[OURO_OPTION_TRACE_LEAKS])
         return;
+    uncount_dead_objects();
     ouro_trace_snapshot_t *s = ouro_trace_snapshot_take();
     if (s == NULL)
         return;

@@ -80,18 +80,20 @@ static int walk_large(walk_t *w)
 static bool describe(uint8_t *b, int kind, size_t bs, ouro_block_info_t *info)
 {
     info->flags = 0;
-    if (kind == OURO_KIND_GC) {
-        info->kind = OURO_BLOCK_CONTAINER;
-        info->ptr = b + GC_HEAD_SIZE;
-        info->size = bs - GC_HEAD_SIZE;
+    if (kind == OURO_KIND_GC || kind == OURO_KIND_OBJECT) {
+        bool gc = kind == OURO_KIND_GC;
+        ouro_object_t *o = (ouro_object_t *)(b + (gc ? GC_HEAD_SIZE : 0));
+        info->kind = gc ? OURO_BLOCK_CONTAINER : OURO_BLOCK_OBJECT;
+        info->ptr = o;
+        info->size = bs - (gc ? GC_HEAD_SIZE : 0);
+        /* relaxed atomic: the owner may be making the object right now
+         * (then either answer is allowed, see the top of the file) */
+        if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACED)
+            info->flags = OURO_BLOCK_TRACED;
         return true;
     }
     info->ptr = b;
     info->size = bs;
-    if (kind == OURO_KIND_OBJECT) {
-        info->kind = OURO_BLOCK_OBJECT;
-        return true;
-    }
     info->kind = OURO_BLOCK_PLAIN;
     if (ouro__debug_on())
         return ouro__debug_block_user(b, bs, &info->ptr, &info->size);

@@ -74,5 +74,15 @@ case $out in
     *) ko "bad OURO_PURGE_DELAY not reported: '$out'" ;;
 esac
 
+# OURO_VERBOSE=0 silences the warnings about every variable, whatever its
+# place in the table (it is read first); a bad OURO_VERBOSE is reported
+out=$(env LD_PRELOAD="$lib" OURO_VERBOSE=0 OURO_PURGE_DELAY=soon OURO_GC_THRESHOLD=-3 /bin/true 2>&1)
+if [ -z "$out" ]; then ok "OURO_VERBOSE=0 silences the warnings"; else ko "OURO_VERBOSE=0 printed: '$out'"; fi
+out=$(env LD_PRELOAD="$lib" OURO_VERBOSE=loud /bin/true 2>&1)
+case $out in
+    *OURO_VERBOSE*loud*keeping\ 1*) ok "bad OURO_VERBOSE is reported" ;;
+    *) ko "bad OURO_VERBOSE not reported: '$out'" ;;
+esac
+
 echo "override: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -409,6 +409,39 @@ START_TEST(options_reject_bad_values)
 }
 END_TEST
 
+/* Options read once at start: a change the library could not act on is
+ * refused, and the collector's two are views of its own settings. */
+START_TEST(options_read_at_start_are_refused_or_act_on_the_collector)
+{
+    ouro_free(ouro_malloc(16)); /* an arena exists: NUMA placement was chosen */
+    long numa = ouro_option_get(OURO_OPTION_NUMA);
+    errno = 0;
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_NUMA, !numa), -1);
+    ck_assert_int_eq(errno, EPERM);
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_NUMA), numa);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_NUMA, numa), 0); /* no change: accepted */
+
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_GC, 0), 0);
+    ck_assert_int_eq(ouro_gc_is_enabled(), 0);
+    ouro_gc_enable(); /* the API and the option agree */
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_GC), 1);
+    ouro_gc_disable();
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_GC), 0);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_GC, 1), 0);
+    ck_assert_int_eq(ouro_gc_is_enabled(), 1);
+
+    long t[3], u[3];
+    ouro_gc_get_threshold(t);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_GC_THRESHOLD, 1234), 0);
+    ouro_gc_get_threshold(u);
+    ck_assert_int_eq(u[0], 1234);
+    ck_assert_int_eq(u[1], t[1]); /* the older generations' are kept */
+    ck_assert_int_eq(u[2], t[2]);
+    ck_assert_int_eq(ouro_gc_set_threshold(t[0], t[1], t[2]), 0);
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_GC_THRESHOLD), t[0]);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
@@ -431,6 +464,7 @@ int main(void)
         stats_follow_allocations,
         idle_memory_goes_back_to_the_os,
         options_reject_bad_values,
+        options_read_at_start_are_refused_or_act_on_the_collector,
         NULL};
     return tu_run_case("alloc", tests);
 }

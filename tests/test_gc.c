@@ -574,6 +574,28 @@ START_TEST(statistics_print_the_collector)
     ck_assert_msg(strstr(buf, want), "no '%s' in %s", want, buf);
     ck_assert_msg(strstr(buf, "last collection by step (ms): h1 "), "no steps in %s", buf);
     free(buf);
+    /* each generation's count and threshold (gc.get_count(), get_threshold()) */
+    ck_assert_int_eq(ouro_gc_set_threshold(321, 9, 8), 0);
+    gnode_t *b = gnew(&t4); /* tracked: generation 0 counts it */
+    long count[3];
+    ouro_gc_get_count(count);
+    ck_assert_int_ge(count[0], 1);
+    f = open_memstream(&buf, &len);
+    ouro_stats_print(f);
+    fclose(f);
+    snprintf(want, sizeof want, "uncollectable; count %ld of threshold 321\n", count[0]);
+    ck_assert_msg(strstr(buf, want), "no '%s' in %s", want, buf);
+    snprintf(want, sizeof want, "uncollectable; count %ld of threshold 8\n", count[2]);
+    ck_assert_msg(strstr(buf, want), "no '%s' in %s", want, buf);
+    free(buf);
+    f = open_memstream(&buf, &len);
+    ouro_stats_print_json(f);
+    fclose(f);
+    snprintf(want, sizeof want, "\"count\":%ld,\"threshold\":321}", count[0]);
+    ck_assert_msg(strstr(buf, want), "no %s in %s", want, buf);
+    free(buf);
+    ouro_decref(&b->ob);
+    ouro_gc_set_threshold(700, 10, 10);
     ASSERT_NO_FAILURES();
 }
 END_TEST
