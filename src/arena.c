@@ -140,7 +140,7 @@ static ouro_arena_t *arena_new(int node)
     a->node = node;
     for (unsigned i = 0; i < OURO_SLOTS; i++) {
         ouro_pool_t *p = &a->pools[i];
-        __cds_lfs_init(&p->remote);
+        atomic_init(&p->remote, 0);
         cds_wfcq_node_init(&p->qnode);
         cds_lfs_node_init(&p->anode);
         atomic_init(&p->queued, 0);

@@ -124,6 +124,23 @@ static void list_push(ouro_pool_t **head, ouro_pool_t *p)
     *head = p;
 }
 
+/* A pool on the full list whose remote frees were just taken (which clears
+ * its NOTIFY bit): back to the avail list if it has blocks to hand out now,
+ * else ask to be told of its next remote free again, so no pool sits on a
+ * full list unwatched (pool.c). */
+static void full_pool_recheck(ouro_heap_t *heap, ouro_pool_t *pool)
+{
+    if (!ouro__pool_in_full(pool))
+        return;
+    while (pool->free == NULL && !ouro__pool_arm_notify(pool))
+        ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
+    if (pool->free) {
+        list_remove(&heap->full[pool->cls], pool);
+        ouro__pool_set_full(pool, false);
+        list_push(&heap->avail[pool->cls], pool);
+    }
+}
+
 /* ---- heap life ---- */
 static ouro_heap_t *heap_new(int kind)
 {
@@ -225,11 +242,7 @@ static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
         if (atomic_load_explicit(&pool->owner, memory_order_relaxed) != heap)
             continue; /* released by us since it was queued */
         ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
-        if (ouro__pool_in_full(pool) && pool->free) {
-            list_remove(&heap->full[pool->cls], pool);
-            ouro__pool_set_full(pool, false);
-            list_push(&heap->avail[pool->cls], pool);
-        }
+        full_pool_recheck(heap, pool);
         if (ouro__pool_used(pool) == 0 && heap->cur[pool->cls] != pool)
             pool_release(heap, pool);
     }
@@ -446,6 +459,10 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
                     ouro__heap_set_cur(heap, cls, pool);
                 return pool_pop(pool, zero);
             }
+            /* nothing to hand out: to the full list, where the next remote
+             * free will tell us of it; unless blocks arrived meanwhile */
+            if (!ouro__pool_arm_notify(pool))
+                continue; /* take them: the loop collects this pool again */
             ouro_pool_t *next = pool->next;
             list_remove(&heap->avail[cls], pool);
             list_push(&heap->full[cls], pool);
@@ -491,11 +508,7 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
             while (p) {
                 ouro_pool_t *next = p->next;
                 ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(p));
-                if (ouro__pool_in_full(p) && p->free) {
-                    list_remove(&heap->full[c], p);
-                    ouro__pool_set_full(p, false);
-                    list_push(&heap->avail[c], p);
-                }
+                full_pool_recheck(heap, p);
                 if (ouro__pool_used(p) == 0 &&
                     (release_empty || heap->cur[c] != p))
                     pool_release(heap, p);

@@ -127,6 +127,10 @@ struct ouro_heap_s;
 
 /* ---- pools ---- */
 #define OURO_POOL_FULL 0x80000000u /* bit of `used`: the pool is on its heap's full list */
+/* bit of `remote` (blocks are 16-byte aligned, so its low bits are free):
+ * the owner put the pool on its full list and will not look at it again
+ * until told; the freer whose push clears the bit tells it (pool.c) */
+#define OURO_REMOTE_NOTIFY ((uintptr_t)1)
 
 typedef struct ouro_pool_s {
     /* line 0: read by every free (the owner's and other threads'); written
@@ -170,7 +174,10 @@ typedef struct ouro_pool_s {
                                   * here so that malloc reads one line of the pool */
 
     /* line 2: written by other threads */
-    struct __cds_lfs_stack remote __attribute__((aligned(64))); /* blocks freed by other threads */
+    _Atomic uintptr_t remote __attribute__((aligned(64))); /* [shared] blocks freed by other
+                                  * threads: the last one's address (a stack linked through word 0,
+                                  * plainly), | OURO_REMOTE_NOTIFY while the owner wants to be told
+                                  * of the next one (pool.c) */
     _Atomic int queued;          /* 1 while a thread holds `qnode` (notifying, or queued on a heap) */
     struct cds_wfcq_node qnode;  /* link in a heap's queue of pools with remote frees */
     struct cds_lfs_node anode;   /* link in the abandoned stack of its class */
@@ -351,6 +358,7 @@ size_t ouro__arena_dirty_bytes(void) ouro_hidden;
 void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;
 bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
+bool ouro__pool_arm_notify(ouro_pool_t *pool) ouro_hidden;
 void ouro__pool_notify(ouro_pool_t *pool) ouro_hidden;
 void ouro__pool_unqueue(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
 unsigned ouro__class_span(int cls) ouro_hidden;

@@ -4,25 +4,53 @@
  * by which those threads tell the pool's owner.  Owns the pool's fields;
  * never touches a heap's lists (heap.c) or arena bitmaps (arena.c).
  *
- * Remote frees, without a lock (all orders seq_cst where marked, because two
- * of these steps form a store-then-load pattern on each side (Dekker):
+ * Remote frees, without a lock.  `remote` is one word: a stack of the blocks
+ * other threads freed (the last one's address; each block's word 0 links
+ * the one before) and the NOTIFY bit.
  *
- *   freer:  push block on pool->remote      (liburcu cmpxchg: full barrier)
- *           if queued == 0 (seq_cst load) and exchange(queued, 1) == 0:
- *               enqueue the pool on its owner's queue (see ouro__pool_notify)
- *   owner:  dequeue pool; queued = 0 (seq_cst store)
- *           pop_all pool->remote            (liburcu xchg: full barrier)
+ *   freer:  CAS remote from `old` to the block, linked to old's blocks; the
+ *           new value never has NOTIFY.  If `old` had it, this freer tells
+ *           the owner (ouro__pool_notify); otherwise it is done.
+ *   owner:  takes every waiting block with one exchange (leaving 0);
+ *           when it puts the pool on its full list it sets NOTIFY, with a
+ *           CAS from exactly 0: if blocks are waiting, it takes them instead
+ *           (ouro__pool_arm_notify).
  *
- * Either the owner's pop_all sees the block, or the freer's load sees
- * queued == 0 and queues the pool again: no block is left unseen.
- * `queued` is 1 exactly while one thread holds the pool's queue node (it is
- * notifying, or the node sits in a heap's queue), so the node is never in
- * two queues.
+ * So the common remote free is one CAS on this line and reads nothing the
+ * owner writes; the owner hears only of pools it no longer looks at (on the
+ * full list), and finds the blocks of the others (its avail list) itself,
+ * when their free lists run out.  mimalloc's delayed free is the same idea.
+ * Arming and "no block waits" are one atomic step, and so are a push and
+ * clearing the bit: no block can arrive unseen between them.  The owner
+ * keeps one invariant (heap.c): a pool on its full list has NOTIFY set, or
+ * a freer cleared it and is telling the owner, or the owner is about to
+ * look at it; whenever it takes the blocks of a full pool (which clears the
+ * bit) and leaves it on the full list, it arms it again.
+ *
+ * Telling the owner: `queued` is 1 exactly while one thread holds the
+ * pool's queue node (it is notifying, or the node sits in a heap's queue),
+ * so the node is never in two queues.  A freer that cleared NOTIFY while
+ * another thread holds the node relies on that notification, and the
+ * owner's exchange after dequeuing it must see its block (Dekker; seq_cst
+ * where marked):
+ *
+ *   freer:  push (CAS); seq_cst fence; if queued (load) != 0: done
+ *   owner:  dequeue; queued = 0 (seq_cst store); exchange remote (seq_cst)
+ *
+ * Either the owner's exchange sees the block, or the freer's load sees
+ * queued == 0 and takes the node itself.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <string.h>
+
+/* Whether blocks wait on the pool's remote stack.  seq_cst: the callers'
+ * loads of the Dekker pattern at the top of the file. */
+static inline bool remote_waiting(ouro_pool_t *pool)
+{
+    return (atomic_load_explicit(&pool->remote, memory_order_seq_cst) & ~OURO_REMOTE_NOTIFY) != 0;
+}
 
 size_t ouro__class_size(int cls)
 {
@@ -71,7 +99,11 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
         /* relaxed: only uniqueness matters, the pool is published below */
         pool->nonce = atomic_fetch_add_explicit(&nonces, 1, memory_order_relaxed) + 1;
     }
-    ouro_assert(cds_lfs_empty(&pool->remote));
+    /* no block of the pool is outstanding, so none waits here: at most a
+     * NOTIFY bit its last owner left (it emptied a pool that it had
+     * armed, with frees of its own); relaxed, as for the fields above */
+    ouro_assert((atomic_load_explicit(&pool->remote, memory_order_relaxed) & ~OURO_REMOTE_NOTIFY) == 0);
+    atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
     for (unsigned i = 0; i < pool->span; i++)
         /* release: pairs with the acquire in ouro__pool_of, so a thread that
          * finds the pool by address sees the fields set above */
@@ -136,28 +168,33 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     return true;
 }
 
-/* Move the blocks other threads freed onto the free list; returns how many. */
+/* Move the blocks other threads freed onto the free list; returns how many.
+ * Clears NOTIFY: a caller that leaves the pool on its full list arms it
+ * again (see the top of the file). */
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
 {
-    if (cds_lfs_empty(&pool->remote))
+    /* a peek (a plain load on x86-64), to skip the exchange, and taking the
+     * line from the freers, when nothing waits */
+    if (!remote_waiting(pool))
         return 0;
-    /* liburcu's xchg is a full barrier: the blocks' links written before
-     * each push are visible (and see the Dekker note at the top) */
-    struct cds_lfs_head *head = __cds_lfs_pop_all(&pool->remote);
-    if (head == NULL)
+    /* seq_cst: acquire, pairing with each freer's release CAS, so the links
+     * and the blocks' last contents written before each push are visible;
+     * and the owner's side of the Dekker pattern at the top of the file */
+    uintptr_t top = atomic_exchange_explicit(&pool->remote, 0, memory_order_seq_cst) & ~OURO_REMOTE_NOTIFY;
+    if (top == 0)
         return 0;
-    ouro_tsan_acquire(&pool->remote);
+    struct cds_lfs_node *head_node = (struct cds_lfs_node *)top;
     uint32_t n = 1;
-    struct cds_lfs_node *last = &head->node;
+    struct cds_lfs_node *last = head_node;
     if (pool->key == 0) {
         while (last->next) {
             last = last->next;
             n++;
         }
     } else {
-        /* hardened mode: liburcu linked these blocks plainly (its push
-         * writes the link itself, inside its CAS loop, so it cannot store
-         * our encoding).  Check each link before following it (a block of
+        /* hardened mode: the freers linked these blocks plainly (a push
+         * links to whatever its CAS finds there, and freers do not know the
+         * pool's key: it is [owner]).  Check each link before following it (a block of
          * this pool, as every block freed to it was when it was pushed) and
          * encode it as it joins the free list.  A write after free into a
          * block waiting here is caught unless it wrote the address of
@@ -178,21 +215,47 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
         }
     }
     ouro__link_encode(pool, (ouro_block_t *)last, pool->free);
-    pool->free = (ouro_block_t *)&head->node;
+    pool->free = (ouro_block_t *)head_node;
     ouro_assert(ouro__pool_used(pool) >= n);
     ouro__pool_used_add(pool, -(int32_t)n);
     return n;
 }
 
+/* The owner puts the pool on its full list: ask to be told of its next
+ * remote free.  False if blocks are waiting: the caller takes them instead. */
+bool ouro__pool_arm_notify(ouro_pool_t *pool)
+{
+    /* relaxed, and a plain load first: a pool the owner freed into since
+     * it last armed it (moving it back to the avail list) is often armed
+     * still, and then needs no locked instruction.  Once NOTIFY is seen,
+     * only a push can change the word, and that push notifies. */
+    uintptr_t seen = atomic_load_explicit(&pool->remote, memory_order_relaxed);
+    if (seen == OURO_REMOTE_NOTIFY)
+        return true;
+    if (seen != 0)
+        return false;
+    /* relaxed: the CAS's atomicity is the whole protocol (either no block
+     * waits and the next push sees NOTIFY, or we fail and see the block);
+     * no other data is published with the bit */
+    if (atomic_compare_exchange_strong_explicit(&pool->remote, &seen, OURO_REMOTE_NOTIFY,
+                                                memory_order_relaxed, memory_order_relaxed))
+        return true;
+    return seen == OURO_REMOTE_NOTIFY;
+}
+
+/* Called by the freer whose push cleared NOTIFY: tell the owner. */
 void ouro__pool_notify(ouro_pool_t *pool)
 {
-    /* No owner: nobody to tell.  seq_cst, pairing with the adopter's
-     * seq_cst store of itself as owner, which precedes its pop_all: if we
-     * read NULL, that store comes later, so its pop_all sees our push.  A
-     * sweeper or adopter collects remote frees of ownerless pools itself. */
+    /* seq_cst fence: the freer's side of the Dekker pattern at the top of
+     * the file, between its push (a release CAS) and the loads of
+     * `queued` (and of `owner`, below) */
+    atomic_thread_fence(memory_order_seq_cst);
+    /* No owner: nobody to tell; an adopter puts the pool on its avail
+     * list, and looks at its remote frees itself (as a sweeper does). */
     if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) == NULL)
         return;
-    /* seq_cst: the load side of the Dekker pattern above */
+    /* seq_cst: the load side of the Dekker pattern at the top: the
+     * notification of the thread holding the node covers our block too */
     if (atomic_load_explicit(&pool->queued, memory_order_seq_cst))
         return;
     if (atomic_exchange_explicit(&pool->queued, 1, memory_order_seq_cst))
@@ -220,8 +283,7 @@ void ouro__pool_notify(ouro_pool_t *pool)
         /* no owner: whoever adopts the pool takes its remote frees itself */
         atomic_store_explicit(&pool->queued, 0, memory_order_seq_cst);
         /* adopted meanwhile with frees the adopter may have missed? */
-        if (cds_lfs_empty(&pool->remote) ||
-            atomic_load_explicit(&pool->owner, memory_order_seq_cst) == NULL)
+        if (!remote_waiting(pool) || atomic_load_explicit(&pool->owner, memory_order_seq_cst) == NULL)
             return;
         if (atomic_exchange_explicit(&pool->queued, 1, memory_order_seq_cst))
             return;
@@ -233,10 +295,10 @@ void ouro__pool_notify(ouro_pool_t *pool)
  * news on to the current owner. */
 void ouro__pool_unqueue(ouro_pool_t *pool, ouro_heap_t *heap)
 {
-    /* seq_cst: the store side of the Dekker pattern; the caller's pop_all follows */
+    /* seq_cst: the store side of the Dekker pattern; the caller's exchange
+     * (ouro__pool_collect_remote) follows */
     atomic_store_explicit(&pool->queued, 0, memory_order_seq_cst);
-    if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) != heap &&
-        !cds_lfs_empty(&pool->remote))
+    if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) != heap && remote_waiting(pool))
         ouro__pool_notify(pool);
 }
 
