@@ -113,21 +113,12 @@ OURO_FAST void *ouro_malloc(size_t size)
 }
 
 /* A block freed by a thread that does not own its pool: push it on the
- * pool's remote stack, and tell the owner only if it asked (pool.c). */
+ * pool's remote stack (telling the owner only if it asked: pool.c). */
 static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
 {
     /* relaxed atomic: the owner's heap walk may read the word meanwhile */
     __atomic_store_n(&b->cookie, (uintptr_t)b ^ key, __ATOMIC_RELAXED);
-    /* relaxed: the CAS below checks the value we link to */
-    uintptr_t old = atomic_load_explicit(&pool->remote, memory_order_relaxed);
-    do
-        b->node.next = (struct cds_lfs_node *)(old & ~OURO_REMOTE_NOTIFY);
-    /* release: the link, the cookie and the block's last contents are
-     * visible to the owner's exchange (acquire) that takes the block */
-    while (!atomic_compare_exchange_weak_explicit(&pool->remote, &old, (uintptr_t)b, memory_order_release,
-                                                  memory_order_relaxed));
-    if (unlikely(old & OURO_REMOTE_NOTIFY))
-        ouro__pool_notify(pool);
+    ouro__pool_push_remote(pool, b);
 }
 
 /* Everything but a valid small block: NULL, large blocks, and misuse.

@@ -6,51 +6,38 @@
  *
  * Remote frees, without a lock.  `remote` is one word: a stack of the blocks
  * other threads freed (the last one's address; each block's word 0 links
- * the one before) and the NOTIFY bit.
+ * the one before) and the NOTIFY bit (internal.h).
  *
- *   freer:  CAS remote from `old` to the block, linked to old's blocks; the
- *           new value never has NOTIFY.  If `old` had it, this freer tells
- *           the owner (ouro__pool_notify); otherwise it is done.
- *   owner:  takes every waiting block with one exchange (leaving 0);
+ *   freer:  CAS remote from `old` to the block, linked to old's blocks
+ *           (ouro__pool_push_remote); if `old` has NOTIFY, instead CAS
+ *           NOTIFY away and hand the block to the owner (notify, below).
+ *   owner:  takes every waiting block with one exchange;
  *           when it puts the pool on its full list it sets NOTIFY, with a
  *           CAS from exactly 0: if blocks are waiting, it takes them instead
  *           (ouro__pool_arm_notify).
  *
- * So the common remote free is one CAS on this line and reads nothing the
- * owner writes; the owner hears only of pools it no longer looks at (on the
- * full list), and finds the blocks of the others (its avail list) itself,
- * when their free lists run out.  mimalloc's delayed free is the same idea.
- * Arming and "no block waits" are one atomic step, and so are a push and
- * clearing the bit: no block can arrive unseen between them.  The owner
- * keeps one invariant (heap.c): a pool on its full list has NOTIFY set, or
- * a freer cleared it and is telling the owner, or the owner is about to
- * look at it; whenever it takes the blocks of a full pool (which clears the
- * bit) and leaves it on the full list, it arms it again.
+ * NOTIFY is only ever set on a word without blocks, and a push needs it
+ * clear, so "NOTIFY set" means "no block waits".  The common remote free is
+ * one CAS on this line and reads nothing the owner writes; the owner hears
+ * only of pools it no longer looks at (on the full list), and finds the
+ * blocks of the others (its avail list) itself, when their free lists run
+ * out.  mimalloc's delayed free is the same idea.
  *
- * Telling the owner: `queued` is 1 exactly while one thread holds the
- * pool's queue node (it is notifying, or the node sits in a heap's queue),
- * so the node is never in two queues.  A freer that cleared NOTIFY while
- * another thread holds the node relies on that notification, and the
- * owner's exchange after dequeuing it must see its block (Dekker; seq_cst
- * where marked):
- *
- *   freer:  push (CAS); seq_cst fence; if queued (load) != 0: done
- *   owner:  dequeue; queued = 0 (seq_cst store); exchange remote (seq_cst)
- *
- * Either the owner's exchange sees the block, or the freer's load sees
- * queued == 0 and takes the node itself.
+ * Notifying: the freer that took NOTIFY pushes its block on the owner
+ * heap's `delayed` stack (heap.c); the owner, on its next slow path, frees
+ * each block there into its pool as its own free would, which moves the
+ * pool back to the avail list.  So a pool on a full list has NOTIFY set or
+ * a block on its way to the owner: none is forgotten there.  The block is
+ * the message: nothing per pool is queued, so nothing can be queued twice.
+ * A notifier may read an owner that is exiting (or gone): its block then
+ * lands on a dead heap's stack, and whoever takes it (the heap's next
+ * thread, or sweep_abandoned) frees it into its pool if that is theirs,
+ * else pushes it on the pool's remote stack like any remote free.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <string.h>
-
-/* Whether blocks wait on the pool's remote stack.  seq_cst: the callers'
- * loads of the Dekker pattern at the top of the file. */
-static inline bool remote_waiting(ouro_pool_t *pool)
-{
-    return (atomic_load_explicit(&pool->remote, memory_order_seq_cst) & ~OURO_REMOTE_NOTIFY) != 0;
-}
 
 size_t ouro__class_size(int cls)
 {
@@ -102,7 +89,7 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     /* no block of the pool is outstanding, so none waits here: at most a
      * NOTIFY bit its last owner left (it emptied a pool that it had
      * armed, with frees of its own); relaxed, as for the fields above */
-    ouro_assert((atomic_load_explicit(&pool->remote, memory_order_relaxed) & ~OURO_REMOTE_NOTIFY) == 0);
+    ouro_assert(OURO_REMOTE_BLOCK(atomic_load_explicit(&pool->remote, memory_order_relaxed)) == NULL);
     atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
     for (unsigned i = 0; i < pool->span; i++)
         /* release: pairs with the acquire in ouro__pool_of, so a thread that
@@ -169,39 +156,40 @@ bool ouro__pool_extend(ouro_pool_t *pool)
 }
 
 /* Move the blocks other threads freed onto the free list; returns how many.
- * Clears NOTIFY: a caller that leaves the pool on its full list arms it
- * again (see the top of the file). */
+ * Leaves NOTIFY as it is (it is never set while blocks wait). */
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
 {
-    /* a peek (a plain load on x86-64), to skip the exchange, and taking the
-     * line from the freers, when nothing waits */
-    if (!remote_waiting(pool))
+    /* relaxed: a peek, to skip the exchange, and taking the line from the
+     * freers, when nothing waits (0, or NOTIFY alone); a block pushed just
+     * after it is found by the owner's next look, as if pushed later */
+    uintptr_t top = atomic_load_explicit(&pool->remote, memory_order_relaxed);
+    if (OURO_REMOTE_BLOCK(top) == NULL)
         return 0;
-    /* seq_cst: acquire, pairing with each freer's release CAS, so the links
-     * and the blocks' last contents written before each push are visible;
-     * and the owner's side of the Dekker pattern at the top of the file */
-    uintptr_t top = atomic_exchange_explicit(&pool->remote, 0, memory_order_seq_cst) & ~OURO_REMOTE_NOTIFY;
-    if (top == 0)
-        return 0;
-    struct cds_lfs_node *head_node = (struct cds_lfs_node *)top;
+    /* acquire: pairs with each freer's release CAS, so the links and the
+     * blocks' last contents written before each push are visible.  Blocks
+     * wait, so NOTIFY is clear: only a push or another exchange of ours can
+     * change the word, and 0 is the right thing to leave */
+    top = atomic_exchange_explicit(&pool->remote, 0, memory_order_acquire);
+    ouro_assert(OURO_REMOTE_BLOCK(top) != NULL && (top & OURO_REMOTE_NOTIFY) == 0);
+    ouro_block_t *head = OURO_REMOTE_BLOCK(top);
     uint32_t n = 1;
-    struct cds_lfs_node *last = head_node;
+    ouro_block_t *last = head;
     if (pool->key == 0) {
-        while (last->next) {
-            last = last->next;
+        while (last->node.next) {
+            last = (ouro_block_t *)last->node.next;
             n++;
         }
     } else {
         /* hardened mode: the freers linked these blocks plainly (a push
          * links to whatever its CAS finds there, and freers do not know the
-         * pool's key: it is [owner]).  Check each link before following it (a block of
-         * this pool, as every block freed to it was when it was pushed) and
-         * encode it as it joins the free list.  A write after free into a
-         * block waiting here is caught unless it wrote the address of
-         * another block of the same pool: that, only the owner's own list
-         * would have caught. */
+         * pool's key: it is [owner]).  Check each link before following it
+         * (a block of this pool, as every block freed to it was when it was
+         * pushed) and encode it as it joins the free list.  A write after
+         * free into a block waiting here is caught unless it wrote the
+         * address of another block of the same pool: that, only the owner's
+         * own list would have caught. */
         for (;;) {
-            struct cds_lfs_node *next = last->next;
+            ouro_block_t *next = (ouro_block_t *)last->node.next;
             if (next == NULL)
                 break;
             if (unlikely(!ouro__pool_is_block(pool, (uintptr_t)next)))
@@ -209,13 +197,13 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
             /* more blocks than are handed out: the links run in a circle */
             if (unlikely(n >= ouro__pool_used(pool)))
                 ouro__report_corrupt_link(pool, next, "a block freed by another thread (a cycle)");
-            ouro__link_encode(pool, (ouro_block_t *)last, (ouro_block_t *)next);
+            ouro__link_encode(pool, last, next);
             last = next;
             n++;
         }
     }
-    ouro__link_encode(pool, (ouro_block_t *)last, pool->free);
-    pool->free = (ouro_block_t *)head_node;
+    ouro__link_encode(pool, last, pool->free);
+    pool->free = head;
     ouro_assert(ouro__pool_used(pool) >= n);
     ouro__pool_used_add(pool, -(int32_t)n);
     return n;
@@ -243,63 +231,30 @@ bool ouro__pool_arm_notify(ouro_pool_t *pool)
     return seen == OURO_REMOTE_NOTIFY;
 }
 
-/* Called by the freer whose push cleared NOTIFY: tell the owner. */
-void ouro__pool_notify(ouro_pool_t *pool)
+/* Called by a freer of block `b` (its cookie set) that found NOTIFY set:
+ * take the bit and hand the block to the owner (see the top of the file). */
+void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b)
 {
-    /* seq_cst fence: the freer's side of the Dekker pattern at the top of
-     * the file, between its push (a release CAS) and the loads of
-     * `queued` (and of `owner`, below) */
-    atomic_thread_fence(memory_order_seq_cst);
-    /* No owner: nobody to tell; an adopter puts the pool on its avail
-     * list, and looks at its remote frees itself (as a sweeper does). */
-    if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) == NULL)
+    uintptr_t seen = OURO_REMOTE_NOTIFY;
+    /* relaxed: the CAS decides only who notifies (NOTIFY means no block
+     * waits, so the word is exactly the bit); the block is published by
+     * the release push below */
+    if (!atomic_compare_exchange_strong_explicit(&pool->remote, &seen, 0, memory_order_relaxed,
+                                                 memory_order_relaxed)) {
+        ouro__pool_push_remote(pool, b); /* another freer took it first */
         return;
-    /* seq_cst: the load side of the Dekker pattern at the top: the
-     * notification of the thread holding the node covers our block too */
-    if (atomic_load_explicit(&pool->queued, memory_order_seq_cst))
-        return;
-    if (atomic_exchange_explicit(&pool->queued, 1, memory_order_seq_cst))
-        return;
-    /* we hold the queue node now */
-    for (;;) {
-        ouro_heap_t *heap = atomic_load_explicit(&pool->owner, memory_order_seq_cst);
-        if (heap) {
-            /* announce ourselves before re-reading the owner: an exiting
-             * heap first clears its pools' owners, then waits for its
-             * notifiers to drain (seq_cst on both sides: either it sees our
-             * increment, or we see its cleared owner) */
-            atomic_fetch_add_explicit(&heap->notifiers, 1, memory_order_seq_cst);
-            if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) == heap) {
-                cds_wfcq_node_init(&pool->qnode);
-                ouro_tsan_release(&heap->rq_head);
-                cds_wfcq_enqueue(&heap->rq_head, &heap->rq_tail, &pool->qnode);
-                /* release: the enqueue is complete before the heap sees 0 */
-                atomic_fetch_sub_explicit(&heap->notifiers, 1, memory_order_release);
-                return;
-            }
-            atomic_fetch_sub_explicit(&heap->notifiers, 1, memory_order_release);
-            continue;
-        }
-        /* no owner: whoever adopts the pool takes its remote frees itself */
-        atomic_store_explicit(&pool->queued, 0, memory_order_seq_cst);
-        /* adopted meanwhile with frees the adopter may have missed? */
-        if (!remote_waiting(pool) || atomic_load_explicit(&pool->owner, memory_order_seq_cst) == NULL)
-            return;
-        if (atomic_exchange_explicit(&pool->queued, 1, memory_order_seq_cst))
-            return;
     }
-}
-
-/* The caller dequeued the pool's node from a heap queue: give it up.  If the
- * caller does not own the pool (it changed hands while queued), pass the
- * news on to the current owner. */
-void ouro__pool_unqueue(ouro_pool_t *pool, ouro_heap_t *heap)
-{
-    /* seq_cst: the store side of the Dekker pattern; the caller's exchange
-     * (ouro__pool_collect_remote) follows */
-    atomic_store_explicit(&pool->queued, 0, memory_order_seq_cst);
-    if (atomic_load_explicit(&pool->owner, memory_order_seq_cst) != heap && remote_waiting(pool))
-        ouro__pool_notify(pool);
+    /* acquire: pairs with the release in ouro__heap_set_owner, so the
+     * heap's [init] fields (dkey) are visible */
+    ouro_heap_t *heap = atomic_load_explicit(&pool->owner, memory_order_acquire);
+    if (heap == NULL) {
+        /* abandoned since it was armed: an adopter puts it on its avail
+         * list, a sweeper looks at every abandoned pool; either takes
+         * blocks from the remote stack itself */
+        ouro__pool_push_remote(pool, b);
+        return;
+    }
+    ouro__heap_push_delayed(heap, b);
 }
 
 /* ---- misuse reports ---- */
