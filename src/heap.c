@@ -103,8 +103,10 @@ void ouro__heap_set_exit_hook(int kind, void (*fn)(ouro_heap_t *heap))
     exit_hook[kind] = fn;
 }
 
-/* ---- lists ---- */
-static void list_remove(ouro_pool_t **head, ouro_pool_t *p)
+/* ---- lists ----
+ * Doubly linked, NULL at both ends.  `last` points at the last pool where
+ * the list keeps one (the avail lists), else is NULL (the full lists). */
+static void list_remove(ouro_pool_t **head, ouro_pool_t **last, ouro_pool_t *p)
 {
     if (p->prev)
         p->prev->next = p->next;
@@ -112,23 +114,49 @@ static void list_remove(ouro_pool_t **head, ouro_pool_t *p)
         *head = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    else if (last)
+        *last = p->prev;
     p->next = p->prev = NULL;
 }
 
-static void list_push(ouro_pool_t **head, ouro_pool_t *p)
+/* at the front */
+static void list_push(ouro_pool_t **head, ouro_pool_t **last, ouro_pool_t *p)
 {
     p->prev = NULL;
     p->next = *head;
     if (*head)
         (*head)->prev = p;
+    else if (last)
+        *last = p;
     *head = p;
 }
 
+/* at the back (a list that keeps `last`) */
+static void list_append(ouro_pool_t **head, ouro_pool_t **last, ouro_pool_t *p)
+{
+    p->next = NULL;
+    p->prev = *last;
+    if (*last)
+        (*last)->next = p;
+    else
+        *head = p;
+    *last = p;
+}
+
+#define AVAIL(heap, c) &(heap)->avail[c], &(heap)->avail_last[c]
+#define FULL(heap, c) &(heap)->full[c], NULL
+
+/* A pool leaves the full list for the back of the avail list: the slow
+ * path tries the pools that came back longest ago first, which by then
+ * have gathered the most frees.  (The pool that just came back is often
+ * the one another thread is freeing into right now: taking its blocks a
+ * few at a time would pull each block's line from under that thread, as
+ * mimalloc avoids by the same order.) */
 static void pool_unfull(ouro_heap_t *heap, ouro_pool_t *pool)
 {
-    list_remove(&heap->full[pool->cls], pool);
+    list_remove(FULL(heap, pool->cls), pool);
     ouro__pool_set_full(pool, false);
-    list_push(&heap->avail[pool->cls], pool);
+    list_append(AVAIL(heap, pool->cls), pool);
 }
 
 /* A pool whose remote frees were just taken: back to the avail list if it
@@ -162,7 +190,7 @@ static ouro_heap_t *heap_new(int kind)
     }
     for (int c = 0; c < OURO_NCLASSES; c++) {
         ouro__heap_set_cur(h, c, &ouro__empty_pool);
-        h->avail[c] = h->full[c] = NULL;
+        h->avail[c] = h->avail_last[c] = h->full[c] = NULL;
     }
     /* `delayed` is not reset: a late notifier may have handed the heap's
      * previous thread a block after it exited; our first slow path passes
@@ -222,7 +250,10 @@ void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap)
 static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
 {
     ouro_assert(ouro__pool_used(pool) == 0);
-    list_remove(ouro__pool_in_full(pool) ? &heap->full[pool->cls] : &heap->avail[pool->cls], pool);
+    if (ouro__pool_in_full(pool))
+        list_remove(FULL(heap, pool->cls), pool);
+    else
+        list_remove(AVAIL(heap, pool->cls), pool);
     ouro__pool_set_full(pool, false);
     if (heap->cur[pool->cls] == pool)
         ouro__heap_set_cur(heap, pool->cls, &ouro__empty_pool);
@@ -341,7 +372,7 @@ static void heap_abandon(ouro_heap_t *heap)
             if (l)
                 heap->full[c] = NULL;
             else
-                heap->avail[c] = NULL;
+                heap->avail[c] = heap->avail_last[c] = NULL;
         }
         ouro__heap_set_cur(heap, c, &ouro__empty_pool);
     }
@@ -517,8 +548,8 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             if (!ouro__pool_arm_notify(pool))
                 continue; /* take them: the loop collects this pool again */
             ouro_pool_t *next = pool->next;
-            list_remove(&heap->avail[cls], pool);
-            list_push(&heap->full[cls], pool);
+            list_remove(AVAIL(heap, cls), pool);
+            list_push(FULL(heap, cls), pool);
             ouro__pool_set_full(pool, true);
             pool = next;
         }
@@ -530,7 +561,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             errno = ENOMEM;
             return NULL;
         }
-        list_push(&heap->avail[cls], pool);
+        list_push(AVAIL(heap, cls), pool);
     }
 }
 

@@ -232,6 +232,7 @@ typedef struct ouro_heap_s {
      * pages), so malloc's inline path needs no class computation */
     ouro_pool_t *direct[OURO_DIRECT_MAX / 16 + 1];
     ouro_pool_t *avail[OURO_NCLASSES]; /* [owner] pools that may have free blocks (cur among them) */
+    ouro_pool_t *avail_last[OURO_NCLASSES]; /* [owner] the last pool of avail[] */
     ouro_pool_t *full[OURO_NCLASSES];  /* [owner] pools found with nothing to hand out */
     int node;                          /* [owner] NUMA node, -1 until known */
     int kind;                          /* [init] OURO_KIND_* */
