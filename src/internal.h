@@ -128,11 +128,14 @@ struct ouro_heap_s;
 /* ---- pools ---- */
 #define OURO_POOL_FULL 0x80000000u /* bit of `used`: the pool is on its heap's full list */
 /* The word `remote`: the last block freed by another thread (16-byte
- * aligned, so its low 4 bits are free), and the NOTIFY bit: the owner put
- * the pool on its full list and will not look at it again until told
- * (pool.c). */
+ * aligned, below 2^47, so its low 4 and top 17 bits are free), how many
+ * blocks its stack holds in the top 16 bits (a pool has at most 4096), and
+ * the NOTIFY bit: the owner put the pool on its full list and will not
+ * look at it again until told (pool.c). */
 #define OURO_REMOTE_NOTIFY ((uintptr_t)1)
-#define OURO_REMOTE_BLOCK(w) ((ouro_block_t *)((w) & ~OURO_REMOTE_NOTIFY))
+#define OURO_REMOTE_COUNT_SHIFT 48
+#define OURO_REMOTE_BLOCK(w) ((ouro_block_t *)((w) & ((((uintptr_t)1) << OURO_REMOTE_COUNT_SHIFT) - 16)))
+#define OURO_REMOTE_COUNT(w) ((uint32_t)((w) >> OURO_REMOTE_COUNT_SHIFT))
 
 typedef struct ouro_pool_s {
     /* line 0: read by every free (the owner's and other threads'); written
@@ -177,7 +180,7 @@ typedef struct ouro_pool_s {
     /* line 2: written by other threads */
     _Atomic uintptr_t remote __attribute__((aligned(64))); /* [shared] blocks freed by other
                                   * threads (a stack linked through word 0, plainly): the last
-                                  * one, and NOTIFY (OURO_REMOTE_*; pool.c) */
+                                  * one, the count, NOTIFY (OURO_REMOTE_*; pool.c) */
     _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free:
                                   * read by the freer that notifies, next to the word it just
                                   * wrote; written only when the pool changes hands */
@@ -621,8 +624,9 @@ static inline void ouro__pool_push_remote(ouro_pool_t *pool, ouro_block_t *b)
         b->node.next = (struct cds_lfs_node *)OURO_REMOTE_BLOCK(old);
         /* release: the link, the cookie and the block's last contents are
          * visible to the owner's exchange (acquire) that takes the block */
-    } while (!atomic_compare_exchange_weak_explicit(&pool->remote, &old, (uintptr_t)b, memory_order_release,
-                                                    memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pool->remote, &old, (uintptr_t)b + (((old >> OURO_REMOTE_COUNT_SHIFT) + 1) << OURO_REMOTE_COUNT_SHIFT),
+        memory_order_release, memory_order_relaxed));
 }
 
 #endif /* OURO_INTERNAL_H */

@@ -6,12 +6,13 @@
  *
  * Remote frees, without a lock.  `remote` is one word: a stack of the blocks
  * other threads freed (the last one's address; each block's word 0 links
- * the one before) and the NOTIFY bit (internal.h).
+ * the one before), how many it holds, and the NOTIFY bit (internal.h).
  *
- *   freer:  CAS remote from `old` to the block, linked to old's blocks
- *           (ouro__pool_push_remote); if `old` has NOTIFY, instead CAS
+ *   freer:  CAS remote from `old` to the block, linked to old's blocks, and
+ *           old's count + 1 (ouro__pool_push_remote); if `old` has NOTIFY, CAS
  *           NOTIFY away and hand the block to the owner (notify, below).
- *   owner:  takes every waiting block with one exchange;
+ *   owner:  takes every waiting block with one exchange (the count spares
+ *           it a walk of the blocks when its free list is empty);
  *           when it puts the pool on its full list it sets NOTIFY, with a
  *           CAS from exactly 0: if blocks are waiting, it takes them instead
  *           (ouro__pool_arm_notify).
@@ -90,6 +91,7 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
      * NOTIFY bit its last owner left (it emptied a pool that it had
      * armed, with frees of its own); relaxed, as for the fields above */
     ouro_assert(OURO_REMOTE_BLOCK(atomic_load_explicit(&pool->remote, memory_order_relaxed)) == NULL);
+    ouro_assert(pool->reserved < (1u << (64 - OURO_REMOTE_COUNT_SHIFT))); /* the count fits */
     atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
     for (unsigned i = 0; i < pool->span; i++)
         /* release: pairs with the acquire in ouro__pool_of, so a thread that
@@ -172,39 +174,38 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
     top = atomic_exchange_explicit(&pool->remote, 0, memory_order_acquire);
     ouro_assert(OURO_REMOTE_BLOCK(top) != NULL && (top & OURO_REMOTE_NOTIFY) == 0);
     ouro_block_t *head = OURO_REMOTE_BLOCK(top);
-    uint32_t n = 1;
-    ouro_block_t *last = head;
-    if (pool->key == 0) {
-        while (last->node.next) {
-            last = (ouro_block_t *)last->node.next;
-            n++;
-        }
+    uint32_t n = OURO_REMOTE_COUNT(top);
+    ouro_assert(n >= 1 && ouro__pool_used(pool) >= n);
+    if (pool->key == 0 && pool->free == NULL) {
+        /* the usual case (the slow path takes them when the free list ran
+         * out): the stack becomes the free list as it is, plain links and
+         * all, without a walk that would pull every block's line from the
+         * freers' caches one dependent load at a time */
+        pool->free = head;
     } else {
-        /* hardened mode: the freers linked these blocks plainly (a push
-         * links to whatever its CAS finds there, and freers do not know the
-         * pool's key: it is [owner]).  Check each link before following it
-         * (a block of this pool, as every block freed to it was when it was
-         * pushed) and encode it as it joins the free list.  A write after
-         * free into a block waiting here is caught unless it wrote the
-         * address of another block of the same pool: that, only the owner's
-         * own list would have caught. */
-        for (;;) {
+        /* find the last block, to link the free list after it.  Hardened
+         * mode: the freers linked these blocks plainly (a push links to
+         * whatever its CAS finds there, and freers do not know the pool's
+         * key: it is [owner]).  Check each link before following it (a
+         * block of this pool, as every block freed to it was when it was
+         * pushed) and encode it as it joins the free list; the n-th link
+         * must end the stack.  A write after free into a block waiting here
+         * is caught unless it wrote the address of another block of the
+         * same pool: that, only the owner's own list would have caught. */
+        ouro_block_t *last = head;
+        for (uint32_t i = 1; i < n; i++) {
             ouro_block_t *next = (ouro_block_t *)last->node.next;
-            if (next == NULL)
-                break;
-            if (unlikely(!ouro__pool_is_block(pool, (uintptr_t)next)))
+            if (unlikely(pool->key != 0 && !ouro__pool_is_block(pool, (uintptr_t)next)))
                 ouro__report_corrupt_link(pool, next, "a block freed by another thread");
-            /* more blocks than are handed out: the links run in a circle */
-            if (unlikely(n >= ouro__pool_used(pool)))
-                ouro__report_corrupt_link(pool, next, "a block freed by another thread (a cycle)");
             ouro__link_encode(pool, last, next);
             last = next;
-            n++;
         }
+        if (unlikely(pool->key != 0 && last->node.next != NULL))
+            ouro__report_corrupt_link(pool, last->node.next, "a block freed by another thread (past the last)");
+        ouro_assert(last->node.next == NULL);
+        ouro__link_encode(pool, last, pool->free);
+        pool->free = head;
     }
-    ouro__link_encode(pool, last, pool->free);
-    pool->free = head;
-    ouro_assert(ouro__pool_used(pool) >= n);
     ouro__pool_used_add(pool, -(int32_t)n);
     return n;
 }
