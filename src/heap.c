@@ -286,7 +286,8 @@ static void check_delayed_link(ouro_block_t *b, ouro_block_t *next)
     ouro_pool_t *np = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
     if (np == NULL || !ouro__pool_is_block(np, u) ||
         __atomic_load_n(&next->cookie, __ATOMIC_RELAXED) != (u ^ ouro__key))
-        ouro__report_corrupt_link(ouro__pool_of((uintptr_t)b), next, "a block freed by another thread");
+        ouro__report_corrupt_link(ouro__pool_of((uintptr_t)b), next,
+                                  "a block freed by another thread to a full pool");
 }
 
 /* Take the blocks on `from`'s delayed stack.  Each block of a pool `mine`
