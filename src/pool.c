@@ -11,8 +11,8 @@
  *   freer:  CAS remote from `old` to the block, linked to old's blocks, and
  *           old's count + 1 (ouro__pool_push_remote); if `old` has NOTIFY, CAS
  *           NOTIFY away and hand the block to the owner (notify, below).
- *   owner:  takes every waiting block with one exchange (the count spares
- *           it a walk of the blocks when its free list is empty);
+ *   owner:  takes every waiting block with one exchange (the count bounds
+ *           its walk to the last one, and lets hardened mode check it);
  *           when it puts the pool on its full list it sets NOTIFY, with a
  *           CAS from exactly 0: if blocks are waiting, it takes them instead
  *           (ouro__pool_arm_notify).
@@ -176,36 +176,36 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
     ouro_block_t *head = OURO_REMOTE_BLOCK(top);
     uint32_t n = OURO_REMOTE_COUNT(top);
     ouro_assert(n >= 1 && ouro__pool_used(pool) >= n);
-    if (pool->key == 0 && pool->free == NULL) {
-        /* the usual case (the slow path takes them when the free list ran
-         * out): the stack becomes the free list as it is, plain links and
-         * all, without a walk that would pull every block's line from the
-         * freers' caches one dependent load at a time */
-        pool->free = head;
-    } else {
-        /* find the last block, to link the free list after it.  Hardened
-         * mode: the freers linked these blocks plainly (a push links to
-         * whatever its CAS finds there, and freers do not know the pool's
-         * key: it is [owner]).  Check each link before following it (a
-         * block of this pool, as every block freed to it was when it was
-         * pushed) and encode it as it joins the free list; the n-th link
-         * must end the stack.  A write after free into a block waiting here
-         * is caught unless it wrote the address of another block of the
-         * same pool: that, only the owner's own list would have caught. */
-        ouro_block_t *last = head;
-        for (uint32_t i = 1; i < n; i++) {
-            ouro_block_t *next = (ouro_block_t *)last->node.next;
-            if (unlikely(pool->key != 0 && !ouro__pool_is_block(pool, (uintptr_t)next)))
+    /* Find the last block, to link the free list after it.  The walk reads
+     * every block's line once, in a tight loop, into our cache ahead of the
+     * mallocs that hand the blocks out (the hardware prefetcher can run
+     * ahead of it): measured on xmalloc, taking the stack as the free list
+     * without the walk was 7-13% slower, each malloc then waiting for its
+     * block's line from the freer's cache (one session favoured it).  In
+     * the default mode the walk only reads.  Hardened mode: the freers
+     * linked these blocks plainly (a push links to whatever its CAS finds
+     * there, and freers do not know the pool's key: it is [owner]).  Check
+     * each link before following it (a block of this pool, as every block
+     * freed to it was when it was pushed) and encode it as it joins the
+     * free list; the n-th link must end the stack.  A write after free into
+     * a block waiting here is caught unless it wrote the address of another
+     * block of the same pool: that, only the owner's own list would have
+     * caught. */
+    ouro_block_t *last = head;
+    for (uint32_t i = 1; i < n; i++) {
+        ouro_block_t *next = (ouro_block_t *)last->node.next;
+        if (pool->key != 0) {
+            if (unlikely(!ouro__pool_is_block(pool, (uintptr_t)next)))
                 ouro__report_corrupt_link(pool, next, "a block freed by another thread");
             ouro__link_encode(pool, last, next);
-            last = next;
         }
-        if (unlikely(pool->key != 0 && last->node.next != NULL))
-            ouro__report_corrupt_link(pool, last->node.next, "a block freed by another thread (past the last)");
-        ouro_assert(last->node.next == NULL);
-        ouro__link_encode(pool, last, pool->free);
-        pool->free = head;
+        last = next;
     }
+    if (unlikely(pool->key != 0 && last->node.next != NULL))
+        ouro__report_corrupt_link(pool, last->node.next, "a block freed by another thread (past the last)");
+    ouro_assert(last->node.next == NULL);
+    ouro__link_encode(pool, last, pool->free);
+    pool->free = head;
     ouro__pool_used_add(pool, -(int32_t)n);
     return n;
 }
