@@ -639,7 +639,10 @@ void ouro_read_begin(void);
 void ouro_read_end(void);
 
 /* Wait until every object freed before the call has had its memory handed
- * back to the allocator (for tests and orderly shutdown). */
+ * back to the allocator (for tests and orderly shutdown): those freed by
+ * this thread, and those another thread freed before its last
+ * ouro_quiescent() or its exit (a thread's last few hundred frees wait in
+ * its own batch until then). */
 void ouro_barrier(void);
 
 /* Object statistics, summed over threads. */

@@ -1658,6 +1658,72 @@ START_TEST(test_registration_races_handshake)
 }
 END_TEST
 
+/* Freed objects' memory is handed back to the thread that freed them once
+ * their grace period is over (qsbr.c).  A thread that frees a lot and then
+ * idles, alive, holds such batches: ouro_barrier from another thread must
+ * still free them all, and a thread that exits must free its own. */
+static const ouro_type_t idle_type = {.name = "idle", .basic_size = 48};
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stage; /* 1 freed everything, 2 may exit */
+} idl = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void idl_set(int stage)
+{
+    pthread_mutex_lock(&idl.lock);
+    idl.stage = stage;
+    pthread_cond_broadcast(&idl.cond);
+    pthread_mutex_unlock(&idl.lock);
+}
+
+static void idl_wait(int stage)
+{
+    pthread_mutex_lock(&idl.lock);
+    while (idl.stage < stage)
+        pthread_cond_wait(&idl.cond, &idl.lock);
+    pthread_mutex_unlock(&idl.lock);
+}
+
+static void *idle_freer(void *arg)
+{
+    long n = *(long *)arg;
+    ouro_thread_register();
+    /* in rounds, so that grace periods end and batches come back while it
+     * is still freeing (some are freed here, the last ones wait) */
+    for (long r = 0; r < 20; r++) {
+        for (long i = 0; i < n / 20; i++)
+            ouro_decref(ouro_new(&idle_type));
+        usleep(2000);
+    }
+    ouro_quiescent(); /* hands its last batch to RCU (ouro_barrier does not reach it) */
+    idl_set(1);
+    idl_wait(2); /* alive and idle: no call into ouro */
+    return NULL;
+}
+
+START_TEST(test_deferred_batches_of_an_idle_thread)
+{
+    long n = (long)tu_scale(400000, 40000);
+    for (int round = 0; round < 2; round++) {
+        idl.stage = 0;
+        pthread_t t;
+        start_thread(&t, idle_freer, &n);
+        idl_wait(1);
+        ouro_object_stats_t st;
+        ouro_barrier();
+        stats_now(&st);
+        ck_assert_msg(st.deferred == 0, "round %d: %zu objects' memory still deferred after ouro_barrier", round,
+                      st.deferred);
+        idl_set(2);
+        pthread_join(t, NULL);
+        ouro_barrier();
+        stats_now(&st);
+        ck_assert_uint_eq(st.deferred, 0);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 static Suite *brc_suite(void)
@@ -1675,6 +1741,7 @@ static Suite *brc_suite(void)
         {"deferred_reuse", test_deferred_reuse_after_grace_period},
         {"exit_race", test_owner_exit_races_remote_drops},
         {"registration", test_registration_races_handshake},
+        {"idle_batches", test_deferred_batches_of_an_idle_thread},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);
