@@ -459,29 +459,35 @@ END_TEST
 
 #define EXIT_K 3
 
-typedef struct exit_round_s {
+/* A stage number threads wait for, under a mutex and condition variable. */
+typedef struct stage_s {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int stage; /* 1: objects published; 2: A may exit */
+    int stage;
+} stage_t;
+#define STAGE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static void stage_set(stage_t *s, int stage)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stage = stage;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void stage_wait(stage_t *s, int stage)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->stage < stage)
+        pthread_cond_wait(&s->cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+}
+
+typedef struct exit_round_s {
+    stage_t st; /* 1: objects published; 2: A may exit */
     tobj_t **objs;
     size_t m;
 } exit_round_t;
-
-static void stage_set(exit_round_t *r, int stage)
-{
-    pthread_mutex_lock(&r->lock);
-    r->stage = stage;
-    pthread_cond_broadcast(&r->cond);
-    pthread_mutex_unlock(&r->lock);
-}
-
-static void stage_wait(exit_round_t *r, int stage)
-{
-    pthread_mutex_lock(&r->lock);
-    while (r->stage < stage)
-        pthread_cond_wait(&r->cond, &r->lock);
-    pthread_mutex_unlock(&r->lock);
-}
 
 static void *exit_owner(void *p)
 {
@@ -496,8 +502,8 @@ static void *exit_owner(void *p)
         ref_dec(t); /* our own: local K+1 -> K */
         r->objs[i] = t;
     }
-    stage_set(r, 1);
-    stage_wait(r, 2);
+    stage_set(&r->st, 1);
+    stage_wait(&r->st, 2);
     /* exit without a quiescent state: what B queued is merged at exit */
     return NULL;
 }
@@ -515,8 +521,7 @@ static void *exit_holder(void *p)
     int *held = malloc(a->m * sizeof *held);
     uint32_t *ids = malloc(a->m * sizeof *ids);
     exit_round_t r;
-    pthread_mutex_init(&r.lock, NULL);
-    pthread_cond_init(&r.cond, NULL);
+    r.st = (stage_t)STAGE_INIT;
     r.objs = calloc(a->m, sizeof *r.objs);
     r.m = a->m;
     if (!held || !ids || !r.objs) {
@@ -524,14 +529,14 @@ static void *exit_holder(void *p)
         return NULL;
     }
     for (unsigned round = 0; round < a->rounds && atomic_load(&failures) == 0; round++) {
-        r.stage = 0;
+        r.st.stage = 0;
         memset(r.objs, 0, a->m * sizeof *r.objs);
         pthread_t owner;
         if (pthread_create(&owner, NULL, exit_owner, &r) != 0) {
             TFAIL("pthread_create failed");
             break;
         }
-        stage_wait(&r, 1);
+        stage_wait(&r.st, 1);
         for (size_t i = 0; i < a->m; i++) {
             tobj_t *t = r.objs[i];
             if (t == NULL) {
@@ -552,7 +557,7 @@ static void *exit_holder(void *p)
             TCHECK(rc == (size_t)held[i], "round %u, object %u, owner alive: refcount %zu, holder has %d",
                    round, ids[i], rc, held[i]);
         }
-        stage_set(&r, 2);
+        stage_set(&r.st, 2);
         pthread_join(owner, NULL);
         /* the owner is gone: its counts are merged, the objects shared */
         for (size_t i = 0; i < a->m; i++) {
@@ -587,8 +592,8 @@ static void *exit_holder(void *p)
     free(held);
     free(ids);
     free(r.objs);
-    pthread_mutex_destroy(&r.lock);
-    pthread_cond_destroy(&r.cond);
+    pthread_mutex_destroy(&r.st.lock);
+    pthread_cond_destroy(&r.st.cond);
     return NULL;
 }
 
@@ -1231,32 +1236,14 @@ END_TEST
  */
 
 static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int stage; /* 1 published, 2 reader holds the pointer, 3 allocations done, 4 reader released */
+    stage_t st; /* 1 published, 2 reader holds the pointer, 3 allocations done, 4 reader released */
     tobj_t *_Atomic slot;
     tobj_t *held;     /* the reader's raw pointer */
     uint32_t held_id;
     size_t allocs, hits, dups;
     size_t deferred_during;
     unsigned long reuse_after; /* for information */
-} dr = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-
-static void dr_set(int stage)
-{
-    pthread_mutex_lock(&dr.lock);
-    dr.stage = stage;
-    pthread_cond_broadcast(&dr.cond);
-    pthread_mutex_unlock(&dr.lock);
-}
-
-static void dr_wait(int stage)
-{
-    pthread_mutex_lock(&dr.lock);
-    while (dr.stage < stage)
-        pthread_cond_wait(&dr.cond, &dr.lock);
-    pthread_mutex_unlock(&dr.lock);
-}
+} dr = {.st = STAGE_INIT};
 
 static int cmp_ptr(const void *a, const void *b)
 {
@@ -1269,21 +1256,21 @@ static void *dr_reader(void *p)
     (void)p;
     tl_role = ROLE_READER;
     ouro_thread_register();
-    dr_wait(1);
+    stage_wait(&dr.st, 1);
     ouro_thread_online();
     tobj_t *t = atomic_load(&dr.slot); /* a raw pointer: no reference */
     if (t == NULL || !check_live(t, "reader")) {
         TFAIL("reader: the slot holds no live object");
         ouro_thread_offline();
-        dr_set(2);
+        stage_set(&dr.st, 2);
         return NULL;
     }
     dr.held = t;
     dr.held_id = t->id;
-    dr_set(2);
+    stage_set(&dr.st, 2);
     /* online, no quiescent state: the grace period cannot end.  (Blocking
      * while online is what holds it.) */
-    dr_wait(3);
+    stage_wait(&dr.st, 3);
     /* the object is dead (the allocator saw it die before stage 3), but its
      * memory must not have been reused */
     TCHECK(atomic_load(&deaths[dr.held_id]) == 1, "reader: held object not dead yet");
@@ -1302,13 +1289,13 @@ static void *dr_allocator(void *p)
     tl_role = ROLE_OWNER;
     tobj_t *v = tobj_new();
     if (v == NULL) {
-        dr_set(1);
+        stage_set(&dr.st, 1);
         return NULL;
     }
     uint32_t vid = v->id;
     atomic_store(&dr.slot, v); /* the slot takes our reference */
-    dr_set(1);
-    dr_wait(2);
+    stage_set(&dr.st, 1);
+    stage_wait(&dr.st, 2);
     tobj_t *old = atomic_exchange(&dr.slot, NULL);
     if (old != v || dr.held != v)
         TFAIL("allocator: slot changed under us");
@@ -1320,7 +1307,7 @@ static void *dr_allocator(void *p)
     tobj_t **keep = malloc(64 * sizeof *keep);
     if (!addrs || !keep) {
         TFAIL("out of memory");
-        dr_set(3);
+        stage_set(&dr.st, 3);
         return NULL;
     }
     size_t nkeep = 0;
@@ -1359,10 +1346,10 @@ static void *dr_allocator(void *p)
         dr.dups += addrs[i] == addrs[i - 1];
     free(addrs);
     free(keep);
-    dr_set(3);
+    stage_set(&dr.st, 3);
     /* after the reader has passed a quiescent state (it is joined by main,
      * which then moves us to stage 4), memory may be reused */
-    dr_wait(4);
+    stage_wait(&dr.st, 4);
     ouro_barrier();
     for (size_t i = 0; i < 4096; i++) {
         tobj_t *t = tobj_new();
@@ -1383,7 +1370,7 @@ START_TEST(test_deferred_reuse_after_grace_period)
     const size_t n = tu_scale(300000, 30000);
     unsigned long reuse_after = 0;
     for (unsigned round = 0; round < rounds; round++) {
-        dr.stage = 0;
+        dr.st.stage = 0;
         atomic_store(&dr.slot, NULL);
         dr.held = NULL;
         dr.allocs = dr.hits = dr.dups = dr.deferred_during = 0;
@@ -1392,7 +1379,7 @@ START_TEST(test_deferred_reuse_after_grace_period)
         start_thread(&rd, dr_reader, NULL);
         start_thread(&al, dr_allocator, (void *)(uintptr_t)n);
         pthread_join(rd, NULL);
-        dr_set(4);
+        stage_set(&dr.st, 4);
         pthread_join(al, NULL);
         ouro_barrier();
         ouro_object_stats_t s;
@@ -1663,27 +1650,7 @@ END_TEST
  * idles, alive, holds such batches: ouro_barrier from another thread must
  * still free them all, and a thread that exits must free its own. */
 static const ouro_type_t idle_type = {.name = "idle", .basic_size = 48};
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int stage; /* 1 freed everything, 2 may exit */
-} idl = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-
-static void idl_set(int stage)
-{
-    pthread_mutex_lock(&idl.lock);
-    idl.stage = stage;
-    pthread_cond_broadcast(&idl.cond);
-    pthread_mutex_unlock(&idl.lock);
-}
-
-static void idl_wait(int stage)
-{
-    pthread_mutex_lock(&idl.lock);
-    while (idl.stage < stage)
-        pthread_cond_wait(&idl.cond, &idl.lock);
-    pthread_mutex_unlock(&idl.lock);
-}
+static stage_t idl = STAGE_INIT; /* 1 freed everything, 2 may exit */
 
 static void *idle_freer(void *arg)
 {
@@ -1697,8 +1664,8 @@ static void *idle_freer(void *arg)
         usleep(2000);
     }
     ouro_quiescent(); /* hands its last batch to RCU (ouro_barrier does not reach it) */
-    idl_set(1);
-    idl_wait(2); /* alive and idle: no call into ouro */
+    stage_set(&idl, 1);
+    stage_wait(&idl, 2); /* alive and idle: no call into ouro */
     return NULL;
 }
 
@@ -1709,13 +1676,13 @@ START_TEST(test_deferred_batches_of_an_idle_thread)
         idl.stage = 0;
         pthread_t t;
         start_thread(&t, idle_freer, &n);
-        idl_wait(1);
+        stage_wait(&idl, 1);
         ouro_object_stats_t st;
         ouro_barrier();
         stats_now(&st);
         ck_assert_msg(st.deferred == 0, "round %d: %zu objects' memory still deferred after ouro_barrier", round,
                       st.deferred);
-        idl_set(2);
+        stage_set(&idl, 2);
         pthread_join(t, NULL);
         ouro_barrier();
         stats_now(&st);
