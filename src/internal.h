@@ -440,6 +440,8 @@ void ouro__trace_at_exit(void) ouro_hidden;
 void *ouro__trace_alloc(int cls, size_t size, size_t align, bool *zero, const void *site) ouro_hidden;
 void *ouro__trace_large(size_t size, size_t align, bool *zero, const void *site) ouro_hidden;
 bool ouro__trace_free(void *p) ouro_hidden;                 /* false: not a traced block */
+void ouro__trace_internal_begin(void) ouro_hidden; /* allocations until _end are untraced (nestable) */
+void ouro__trace_internal_end(void) ouro_hidden;
 void ouro__trace_forget_large(ouro_large_t *l) ouro_hidden; /* before a traced large block is freed */
 bool ouro__trace_usable(const void *p, size_t *out) ouro_hidden;
 bool ouro__trace_realloc(void *p, size_t size, const void *site, void **out) ouro_hidden;

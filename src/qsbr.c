@@ -111,7 +111,9 @@ void ouro__defer_free(ouro_tstate_t *ts, void *block)
 {
     defer_batch_t *b = ts->batch;
     if (b == NULL) {
+        ouro__trace_internal_begin(); /* ours, not the program's */
         b = ouro_malloc(sizeof *b);
+        ouro__trace_internal_end();
         if (b == NULL) {
             /* no memory for a batch: wait for the grace period here */
             bool online = ts->online || ts->read_depth;
