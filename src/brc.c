@@ -90,6 +90,7 @@ ouro_tstate_t *ouro__tstate_get(void)
         }
         ts->all_next = all_states;
         all_states = ts;
+        cds_lfs_init(&ts->ready); /* a recycled state keeps its batches: the new thread frees them */
     }
     /* Every field another thread may read once `alive` is set, set first,
      * under the lock that those readers hold (ouro__tstates_visit: the
@@ -112,6 +113,7 @@ ouro_tstate_t *ouro__tstate_get(void)
     ouro__tstate = ts;
     pthread_setspecific(tstate_key, ts);
     ouro__qsbr_register(ts);
+    ouro__defer_open(ts);
     /* publish: thieves find us from now on (cds_lfht_add is a full barrier;
      * the TSan edge pairs with the acquire after a thief's lookup) */
     ouro_tsan_release(ts);
@@ -181,6 +183,7 @@ void ouro__brc_fork_child_merge(void)
 {
     ouro_tstate_t *me = ouro__tstate;
     for (ouro_tstate_t *ts = all_states; ts; ts = ts->all_next) {
+        ouro__defer_fork_child(ts, ts != me);
         if (!ts->alive || ts == me)
             continue;
         for (int kind = OURO_KIND_OBJECT; kind <= OURO_KIND_GC; kind++) {
@@ -405,6 +408,7 @@ static void tstate_exit(ouro_heap_t *heap)
     atomic_store_explicit(&ts->merge_pending, 0, memory_order_relaxed);
     /* 4. RCU: pending frees go to call_rcu; leave QSBR */
     ouro__defer_flush(ts);
+    ouro__defer_close(ts);
     ouro__qsbr_unregister(ts);
     ouro__tstate = NULL;
     /* under the lock: a visitor that saw us alive is done with our bseq

@@ -22,6 +22,7 @@
 
 #include "internal.h"
 
+#include <urcu/lfstack.h>
 #include <urcu/rculfhash.h>
 
 #define REF_SHIFT 2
@@ -120,6 +121,11 @@ typedef struct ouro_tstate_s {
     bool registered, online;           /* [owner] */
     int read_depth;                    /* [owner] ouro_read_begin nesting */
     struct defer_batch_s *batch;       /* [owner] freed objects awaiting call_rcu */
+    /* batches whose grace period is over, handed back by call_rcu's thread
+     * for us to free (qsbr.c): pushes lock-free, pops under its mutex */
+    struct cds_lfs_stack ready;
+    _Atomic bool accepting;            /* [owner] ready takes batches (cleared at exit) */
+    _Atomic uint64_t active_ms;        /* [owner writes] when it last started a batch */
     /* dealloc without deep recursion */
     int dealloc_depth;                 /* [owner] */
     ouro_object_t *trash;              /* [owner] deallocs postponed, linked through tid */
@@ -158,6 +164,15 @@ void ouro__qsbr_register(ouro_tstate_t *ts) ouro_hidden;
 void ouro__qsbr_unregister(ouro_tstate_t *ts) ouro_hidden;
 void ouro__defer_free(ouro_tstate_t *ts, void *block) ouro_hidden;
 void ouro__defer_flush(ouro_tstate_t *ts) ouro_hidden;
+/* Free the batches call_rcu's thread handed back to `ts` (its owner). */
+void ouro__defer_reclaim(ouro_tstate_t *ts) ouro_hidden;
+/* `ts` stops taking batches back (its thread exits): frees what it has. */
+void ouro__defer_close(ouro_tstate_t *ts) ouro_hidden;
+/* `ts` (new or recycled) takes batches back. */
+void ouro__defer_open(ouro_tstate_t *ts) ouro_hidden;
+/* A fork child: `ts`'s ready stack is usable again; `gone`: its thread did
+ * not come along, so it takes no batches back. */
+void ouro__defer_fork_child(ouro_tstate_t *ts, bool gone) ouro_hidden;
 /* A quiescent state inside a read section (ouro_read_begin): the caller
  * holds no pointer it read under RCU protection, except to objects kept
  * alive by other means.  Lets grace periods, and so the reuse of freed
