@@ -122,6 +122,16 @@ static void link_(gnode_t *a, int i, gnode_t *b)
     ouro_setref(&a->slot[i], &b->ob);
 }
 
+/* A 2-cycle of new containers that nothing else refers to: garbage. */
+static void garbage_2_cycle(void)
+{
+    gnode_t *a = gnew(&t4), *b = gnew(&t4);
+    link_(a, 0, b);
+    link_(b, 0, a);
+    ouro_decref(&a->ob);
+    ouro_decref(&b->ob);
+}
+
 /* A clean start: every test collects what earlier ones (in this process,
  * under TSan's no-fork mode) left, with automatic collections off. */
 static void setup(void)
@@ -675,11 +685,7 @@ START_TEST(automatic_collections_follow_the_threshold)
     ouro_gc_get_stats(&s0);
     enum { CYCLES = 3000 };
     for (int i = 0; i < CYCLES; i++) {
-        gnode_t *a = gnew(&t4), *b = gnew(&t4);
-        link_(a, 0, b);
-        link_(b, 0, a);
-        ouro_decref(&a->ob);
-        ouro_decref(&b->ob);
+        garbage_2_cycle();
     }
     /* the background collector catches up */
     double t0 = tu_now_s();
@@ -744,11 +750,7 @@ START_TEST(backpressure_bounds_generation_0)
     ouro_gc_get_stats(&s0);
     long pairs = (long)tu_scale(100000, 50000), max_young = 0;
     for (long i = 0; i < pairs; i++) {
-        gnode_t *a = gnew(&t4), *b = gnew(&t4);
-        link_(a, 0, b);
-        link_(b, 0, a);
-        ouro_decref(&a->ob);
-        ouro_decref(&b->ob);
+        garbage_2_cycle();
         if ((i & 63) == 0) {
             long c[3];
             ouro_gc_get_count(c);
