@@ -2,9 +2,10 @@
  * gc.h — internals shared by the collector's files: gc.c (the protocol,
  * the write barrier, handshakes, the collection's driver, background
  * collections), gctrack.c (membership: young stripes, old lists, zombies),
- * gcapi.c (the settings and inspection API) and gcmark.c (steps 1-4 of a
+ * gcapi.c (the settings and inspection API), gcmark.c (steps 1-4 of a
  * collection: count snapshots, trial deletion, marking on marker threads,
- * validation).  The protocol is at the top of gc.c.
+ * validation) and gcpool.c (the marker threads themselves).  The protocol
+ * is at the top of gc.c.
  */
 #ifndef OURO_GC_H
 #define OURO_GC_H
@@ -176,6 +177,23 @@ void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void)) ouro_hidden;
  * return how many members G has. */
 size_t ouro__gc_mark_end(void) ouro_hidden;
 
+/* ================================================================== */
+/* marker threads (gcpool.c)                                           */
+/* ================================================================== */
+/* One marker's share of a pass: `id` 0 is the thread that runs the pass,
+ * 1.. the helpers. */
+typedef void gc_pass_fn(void *arg, int id);
+/* Start helper threads until `want` markers (the calling thread included)
+ * can run; returns how many can (at least 1, at most `want`). */
+int ouro__gc_pool_ready(int want) ouro_hidden;
+/* Run fn(arg, id) for each id in 0..n-1 (n at most what
+ * ouro__gc_pool_ready returned), 0 on this thread, and return once every
+ * marker has returned: a barrier.  The pool's lock orders what the caller
+ * wrote before the pass before each helper's share, and what the helpers
+ * wrote before the return.  Helpers run their share as RCU readers
+ * (ouro_read_begin); the caller is expected to be one as well. */
+void ouro__gc_pool_run(int n, gc_pass_fn *fn, void *arg) ouro_hidden;
+/* fork: the pool's lock is held across it; the child has no helpers */
 void ouro__gc_mark_fork_prepare(void) ouro_hidden;
 void ouro__gc_mark_fork_parent(void) ouro_hidden;
 void ouro__gc_mark_fork_child(void) ouro_hidden;

@@ -29,17 +29,14 @@
  * Membership of a referent in G is read from the TAG bit of its scratch
  * word (a relinked member has a pointer there again: settled).
  * Runs on `nmarkers` threads: the collecting one and helpers parked
- * between passes; marking work is shared in chunks on a liburcu lock-free
- * stack.
+ * between passes (gcpool.c); marking work is shared in chunks on a liburcu
+ * lock-free stack.
  */
 #include "config.h"
 #include "gc.h"
 
-#include <errno.h>
-#include <pthread.h>
 #include <sched.h>
 #include <string.h>
-#include <unistd.h>
 #include <urcu/lfstack.h>
 
 /* ================================================================== */
@@ -102,10 +99,10 @@ static int64_t gc_count(ouro_object_t *o)
 #define S_PEND 2ull /* one marker, before the walk reaches it: PEND | references from inside G << 2 */
 
 /* Relaxed: between the walk and its relink, a member's scratch word is
- * written only by the driver (the walk, before the passes: mk_lock orders
- * it before them) and by its slice's marker (relink); other markers only
- * read it, and a relink racing such a read is harmless: the reader sees
- * either the index or a pointer (settled), both right. */
+ * written only by the driver (the walk, before the passes: gcpool.c's
+ * mk_lock orders it before them) and by its slice's marker (relink); other
+ * markers only read it, and a relink racing such a read is harmless: the
+ * reader sees either the index or a pointer (settled), both right. */
 static inline uint64_t sc_load(gc_head_t *h)
 {
     return atomic_load_explicit(&h->prev, memory_order_relaxed);
@@ -559,113 +556,24 @@ static void run_phase(work_t *w, int phase, int id)
     }
 }
 
-/* ---- marker threads ---- */
-static pthread_mutex_t mk_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t mk_go = PTHREAD_COND_INITIALIZER, mk_done = PTHREAD_COND_INITIALIZER;
-static int mk_threads;            /* [mk_lock] helper threads running */
-static unsigned long mk_epoch;    /* [mk_lock] bumped per phase */
-static int mk_pending;            /* [mk_lock] helpers still in the phase */
-static work_t *mk_work;           /* [mk_lock] */
-static int mk_phase, mk_active;   /* [mk_lock] helpers 1..mk_active-1 take part */
-static _Atomic int markers_wanted; /* 0: the option, else the core count */
+/* ---- running a phase on the markers (gcpool.c) ---- */
+typedef struct phase_arg_s {
+    work_t *w;
+    int phase;
+} phase_arg_t;
 
-static void *marker_main(void *arg)
+static void phase_pass(void *arg, int id)
 {
-    int id = (int)(intptr_t)arg;
-    ouro_thread_register();
-    unsigned long seen = 0;
-    pthread_mutex_lock(&mk_lock);
-    for (;;) {
-        while (mk_epoch == seen)
-            pthread_cond_wait(&mk_go, &mk_lock);
-        seen = mk_epoch;
-        if (id >= mk_active)
-            continue;
-        work_t *w = mk_work;
-        int phase = mk_phase;
-        pthread_mutex_unlock(&mk_lock);
-        ouro_read_begin(); /* an RCU reader while traversing */
-        run_phase(w, phase, id);
-        ouro_read_end();
-        pthread_mutex_lock(&mk_lock);
-        if (--mk_pending == 0)
-            pthread_cond_signal(&mk_done);
-    }
-    return NULL;
-}
-
-static int cores(void)
-{
-    static int n;
-    if (n == 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        n = ouro__hw_cores();
-        if (n <= 0)
-            n = c > 0 ? (int)c : 1;
-    }
-    return n;
-}
-
-/* markers_wanted: a setting read as a heuristic, relaxed */
-int ouro_gc_get_markers(void)
-{
-    int n = atomic_load_explicit(&markers_wanted, memory_order_relaxed);
-    if (n == 0)
-        n = (int)ouro__options[OURO_OPTION_GC_MARKERS];
-    if (n <= 0)
-        n = cores();
-    return n < 1 ? 1 : n > OURO_GC_MAX_MARKERS ? OURO_GC_MAX_MARKERS : n;
-}
-
-int ouro_gc_set_markers(int n)
-{
-    if (n < 0 || n > OURO_GC_MAX_MARKERS) {
-        errno = EINVAL;
-        return -1;
-    }
-    atomic_store_explicit(&markers_wanted, n, memory_order_relaxed);
-    return 0;
-}
-
-/* Start helper threads until `want` markers (this thread included) can
- * run; returns how many can. */
-static int markers_ready(int want)
-{
-    pthread_mutex_lock(&mk_lock);
-    while (mk_threads < want - 1) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, marker_main, (void *)(intptr_t)(mk_threads + 1)) != 0)
-            break;
-        pthread_detach(t);
-        mk_threads++;
-    }
-    int n = mk_threads + 1 < want ? mk_threads + 1 : want;
-    pthread_mutex_unlock(&mk_lock);
-    return n;
+    phase_arg_t *a = arg;
+    run_phase(a->w, a->phase, id);
 }
 
 /* Run `phase` on `w->nmarkers` markers: this thread is marker 0. */
 static void parallel_phase(work_t *w, int phase)
 {
-    int helpers = w->nmarkers - 1;
-    if (helpers > 0) {
-        pthread_mutex_lock(&mk_lock);
-        mk_work = w;
-        mk_phase = phase;
-        mk_active = w->nmarkers;
-        mk_pending = helpers;
-        mk_epoch++;
-        pthread_cond_broadcast(&mk_go);
-        pthread_mutex_unlock(&mk_lock);
-    }
-    run_phase(w, phase, 0);
-    if (helpers > 0) {
-        pthread_mutex_lock(&mk_lock);
-        while (mk_pending)
-            pthread_cond_wait(&mk_done, &mk_lock);
-        pthread_mutex_unlock(&mk_lock);
-    }
-    /* relaxed: the helpers are done (mk_lock ordered their writes) */
+    phase_arg_t a = {w, phase};
+    ouro__gc_pool_run(w->nmarkers, phase_pass, &a);
+    /* relaxed: the helpers are done (gcpool.c's mk_lock ordered their writes) */
     atomic_store_explicit(&w->idle, 0, memory_order_relaxed);
 }
 
@@ -804,7 +712,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
     if (oom || fused)
         w->nmarkers = 1;
     if (w->nmarkers > 1)
-        w->nmarkers = markers_ready(w->nmarkers);
+        w->nmarkers = ouro__gc_pool_ready(w->nmarkers);
     w->parallel = w->nmarkers > 1;
     out->examined = w->g.n;
     out->markers = (unsigned)w->nmarkers;
@@ -920,26 +828,6 @@ size_t ouro__gc_mark_end(void)
         state_free(w);
     }
     return n;
-}
-
-void ouro__gc_mark_fork_prepare(void)
-{
-    pthread_mutex_lock(&mk_lock);
-}
-
-void ouro__gc_mark_fork_parent(void)
-{
-    pthread_mutex_unlock(&mk_lock);
-}
-
-/* The child has no marker threads (mk_lock is released by the parent
- * hook, which the child runs first). */
-void ouro__gc_mark_fork_child(void)
-{
-    mk_threads = 0;
-    mk_pending = 0;
-    pthread_cond_init(&mk_go, NULL);
-    pthread_cond_init(&mk_done, NULL);
 }
 
 /* Re-validate the garbage after user code ran (weak reference callbacks,
