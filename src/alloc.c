@@ -113,16 +113,12 @@ OURO_FAST void *ouro_malloc(size_t size)
 }
 
 /* A block freed by a thread that does not own its pool: push it on the
- * pool's lock-free stack and tell the owner. */
+ * pool's remote stack (telling the owner only if it asked: pool.c). */
 static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
 {
     /* relaxed atomic: the owner's heap walk may read the word meanwhile */
     __atomic_store_n(&b->cookie, (uintptr_t)b ^ key, __ATOMIC_RELAXED);
-    /* liburcu's push is a full barrier: the cookie and link are visible to
-     * the owner's pop_all, and it orders the push before the notify load */
-    ouro_tsan_release(&pool->remote);
-    cds_lfs_push(&pool->remote, &b->node);
-    ouro__pool_notify(pool);
+    ouro__pool_push_remote(pool, b);
 }
 
 /* Everything but a valid small block: NULL, large blocks, and misuse.

@@ -149,10 +149,8 @@ static ouro_arena_t *arena_new(int node)
     a->node = node;
     for (unsigned i = 0; i < OURO_SLOTS; i++) {
         ouro_pool_t *p = &a->pools[i];
-        __cds_lfs_init(&p->remote);
-        cds_wfcq_node_init(&p->qnode);
+        atomic_init(&p->remote, 0);
         cds_lfs_node_init(&p->anode);
-        atomic_init(&p->queued, 0);
         atomic_init(&p->owner, NULL);
         p->slot = (uint8_t)i;
     }

@@ -1,10 +1,10 @@
 /*
  * heap.c — per-thread pool caches.  A thread's heap holds, per size class,
  * the pool it allocates from, the pools that may still have free blocks, and
- * the pools found full; and a queue of pools to which other threads freed
- * blocks.  Owns those lists, the heap registry and the abandoned pools of
- * exited threads; never touches an arena's bitmaps (arena.c) or carves
- * blocks (pool.c).
+ * the pools found full; and a stack of blocks other threads freed to its
+ * full pools (pool.c tells why).  Owns those lists, the heap registry and
+ * the abandoned pools of exited threads; never touches an arena's bitmaps
+ * (arena.c) or carves blocks (pool.c).
  *
  * Life of a pool: claimed fresh from the arena layer, or adopted from the
  * abandoned stack of its class; owned by one heap; released to the arena
@@ -103,8 +103,10 @@ void ouro__heap_set_exit_hook(int kind, void (*fn)(ouro_heap_t *heap))
     exit_hook[kind] = fn;
 }
 
-/* ---- lists ---- */
-static void list_remove(ouro_pool_t **head, ouro_pool_t *p)
+/* ---- lists ----
+ * Doubly linked, NULL at both ends.  `last` points at the last pool where
+ * the list keeps one (the avail lists), else is NULL (the full lists). */
+static void list_remove(ouro_pool_t **head, ouro_pool_t **last, ouro_pool_t *p)
 {
     if (p->prev)
         p->prev->next = p->next;
@@ -112,16 +114,59 @@ static void list_remove(ouro_pool_t **head, ouro_pool_t *p)
         *head = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    else if (last)
+        *last = p->prev;
     p->next = p->prev = NULL;
 }
 
-static void list_push(ouro_pool_t **head, ouro_pool_t *p)
+/* at the front */
+static void list_push(ouro_pool_t **head, ouro_pool_t **last, ouro_pool_t *p)
 {
     p->prev = NULL;
     p->next = *head;
     if (*head)
         (*head)->prev = p;
+    else if (last)
+        *last = p;
     *head = p;
+}
+
+/* at the back (a list that keeps `last`) */
+static void list_append(ouro_pool_t **head, ouro_pool_t **last, ouro_pool_t *p)
+{
+    p->next = NULL;
+    p->prev = *last;
+    if (*last)
+        (*last)->next = p;
+    else
+        *head = p;
+    *last = p;
+}
+
+#define AVAIL(heap, c) &(heap)->avail[c], &(heap)->avail_last[c]
+#define FULL(heap, c) &(heap)->full[c], NULL
+
+/* A pool leaves the full list for the back of the avail list: the slow
+ * path tries the pools that came back longest ago first, which by then
+ * have gathered the most frees.  (The pool that just came back is often
+ * the one another thread is freeing into right now: taking its blocks a
+ * few at a time would pull each block's line from under that thread, as
+ * mimalloc avoids by the same order.) */
+static void pool_unfull(ouro_heap_t *heap, ouro_pool_t *pool)
+{
+    list_remove(FULL(heap, pool->cls), pool);
+    ouro__pool_set_full(pool, false);
+    list_append(AVAIL(heap, pool->cls), pool);
+}
+
+/* A pool whose remote frees were just taken: back to the avail list if it
+ * was on the full list and has blocks to hand out now.  (Left on the full
+ * list, it is still watched: taking blocks never clears NOTIFY, and a pool
+ * whose NOTIFY was taken has a block on its way to us: pool.c.) */
+static void full_pool_recheck(ouro_heap_t *heap, ouro_pool_t *pool)
+{
+    if (ouro__pool_in_full(pool) && pool->free)
+        pool_unfull(heap, pool);
 }
 
 /* ---- heap life ---- */
@@ -139,14 +184,17 @@ static ouro_heap_t *heap_new(int kind)
         }
         h->reg_next = reg_all;
         reg_all = h;
+        /* once per heap memory, never changed: a late notifier may still
+         * encode a link with it after the heap changed threads */
+        h->dkey = ouro__hardened_on() ? (uintptr_t)ouro__random() | 1 : 0;
     }
     for (int c = 0; c < OURO_NCLASSES; c++) {
         ouro__heap_set_cur(h, c, &ouro__empty_pool);
-        h->avail[c] = h->full[c] = NULL;
+        h->avail[c] = h->avail_last[c] = h->full[c] = NULL;
     }
-    __cds_wfcq_init(&h->rq_head, &h->rq_tail);
-    /* `notifiers` is not reset: a late notifier of the heap's previous
-     * thread may still be between its increment and its decrement */
+    /* `delayed` is not reset: a late notifier may have handed the heap's
+     * previous thread a block after it exited; our first slow path passes
+     * such blocks on (delayed_take) */
     h->node = -1;
     h->kind = kind;
     h->alive = true;
@@ -190,9 +238,11 @@ void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap)
      * it holds, and that thread wrote it itself (or it was cleared before
      * the pool reached anyone else, through a release/acquire hand-off) */
     atomic_store_explicit(&pool->owner_tp, heap ? heap->tid : 0, memory_order_relaxed);
-    /* seq_cst: notifiers re-read the owner after announcing themselves, and
-     * an adopter's store pairs with the freer's load (see pool.c) */
-    atomic_store_explicit(&pool->owner, heap, memory_order_seq_cst);
+    /* release: pairs with the acquire load of the freer that notifies
+     * (pool.c), which then reads the heap's [init] fields.  Nothing else
+     * needs ordering: a notifier that reads a stale owner hands its block
+     * to a heap that passes it on (delayed_take) */
+    atomic_store_explicit(&pool->owner, heap, memory_order_release);
 }
 
 /* Give a pool up: it goes back to the arena layer.  Only with used == 0:
@@ -200,7 +250,10 @@ void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap)
 static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
 {
     ouro_assert(ouro__pool_used(pool) == 0);
-    list_remove(ouro__pool_in_full(pool) ? &heap->full[pool->cls] : &heap->avail[pool->cls], pool);
+    if (ouro__pool_in_full(pool))
+        list_remove(FULL(heap, pool->cls), pool);
+    else
+        list_remove(AVAIL(heap, pool->cls), pool);
     ouro__pool_set_full(pool, false);
     if (heap->cur[pool->cls] == pool)
         ouro__heap_set_cur(heap, pool->cls, &ouro__empty_pool);
@@ -209,61 +262,100 @@ static void pool_release(ouro_heap_t *heap, ouro_pool_t *pool)
     ouro__heap_stat_add(&heap->st_released, 1);
 }
 
-/* Take the pools off the heap's queue and the blocks freed to them. */
-static void heap_drain_queue(ouro_heap_t *heap, bool blocking)
+/* pool.c's notify: hand block `b`, freed by another thread to a pool that
+ * `heap` owned (when the caller looked) and had on its full list, to the
+ * heap's delayed stack. */
+void ouro__heap_push_delayed(ouro_heap_t *heap, ouro_block_t *b)
 {
-    while (!cds_wfcq_empty(&heap->rq_head, &heap->rq_tail)) {
-        struct cds_wfcq_node *n =
-            blocking ? __cds_wfcq_dequeue_blocking(&heap->rq_head, &heap->rq_tail)
-                     : __cds_wfcq_dequeue_nonblocking(&heap->rq_head, &heap->rq_tail);
-        if (n == NULL || n == CDS_WFCQ_WOULDBLOCK)
-            return; /* an enqueue is half done: we come back on a later slow path */
-        ouro_tsan_acquire(&heap->rq_head);
-        ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, qnode);
-        ouro__pool_unqueue(pool, heap);
-        /* seq_cst load pairs with our own stores: only we set owner to heap */
-        if (atomic_load_explicit(&pool->owner, memory_order_relaxed) != heap)
-            continue; /* released by us since it was queued */
-        ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
-        if (ouro__pool_in_full(pool) && pool->free) {
-            list_remove(&heap->full[pool->cls], pool);
-            ouro__pool_set_full(pool, false);
-            list_push(&heap->avail[pool->cls], pool);
+    /* relaxed: the CAS below checks the value we link to */
+    ouro_block_t *old = atomic_load_explicit(&heap->delayed, memory_order_relaxed);
+    do
+        b->node.next = (struct cds_lfs_node *)((uintptr_t)old ^ heap->dkey);
+    /* release: the link, the cookie and the block's last contents are
+     * visible to the taker's exchange (acquire) */
+    while (!atomic_compare_exchange_weak_explicit(&heap->delayed, &old, b, memory_order_release,
+                                                  memory_order_relaxed));
+}
+
+/* Hardened mode: `next`, a link read from a block on a delayed stack, must
+ * be a block that was freed (it carries the free cookie).  A write after
+ * free into the block could only forge one knowing the heap's key. */
+static void check_delayed_link(ouro_block_t *b, ouro_block_t *next)
+{
+    uintptr_t u = (uintptr_t)next;
+    ouro_pool_t *np = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
+    if (np == NULL || !ouro__pool_is_block(np, u) ||
+        __atomic_load_n(&next->cookie, __ATOMIC_RELAXED) != (u ^ ouro__key))
+        ouro__report_corrupt_link(ouro__pool_of((uintptr_t)b), next,
+                                  "a block freed by another thread to a full pool");
+}
+
+/* Take the blocks on `from`'s delayed stack.  Each block of a pool `mine`
+ * owns goes back to its pool as the owner's own free would put it (which
+ * moves a full pool back to the avail list, or releases an empty one);
+ * any other (the pool changed hands since its notifier looked, or `from`
+ * is a dead heap and `mine` NULL) is pushed on its pool's remote stack,
+ * like any remote free. */
+static void delayed_take(ouro_heap_t *from, ouro_heap_t *mine)
+{
+    /* relaxed: a peek, to skip the exchange when nothing waits; a block
+     * pushed just after it is taken on a later call */
+    if (atomic_load_explicit(&from->delayed, memory_order_relaxed) == NULL)
+        return;
+    /* acquire: pairs with the pushers' release CAS */
+    ouro_block_t *b = atomic_exchange_explicit(&from->delayed, NULL, memory_order_acquire);
+    size_t n = 0;
+    while (b) {
+        ouro_block_t *next = (ouro_block_t *)((uintptr_t)b->node.next ^ from->dkey);
+        if (unlikely(ouro__hardened_on()) && next)
+            check_delayed_link(b, next);
+        /* the pool is still there: b is outstanding, so it is not released */
+        ouro_pool_t *pool = ouro__pool_of((uintptr_t)b);
+        /* relaxed: if the pool is ours, we wrote its owner ourselves; and no
+         * older value can be `mine` (a heap's previous thread cleared its
+         * owners before the registry lock handed the heap on) */
+        if (mine && atomic_load_explicit(&pool->owner, memory_order_relaxed) == mine) {
+            ouro__link_encode(pool, b, pool->free);
+            pool->free = b;
+            n++;
+            if ((int32_t)ouro__pool_used_add(pool, -1) <= 0)
+                ouro__heap_free_slow(mine, pool);
+        } else {
+            ouro__pool_push_remote(pool, b);
         }
-        if (ouro__pool_used(pool) == 0 && heap->cur[pool->cls] != pool)
-            pool_release(heap, pool);
+        b = next;
     }
+    if (mine)
+        ouro__heap_stat_add(&mine->st_remote, n);
 }
 
 /* Hand every pool of `heap` to the abandoned stacks (or the arena layer when
  * empty).  Run by the exiting thread, or in a fork child for dead threads. */
-static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
+static void heap_abandon(ouro_heap_t *heap)
 {
-    /* 1. no new notification may target this heap: clear every owner */
+    /* 1. take back what other threads handed us, while the pools are ours */
+    delayed_take(heap, heap);
+    /* 2. no new notification may target this heap: clear every owner, and
+     * every NOTIFY (an ownerless pool's remote frees are taken by whoever
+     * adopts or sweeps it); relaxed fetch_and: only the bit matters, and
+     * a freer that still takes it finds no owner and pushes as usual */
     for (int c = 0; c < OURO_NCLASSES; c++)
         for (int l = 0; l < 2; l++)
-            for (ouro_pool_t *p = l ? heap->full[c] : heap->avail[c]; p; p = p->next)
+            for (ouro_pool_t *p = l ? heap->full[c] : heap->avail[c]; p; p = p->next) {
                 ouro__heap_set_owner(p, NULL);
-    /* 2. wait for the notifiers that read an owner before we cleared it;
-     * acquire pairs with their release decrement.  (In a fork child they
-     * are gone: their half-done enqueues are dropped below.) */
-    if (!in_fork_child)
-        while (atomic_load_explicit(&heap->notifiers, memory_order_acquire) != 0)
-            sched_yield();
-    /* 3. empty the queue: pools on it now belong to others or to nobody */
-    if (!in_fork_child)
-        heap_drain_queue(heap, true);
+                atomic_fetch_and_explicit(&p->remote, ~OURO_REMOTE_NOTIFY, memory_order_relaxed);
+            }
+    /* 3. blocks handed over before step 2: now that the pools are nobody's
+     * they go to the pools' remote stacks, which step 4 takes.  A notifier
+     * that read us as the owner before step 2 may still push here later:
+     * the heap's next thread or sweep_abandoned passes that block on. */
+    delayed_take(heap, heap);
     /* 4. take what was freed to our pools, and hand them on */
     for (int c = 0; c < OURO_NCLASSES; c++) {
         for (int l = 0; l < 2; l++) {
             ouro_pool_t *p = l ? heap->full[c] : heap->avail[c];
             while (p) {
                 ouro_pool_t *next = p->next;
-                if (in_fork_child) {
-                    /* no thread but us: nobody holds the queue node */
-                    atomic_store_explicit(&p->queued, 0, memory_order_relaxed);
-                    cds_wfcq_node_init(&p->qnode);
-                }
                 ouro__pool_collect_remote(p);
                 p->next = p->prev = NULL;
                 ouro__pool_set_full(p, false);
@@ -281,12 +373,10 @@ static void heap_abandon(ouro_heap_t *heap, bool in_fork_child)
             if (l)
                 heap->full[c] = NULL;
             else
-                heap->avail[c] = NULL;
+                heap->avail[c] = heap->avail_last[c] = NULL;
         }
         ouro__heap_set_cur(heap, c, &ouro__empty_pool);
     }
-    if (in_fork_child)
-        __cds_wfcq_init(&heap->rq_head, &heap->rq_tail);
 }
 
 static void heap_retire(ouro_heap_t *heap)
@@ -304,7 +394,7 @@ static void heap_thread_done(void *arg)
     ouro_heap_t *heap = arg;
     if (exit_hook[heap->kind])
         exit_hook[heap->kind](heap);
-    heap_abandon(heap, false);
+    heap_abandon(heap);
     /* frees after this point (later TLS destructors) take the remote path */
     *tls_heap(heap->kind) = sentinel(heap->kind);
     if (heap->kind == OURO_KIND_PLAIN)
@@ -336,6 +426,14 @@ static void sweep_abandoned(bool force)
                                                      memory_order_relaxed, memory_order_relaxed))
             return;
     }
+    /* blocks late notifiers handed to heaps whose threads have exited (to
+     * the pools' remote stacks: the loop below takes those of abandoned
+     * pools) */
+    pthread_mutex_lock(&reg_lock);
+    for (ouro_heap_t *h = reg_all; h; h = h->reg_next)
+        if (!h->alive)
+            delayed_take(h, NULL);
+    pthread_mutex_unlock(&reg_lock);
     for (int k = 0; k < OURO_KINDS; k++)
     for (int c = 0; c < OURO_NCLASSES; c++) {
         if (cds_lfs_empty(&abandoned[k][c]))
@@ -377,8 +475,8 @@ static ouro_pool_t *pool_adopt(ouro_heap_t *heap, int cls)
     ouro_tsan_acquire(stack);
     atomic_fetch_sub_explicit(&ouro__counters.abandoned, 1, memory_order_relaxed);
     ouro_pool_t *pool = caa_container_of(n, ouro_pool_t, anode);
-    /* seq_cst inside: a freer that reads NULL after its push leaves the
-     * block to us, and our pop_all below sees it */
+    /* a freer that saw no owner pushed its block on the remote stack:
+     * taken below, or later from the avail list, like any remote free */
     ouro__heap_set_owner(pool, heap);
     ouro__pool_collect_remote(pool);
     ouro__heap_stat_add(&heap->st_adopted, 1);
@@ -433,7 +531,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
     ouro_pool_t *cur = heap->cur[cls];
     if (unlikely(cur->free != NULL && !ouro__pool_head_ok(cur, cur->free)))
         ouro__report_corrupt_link(cur, cur->free, "the next free block");
-    heap_drain_queue(heap, false);
+    delayed_take(heap, heap);
     for (int attempt = 0;; attempt++) {
         ouro_pool_t *pool = heap->avail[cls];
         while (pool) {
@@ -446,9 +544,13 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
                     ouro__heap_set_cur(heap, cls, pool);
                 return pool_pop(pool, zero);
             }
+            /* nothing to hand out: to the full list, where the next remote
+             * free will tell us of it; unless blocks arrived meanwhile */
+            if (!ouro__pool_arm_notify(pool))
+                continue; /* take them: the loop collects this pool again */
             ouro_pool_t *next = pool->next;
-            list_remove(&heap->avail[cls], pool);
-            list_push(&heap->full[cls], pool);
+            list_remove(AVAIL(heap, cls), pool);
+            list_push(FULL(heap, cls), pool);
             ouro__pool_set_full(pool, true);
             pool = next;
         }
@@ -460,7 +562,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
             errno = ENOMEM;
             return NULL;
         }
-        list_push(&heap->avail[cls], pool);
+        list_push(AVAIL(heap, cls), pool);
     }
 }
 
@@ -469,11 +571,8 @@ void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool)
 {
     if (ouro__pool_used(pool) == 0 && !ouro__pool_in_full(pool) && heap->cur[pool->cls] == pool)
         return; /* the current pool stays, empty or not */
-    if (ouro__pool_in_full(pool)) {
-        list_remove(&heap->full[pool->cls], pool);
-        ouro__pool_set_full(pool, false);
-        list_push(&heap->avail[pool->cls], pool);
-    }
+    if (ouro__pool_in_full(pool))
+        pool_unfull(heap, pool);
     if (ouro__pool_used(pool) == 0 && heap->cur[pool->cls] != pool)
         pool_release(heap, pool);
 }
@@ -484,18 +583,14 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
 {
     if (heap_is_sentinel(heap))
         return;
-    heap_drain_queue(heap, false);
+    delayed_take(heap, heap);
     for (int c = 0; c < OURO_NCLASSES; c++) {
         for (int l = 0; l < 2; l++) {
             ouro_pool_t *p = l ? heap->full[c] : heap->avail[c];
             while (p) {
                 ouro_pool_t *next = p->next;
                 ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(p));
-                if (ouro__pool_in_full(p) && p->free) {
-                    list_remove(&heap->full[c], p);
-                    ouro__pool_set_full(p, false);
-                    list_push(&heap->avail[c], p);
-                }
+                full_pool_recheck(heap, p);
                 if (ouro__pool_used(p) == 0 &&
                     (release_empty || heap->cur[c] != p))
                     pool_release(heap, p);
@@ -601,12 +696,6 @@ void ouro__heap_fork_child_unlock(void)
 void ouro__heap_fork_child(void)
 {
     size_t alive = 0;
-    /* a parent thread may have been between its increment and decrement of
-     * a heap's notifier count at the fork: in the child no such thread
-     * exists, so every count is zero (else the heap's next owner would
-     * wait for it forever when it exits) */
-    for (ouro_heap_t *h = reg_all; h; h = h->reg_next)
-        atomic_store_explicit(&h->notifiers, 0, memory_order_relaxed);
     for (ouro_heap_t *h = reg_all; h; h = h->reg_next) {
         if (!h->alive)
             continue;
@@ -614,7 +703,7 @@ void ouro__heap_fork_child(void)
             alive += h == ouro__dheap;
             continue;
         }
-        heap_abandon(h, true);
+        heap_abandon(h);
         h->alive = false;
         h->free_next = reg_free;
         reg_free = h;

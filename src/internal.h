@@ -127,6 +127,15 @@ struct ouro_heap_s;
 
 /* ---- pools ---- */
 #define OURO_POOL_FULL 0x80000000u /* bit of `used`: the pool is on its heap's full list */
+/* The word `remote`: the last block freed by another thread (16-byte
+ * aligned, below 2^47, so its low 4 and top 17 bits are free), how many
+ * blocks its stack holds in the top 16 bits (a pool has at most 4096), and
+ * the NOTIFY bit: the owner put the pool on its full list and will not
+ * look at it again until told (pool.c). */
+#define OURO_REMOTE_NOTIFY ((uintptr_t)1)
+#define OURO_REMOTE_COUNT_SHIFT 48
+#define OURO_REMOTE_BLOCK(w) ((ouro_block_t *)((w) & ((((uintptr_t)1) << OURO_REMOTE_COUNT_SHIFT) - 16)))
+#define OURO_REMOTE_COUNT(w) ((uint32_t)((w) >> OURO_REMOTE_COUNT_SHIFT))
 
 typedef struct ouro_pool_s {
     /* line 0: read by every free (the owner's and other threads'); written
@@ -161,7 +170,6 @@ typedef struct ouro_pool_s {
                                   * stats read it relaxed. */
     uint32_t capacity;           /* [owner] blocks carved so far (lazily, a page at a time) */
     struct ouro_pool_s *next, *prev;     /* [owner] in the heap's avail or full list of this class */
-    _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free */
     uintptr_t key;               /* [owner] free-list links are stored as link ^ key: 0 in the
                                   * default mode (plain links, the XOR costs no branch), random
                                   * and never 0 in hardened mode, so key != 0 means hardened */
@@ -170,14 +178,17 @@ typedef struct ouro_pool_s {
                                   * here so that malloc reads one line of the pool */
 
     /* line 2: written by other threads */
-    struct __cds_lfs_stack remote __attribute__((aligned(64))); /* blocks freed by other threads */
-    _Atomic int queued;          /* 1 while a thread holds `qnode` (notifying, or queued on a heap) */
-    struct cds_wfcq_node qnode;  /* link in a heap's queue of pools with remote frees */
+    _Atomic uintptr_t remote __attribute__((aligned(64))); /* [shared] blocks freed by other
+                                  * threads (a stack linked through word 0, plainly): the last
+                                  * one, the count, NOTIFY (OURO_REMOTE_*; pool.c) */
+    _Atomic(struct ouro_heap_s *) owner; /* [shared] the owning heap, or NULL when abandoned/free:
+                                  * read by the freer that notifies, next to the word it just
+                                  * wrote; written only when the pool changes hands */
     struct cds_lfs_node anode;   /* link in the abandoned stack of its class */
 } ouro_pool_t;
 
 _Static_assert(offsetof(ouro_pool_t, free) == 64 && offsetof(ouro_pool_t, remote) == 128 &&
-                   offsetof(ouro_pool_t, head_len) + sizeof(uint64_t) == 128,
+                   offsetof(ouro_pool_t, head_len) + sizeof(uint64_t) <= 128,
                "pool header: read-mostly, owner and shared fields on three cache lines");
 
 
@@ -224,12 +235,8 @@ typedef struct ouro_heap_s {
      * pages), so malloc's inline path needs no class computation */
     ouro_pool_t *direct[OURO_DIRECT_MAX / 16 + 1];
     ouro_pool_t *avail[OURO_NCLASSES]; /* [owner] pools that may have free blocks (cur among them) */
+    ouro_pool_t *avail_last[OURO_NCLASSES]; /* [owner] the last pool of avail[] */
     ouro_pool_t *full[OURO_NCLASSES];  /* [owner] pools found with nothing to hand out */
-    /* pools that got remote frees: other threads enqueue, the owner dequeues */
-    struct __cds_wfcq_head rq_head;
-    struct cds_wfcq_tail rq_tail;
-    _Atomic long notifiers;            /* [shared] threads between reading pool->owner == this
-                                        * heap and finishing their enqueue on rq */
     int node;                          /* [owner] NUMA node, -1 until known */
     int kind;                          /* [init] OURO_KIND_* */
     bool alive;                        /* [registry lock] in use by a thread */
@@ -246,6 +253,15 @@ typedef struct ouro_heap_s {
     _Atomic size_t st_adopted;         /* pools of exited threads adopted */
     _Atomic size_t st_released;        /* empty pools given back to the arena layer */
     _Atomic size_t st_remote;          /* blocks other threads freed to its pools, taken back */
+    /* blocks other threads freed to pools of this heap that sat on its full
+     * list (pool.c): a stack linked through word 0, each link ^ dkey.  On
+     * a line of its own: pushed by other threads, taken by the owner on
+     * its slow path.  May hold late blocks after the heap's thread exited
+     * (sweep_abandoned and the heap's next thread pass them on). */
+    _Atomic(ouro_block_t *) delayed __attribute__((aligned(64))); /* [shared] */
+    uintptr_t dkey;                    /* [init] once, when the heap is first made: 0 in the
+                                        * default mode, random in hardened mode (so a write after
+                                        * free cannot forge a link it does not know the key of) */
 } ouro_heap_t;
 
 /* A live heap as the registry knows it (ouro__heap_list). */
@@ -352,8 +368,8 @@ size_t ouro__arena_dirty_bytes(void) ouro_hidden;
 void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;
 bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
-void ouro__pool_notify(ouro_pool_t *pool) ouro_hidden;
-void ouro__pool_unqueue(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
+bool ouro__pool_arm_notify(ouro_pool_t *pool) ouro_hidden;
+void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b) ouro_hidden;
 unsigned ouro__class_span(int cls) ouro_hidden;
 size_t ouro__class_size(int cls) ouro_hidden;
 _Noreturn void ouro__report_double_free(const void *p, const ouro_pool_t *pool) ouro_hidden;
@@ -364,6 +380,7 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero) ouro_hidden;
 void ouro__heap_set_owner(ouro_pool_t *pool, ouro_heap_t *heap) ouro_hidden;
 void ouro__heap_set_cur(ouro_heap_t *heap, int cls, ouro_pool_t *pool) ouro_hidden;
 void ouro__heap_free_slow(ouro_heap_t *heap, ouro_pool_t *pool) ouro_hidden;
+void ouro__heap_push_delayed(ouro_heap_t *heap, ouro_block_t *b) ouro_hidden;
 void ouro__heap_collect(bool release_empty) ouro_hidden;
 /* Called in an exiting thread before its heap of `kind` is abandoned. */
 void ouro__heap_set_exit_hook(int kind, void (*fn)(ouro_heap_t *heap)) ouro_hidden;
@@ -601,6 +618,26 @@ static inline void *ouro__heap_pop(ouro_heap_t *heap, size_t cls)
     b->cookie = 0;
     ouro__pool_used_add(pool, 1);
     return b;
+}
+
+/* Push block `b` (its cookie already set) on the remote stack of `pool`,
+ * which another thread owns or nobody does; if the owner asked to be told
+ * (NOTIFY), pool.c's notify takes over. */
+static inline void ouro__pool_push_remote(ouro_pool_t *pool, ouro_block_t *b)
+{
+    /* relaxed: the CAS below checks the value we link to */
+    uintptr_t old = atomic_load_explicit(&pool->remote, memory_order_relaxed);
+    do {
+        if (unlikely(old & OURO_REMOTE_NOTIFY)) {
+            ouro__pool_notify(pool, b);
+            return;
+        }
+        b->node.next = (struct cds_lfs_node *)OURO_REMOTE_BLOCK(old);
+        /* release: the link, the cookie and the block's last contents are
+         * visible to the owner's exchange (acquire) that takes the block */
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pool->remote, &old, (uintptr_t)b + (((old >> OURO_REMOTE_COUNT_SHIFT) + 1) << OURO_REMOTE_COUNT_SHIFT),
+        memory_order_release, memory_order_relaxed));
 }
 
 #endif /* OURO_INTERNAL_H */

@@ -217,8 +217,8 @@ static void corrupt_remote_link(void *arg)
     pthread_t t;
     pthread_create(&t, NULL, free_one, a);
     pthread_join(t, NULL);
-    /* a waits on the pool's remote stack, its link plain (liburcu's):
-     * a write after free changes it */
+    /* a waits on the pool's remote stack, its link plain (freers do not
+     * know the pool's key): a write after free changes it */
     uintptr_t garbage = 0x4242424242424240ull;
     memcpy(a, &garbage, sizeof garbage);
     ouro_collect(0); /* the owner takes the remote frees back */
@@ -232,6 +232,54 @@ START_TEST(corrupt_remote_link_is_reported)
     tu_expect_in(msg, "a block freed by another thread");
     tu_expect_in(msg, "size class 13 (208-byte blocks");
     tu_expect_in(msg, "0x4242424242424240");
+}
+END_TEST
+
+/* Another thread frees one block of each of two full pools: each is the
+ * first free into its pool since the owner put it on its full list, so each
+ * goes to the owner's delayed stack (pool.c), the second linked to the
+ * first with the heap's key.  A write after free into the second changes
+ * that link; the owner's next look at the stack must report it. */
+static void corrupt_delayed_link(void *arg)
+{
+    (void)arg;
+    enum { N = 40, SIZE = 8192 }; /* 8 blocks to a pool of one 64 KiB slot */
+    char *v[N];
+    for (int i = 0; i < N; i++)
+        v[i] = ouro_malloc(SIZE);
+    /* the pools were used one after the other: each but the last one's
+     * ran out while we allocated, and went to the full list */
+    uintptr_t mask = ~(uintptr_t)0xffff, last = (uintptr_t)v[N - 1] & mask, prev = 0;
+    char *x[2];
+    int nx = 0;
+    for (int i = 0; i < N && nx < 2; i++) {
+        uintptr_t pool = (uintptr_t)v[i] & mask;
+        if (pool != last && pool != prev) {
+            x[nx++] = v[i];
+            prev = pool;
+        }
+    }
+    if (nx < 2) {
+        printf("fewer than two full pools\n");
+        exit(3);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, free_one, x[i]);
+        pthread_join(t, NULL);
+    }
+    uintptr_t garbage = 0x4242424242424240ull;
+    memcpy(x[1], &garbage, sizeof garbage);
+    ouro_collect(0); /* the owner takes its delayed stack */
+    printf("collected\n");
+}
+
+START_TEST(corrupt_delayed_link_is_reported)
+{
+    const char *msg = tu_run_death(corrupt_delayed_link, NULL, SIGABRT);
+    tu_expect_in(msg, "corrupt free list");
+    tu_expect_in(msg, "a block freed by another thread to a full pool");
+    tu_expect_in(msg, "(8192-byte blocks");
 }
 END_TEST
 
@@ -423,6 +471,7 @@ int main(int argc, char **argv)
         forged_link_is_reported,
         garbage_link_is_reported,
         corrupt_remote_link_is_reported,
+        corrupt_delayed_link_is_reported,
         overflow_off_the_last_pool_of_an_arena_faults,
         overflow_off_a_large_block_faults,
         large_realloc_moves_the_guard,

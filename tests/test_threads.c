@@ -591,6 +591,78 @@ START_TEST(test_adoption_of_abandoned_pools)
 END_TEST
 
 /* ================================================================== */
+/* 3b. full pools come back through remote frees                        */
+/* ================================================================== */
+
+/* The owner fills several pools: all but the last go to its full list,
+ * where it no longer looks at them.  Another thread frees every block.
+ * The first free into each full pool must tell the owner (pool.c's NOTIFY
+ * bit and the heap's delayed stack), so the owner's next allocations of
+ * that size get exactly those blocks back: no block from anywhere else,
+ * and no new pool.  A lost notification leaves a pool unseen on the full
+ * list, and the owner would claim new pools instead. */
+#define FB_N 210     /* ten pools of 21 blocks of 3 KiB, in the default mode */
+#define FB_SIZE 3000
+
+static void *free_blocks_main(void *a)
+{
+    blk_t *v = a;
+    for (unsigned i = 0; i < FB_N; i++)
+        blk_free(&v[i], "full pools: the other thread frees");
+    return NULL;
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+START_TEST(test_full_pools_come_back_after_remote_frees)
+{
+    reset_failures();
+    ouro_stats_t base, filled, refilled, after;
+    settle(&base);
+    static blk_t v[FB_N], w[FB_N];
+    static uintptr_t addr[FB_N];
+    for (unsigned round = 0; round < 3; round++) {
+        for (unsigned i = 0; i < FB_N; i++) {
+            v[i] = blk_new(FB_SIZE, blk_seed(8, round, i));
+            addr[i] = (uintptr_t)v[i].p;
+        }
+        ASSERT_NO_FAILURES();
+        ouro_stats_get(&filled);
+        pthread_t t;
+        start(&t, free_blocks_main, v);
+        join(t);
+        ASSERT_NO_FAILURES();
+        qsort(addr, FB_N, sizeof addr[0], cmp_addr);
+        unsigned elsewhere = 0;
+        for (unsigned i = 0; i < FB_N; i++) {
+            w[i] = blk_new(FB_SIZE, blk_seed(9, round, i));
+            uintptr_t u = (uintptr_t)w[i].p;
+            elsewhere += bsearch(&u, addr, FB_N, sizeof addr[0], cmp_addr) == NULL;
+        }
+        ASSERT_NO_FAILURES();
+        ouro_stats_get(&refilled);
+        ck_assert_msg(elsewhere == 0, "round %u: %u of %d blocks came from elsewhere than the %d freed",
+                      round, elsewhere, FB_N, FB_N);
+        ck_assert_msg(refilled.pools == filled.pools, "round %u: pools %zu after the refill, %zu before",
+                      round, refilled.pools, filled.pools);
+        /* every freed block was taken back and handed out again */
+        ck_assert_msg(used_blocks(&refilled) == used_blocks(&filled),
+                      "round %u: blocks_used %zu after the refill, %zu before", round,
+                      used_blocks(&refilled), used_blocks(&filled));
+        for (unsigned i = 0; i < FB_N; i++)
+            blk_free(&w[i], "full pools: the owner frees");
+        ASSERT_NO_FAILURES();
+    }
+    settle(&after);
+    assert_back_to(&base, &after, true);
+}
+END_TEST
+
+/* ================================================================== */
 /* 4. every class and alignment, freed by another thread half the time  */
 /* ================================================================== */
 
@@ -1358,6 +1430,7 @@ static Suite *threads_suite(void)
         {"producer_consumer", test_producer_consumer_remote_free},
         {"thread_churn", test_thread_churn_reuses_memory},
         {"adoption", test_adoption_of_abandoned_pools},
+        {"full_pools_remote", test_full_pools_come_back_after_remote_frees},
         {"classes_alignments", test_all_classes_and_alignments},
         {"realloc", test_realloc_across_threads},
         {"stress", test_random_stress},
