@@ -361,7 +361,11 @@ static void merge_owned(void *block, ouro_pool_t *pool, void *arg)
     ouro_tstate_t *ts = arg;
     ouro_object_t *o = ouro__block_object(block, pool);
     /* relaxed: GC_DEAD is set by whoever frees one, after which it is
-     * skipped either way */
+     * skipped either way.  The walk may also hand us a dead object whose
+     * block another thread is freeing right now (its deferred free came
+     * due): the free writes words 0 and 1 (link and cookie, atomically,
+     * for this reason), so gc may read cookie bits and the CAS below meet
+     * a link, which never equals a thread pointer: it fails, as it should */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (gc & (GC_DEAD | GC_IMMORTAL))
         return;

@@ -270,7 +270,10 @@ void ouro__heap_push_delayed(ouro_heap_t *heap, ouro_block_t *b)
     /* relaxed: the CAS below checks the value we link to */
     ouro_block_t *old = atomic_load_explicit(&heap->delayed, memory_order_relaxed);
     do
-        b->node.next = (struct cds_lfs_node *)((uintptr_t)old ^ heap->dkey);
+        /* relaxed atomic store: see ouro__pool_push_remote (an odd value
+         * in hardened mode, dkey being odd: never a thread pointer) */
+        __atomic_store_n(&b->node.next, (struct cds_lfs_node *)((uintptr_t)old ^ heap->dkey),
+                         __ATOMIC_RELAXED);
     /* release: the link, the cookie and the block's last contents are
      * visible to the taker's exchange (acquire) */
     while (!atomic_compare_exchange_weak_explicit(&heap->delayed, &old, b, memory_order_release,

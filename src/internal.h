@@ -632,7 +632,12 @@ static inline void ouro__pool_push_remote(ouro_pool_t *pool, ouro_block_t *b)
             ouro__pool_notify(pool, b);
             return;
         }
-        b->node.next = (struct cds_lfs_node *)OURO_REMOTE_BLOCK(old);
+        /* relaxed atomic store (a plain mov): the CAS below publishes it.
+         * Atomic because the owner, exiting, may be reading this word at
+         * the same time: its walk over live blocks can find the block just
+         * before our free and compare-exchange word 0 as an object's tid
+         * (brc.c merge_owned), which no link ever equals */
+        __atomic_store_n(&b->node.next, (struct cds_lfs_node *)OURO_REMOTE_BLOCK(old), __ATOMIC_RELAXED);
         /* release: the link, the cookie and the block's last contents are
          * visible to the owner's exchange (acquire) that takes the block */
     } while (!atomic_compare_exchange_weak_explicit(
