@@ -150,6 +150,23 @@ static inline uint32_t ouro__gc_loc_old(int gen)
     return GC_TRACKED | GC_OLD | ((uint32_t)gen << GC_GEN_SHIFT);
 }
 
+/* Generation 2's ids.  An old object does not use the stripe bits, so in
+ * generation 2 they hold an id, 0..GC_IDS-1, that never decreases along
+ * the list: a full collection gives its survivors ids by position (equal
+ * groups, gcmark.c), and whatever joins the list later (a younger
+ * collection's survivors, unfrozen objects) is appended with the last id.
+ * ouro__gc.id_first[id] is the first member with that id, NULL if none;
+ * unlinking keeps it so (gctrack.c).  A full collection with K markers
+ * walks G in K segments, one per group of ids, in parallel: each member's
+ * segment is known from its gc bits, before the walk reaches it. */
+#define GC_ID_BITS 6
+#define GC_IDS (1u << GC_ID_BITS)
+_Static_assert(GC_IDS - 1 == GC_STRIPE_MASK >> GC_STRIPE_SHIFT, "an id fills the stripe bits");
+static inline uint32_t ouro__gc_id_loc(uint32_t id)
+{
+    return id << GC_STRIPE_SHIFT;
+}
+
 /* Steps 1-4 over the members of list G (gc_mutex held, the barrier on;
  * `expect`: about how many members it has, a hint):
  * append the garbage found to `garbage` (`dirty`: the barrier's GC_DIRTY
@@ -231,6 +248,7 @@ struct ouro__gc_state {
     /* the collector's, [gc_mutex] unless said otherwise */
     pthread_mutex_t gc_mutex __attribute__((aligned(64)));
     gc_head_t gens[4];          /* 1, 2 and 3 (permanent); 0 unused */
+    gc_head_t *id_first[GC_IDS]; /* generation 2's ids (above) */
     size_t gen_size[4];
     _Atomic long gen_count[3];  /* 1: gen-0 collections since a gen-1 one; 2: gen-1 since gen-2
                                  * (read relaxed without the lock, as a heuristic) */

@@ -104,13 +104,21 @@ static int lists_lock(void)
     return locked;
 }
 
+/* Append every member of list `from` to generation `to`.  Into generation
+ * 2 they come with the last id (gc.h); out of it, its ids go. */
 static void move_list_locked(gc_head_t *from, int to)
 {
     size_t n = 0;
-    for (gc_head_t *h = NEXT(from); h != from; h = NEXT(h)) {
-        ouro__gc_bits_set(gc_object_of(h), GC_LOC_MASK, ouro__gc_loc_old(to));
+    uint32_t loc = ouro__gc_loc_old(to) | (to == 2 ? ouro__gc_id_loc(GC_IDS - 1) : 0);
+    gc_head_t *first = NEXT(from);
+    for (gc_head_t *h = first; h != from; h = NEXT(h)) {
+        ouro__gc_bits_set(gc_object_of(h), GC_LOC_MASK, loc);
         n++;
     }
+    if (from == &ouro__gc.gens[2])
+        memset(ouro__gc.id_first, 0, sizeof ouro__gc.id_first);
+    if (to == 2 && n && ouro__gc.id_first[GC_IDS - 1] == NULL)
+        ouro__gc.id_first[GC_IDS - 1] = first;
     list_splice(from, &ouro__gc.gens[to]);
     ouro__gc.gen_size[to] += n;
 }

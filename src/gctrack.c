@@ -99,11 +99,28 @@ static inline size_t list_gen(uint32_t gc)
     return (gc & GC_GEN_MASK) >> GC_GEN_SHIFT;
 }
 
+/* The id of a generation-2 member (gc.h). */
+static inline uint32_t id_of(uint32_t gc)
+{
+    return (gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT;
+}
+
 /* gc_mutex held: unlink a collector-owned object. */
 void ouro__gc_untrack_old_locked(ouro_object_t *o)
 {
+    /* relaxed: the location bits are ours (gc_mutex); see gc_bits_set */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
-    list_unlink(gc_head_of(o));
+    gc_head_t *h = gc_head_of(o);
+    if (list_gen(gc) == 2 && ouro__gc.id_first[id_of(gc)] == h) {
+        /* the first of its id: the next member takes over if it has the
+         * same id (ids never decrease along the list), else none has it */
+        gc_head_t *next = NEXT(h);
+        ouro__gc.id_first[id_of(gc)] =
+            next != &ouro__gc.gens[2] && id_of(__atomic_load_n(&gc_object_of(next)->gc, __ATOMIC_RELAXED)) == id_of(gc)
+                ? next
+                : NULL;
+    }
+    list_unlink(h);
     ouro__gc.gen_size[list_gen(gc)]--;
     gc_bits_set(o, LOC_MASK, 0);
 }
