@@ -816,8 +816,9 @@ int ouro_gc_get_markers(void);
  * protocol is described in docs/collector.md). */
 typedef enum ouro_gc_phase_e {
     OURO_GC_PHASE_H1,       /* taking the generations and the first handshake */
-    OURO_GC_PHASE_WALK,     /* listing the members (with one marker, also their counting) */
-    OURO_GC_PHASE_COUNT,    /* counts and references from inside (parallel; 0 with one marker) */
+    OURO_GC_PHASE_WALK,     /* listing the members and counting their references (a full
+                             * collection: in parallel segments, one per marker) */
+    OURO_GC_PHASE_COUNT,    /* adding the references between segments (0 with one segment) */
     OURO_GC_PHASE_MARK,     /* marking from the members referenced from outside */
     OURO_GC_PHASE_H2,       /* the grace period and second handshake */
     OURO_GC_PHASE_VALIDATE, /* checking the rest against concurrent changes */

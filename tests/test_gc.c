@@ -821,7 +821,7 @@ END_TEST
  * references between slices the buffered counts with several), a few nodes
  * held as roots: every marker count finds exactly the garbage that a
  * search from the roots says is unreachable, and no reachable node dies. */
-static long random_graph_collect(int markers, int n, uint64_t seed, long *expect)
+static long random_graph_collect(int markers, int n, uint64_t seed, bool old, long *expect)
 {
     ouro_gc_set_markers(markers);
     tu_rng_t rng = tu_rng_make(seed);
@@ -863,6 +863,18 @@ static long random_graph_collect(int markers, int n, uint64_t seed, long *expect
     }
     for (int i = 0; i < n; i++)
         root[i] = group[i] % 16 == 0 && member[first[group[i]]] == i;
+    if (old) {
+        /* all held: it survives into generation 2, its ids spread by
+         * position; through the permanent generation and back (the last
+         * id for all, one segment); then a full collection spreads them
+         * again and the next walks generation 2 in segments, one per
+         * marker.  -1 would be a member met outside its segment. */
+        ck_assert_int_ge(ouro_gc_collect(2), 0);
+        ck_assert_int_eq(ouro_gc_freeze(), 0);
+        ck_assert_int_eq(ouro_gc_unfreeze(), 0);
+        ck_assert_int_ge(ouro_gc_collect(2), 0);
+        ck_assert_int_ge(ouro_gc_collect(2), 0);
+    }
     free(group);
     free(first);
     free(member);
@@ -917,9 +929,31 @@ START_TEST(random_graphs_same_garbage_with_any_marker_count)
         int counts[] = {1, 2, 4};
         for (int c = 0; c < 3; c++) {
             long expect = -1;
-            long found = random_graph_collect(counts[c], n, seed, &expect);
+            long found = random_graph_collect(counts[c], n, seed, false, &expect);
             if (getenv("OURO_TEST_VERBOSE"))
                 fprintf(stderr, "seed %lu markers %d found %ld expect %ld\n", (unsigned long)seed, counts[c], found, expect);
+            ck_assert_msg(found == expect, "seed %lu, %d markers: found %ld garbage, the oracle says %ld",
+                          (unsigned long)seed, counts[c], found, expect);
+        }
+    }
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
+/* The same graphs in generation 2, collected with segmented walks: each
+ * marker walks the members of its group of ids (gc.h) and counts the
+ * references into other segments for their markers.  The nodes that die
+ * by their counts before the collection unlink from generation 2, moving
+ * the first member of their id on. */
+START_TEST(old_random_graphs_walked_in_segments)
+{
+    setup();
+    int n = (int)tu_scale(60000, 20000);
+    for (uint64_t seed = 1; seed <= 2; seed++) {
+        int counts[] = {2, 4};
+        for (int c = 0; c < 2; c++) {
+            long expect = -1;
+            long found = random_graph_collect(counts[c], n, seed, true, &expect);
             ck_assert_msg(found == expect, "seed %lu, %d markers: found %ld garbage, the oracle says %ld",
                           (unsigned long)seed, counts[c], found, expect);
         }
@@ -1172,6 +1206,7 @@ int main(void)
         backpressure_bounds_generation_0,
         parallel_markers_find_the_same_garbage,
         random_graphs_same_garbage_with_any_marker_count,
+        old_random_graphs_walked_in_segments,
         deaths_on_the_collector_thread_out_of_memory_are_freed,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
