@@ -2,10 +2,11 @@
  * gc.h — internals shared by the collector's files: gc.c (the protocol,
  * the write barrier, handshakes, the collection's driver, background
  * collections), gctrack.c (membership: young stripes, old lists, zombies),
- * gcapi.c (the settings and inspection API), gcmark.c (steps 1-4 of a
- * collection: count snapshots, trial deletion, marking on marker threads,
- * validation) and gcpool.c (the marker threads themselves).  The protocol
- * is at the top of gc.c.
+ * gcapi.c (the settings and inspection API), gcmark.c and gcwalk.c
+ * (steps 1-4 of a collection: count snapshots, trial deletion, marking on
+ * marker threads, validation; what only those two share is in gcmark.h)
+ * and gcpool.c (the marker threads themselves).  The protocol is at the
+ * top of gc.c.
  */
 #ifndef OURO_GC_H
 #define OURO_GC_H

@@ -44,9 +44,14 @@
  * Runs on `nmarkers` threads: the collecting one and helpers parked
  * between passes (gcpool.c); marking work is shared in chunks on a liburcu
  * lock-free stack.
+ * Files: this one holds marking (MARK), relink, validation (VALIDATE), the
+ * passes' dispatch and the driver's entry points; gcwalk.c the walk
+ * (WALK, APPLY), the segments and where generation 2's ids start;
+ * gcmark.h what both share: the scratch word, the dense state, the work
+ * state, and the static inline helpers both call per object.
  */
 #include "config.h"
-#include "gc.h"
+#include "gcmark.h"
 
 #include <sched.h>
 #include <string.h>
@@ -78,98 +83,7 @@ void ouro__hvec_free(hvec_t *s)
 }
 
 /* ================================================================== */
-/* counts                                                              */
-/* ================================================================== */
-#define COUNT_UNSTABLE (-1)
-/* The object's count, consistent across the owner/shared split: retried
- * while a merge is half done (tid cleared, shared not yet MERGED).
- * Acquire loads: read in this order, as a seqlock reads. */
-static int64_t gc_count(ouro_object_t *o)
-{
-    for (int tries = 0; tries < 1000; tries++) {
-        int64_t s1 = __atomic_load_n(&o->shared, __ATOMIC_ACQUIRE);
-        uint32_t local = __atomic_load_n(&o->local, __ATOMIC_ACQUIRE);
-        uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_ACQUIRE);
-        int64_t s2 = __atomic_load_n(&o->shared, __ATOMIC_ACQUIRE);
-        if (local == OURO_IMMORTAL)
-            return COUNT_UNSTABLE;
-        /* tid 0 before MERGED: a merge is between its stores and its CAS
-         * (local already moved out, not yet added to shared) */
-        if (s1 != s2 || (tid == 0 && (s1 & REF_STATE_MASK) != REF_MERGED))
-            continue;
-        int64_t rc = (s1 >> REF_SHIFT) + (tid ? (int64_t)local : 0);
-        if ((s1 & REF_STATE_MASK) == REF_QUEUED)
-            rc -= 1;
-        return rc;
-    }
-    return COUNT_UNSTABLE;
-}
-
-/* ================================================================== */
-/* the scratch word (prefix prev of a G member during a collection)    */
-/* ================================================================== */
-#define S_TAG 1ull /* a scratch word (TAG | index << 1), not a prev pointer */
-#define S_PEND 2ull /* before the walk of its segment reaches it: PEND | references from inside G << 2 */
-
-/* Relaxed: until its relink, a member's scratch word is written only by
- * its segment's marker during the walk (other markers do not read it
- * then: member_seg), and afterwards by the marker whose slice holds it
- * (relink); other markers only read it, after the walk's barrier
- * (gcpool.c's mk_lock orders it), and a relink racing such a read is
- * harmless: the reader sees either the index or a pointer (settled), both
- * right. */
-static inline uint64_t sc_load(gc_head_t *h)
-{
-    return atomic_load_explicit(&h->prev, memory_order_relaxed);
-}
-static inline void sc_store(gc_head_t *h, uint64_t w)
-{
-    atomic_store_explicit(&h->prev, w, memory_order_relaxed);
-}
-
-#define NO_MEMBER SIZE_MAX
-/* The index of the unsettled G member that `r` is, or NO_MEMBER.  `r` is
- * a referent read from a live object's slot during a pass: its memory is
- * not reused before our next quiescent state (see the top of gc.c). */
-static inline size_t in_g(ouro_object_t *r)
-{
-    if (r == NULL || !ouro__is_container(r))
-        return NO_MEMBER;
-    uint64_t s = sc_load(gc_head_of(r));
-    return (s & S_TAG) ? (size_t)(s >> 1) : NO_MEMBER;
-}
-
-/* ---- the dense per-member state (see the top of this file) ---- */
-typedef struct mcount_s {
-    uint32_t c1; /* the count at snapshot (valid unless FORCE) */
-    uint32_t in; /* references from inside G */
-} mcount_t;
-#define C1_MAX UINT32_MAX
-#define IN_MAX UINT32_MAX
-
-#define ST_FORCE 1    /* a root whatever its count says */
-#define ST_SKIP 2     /* dead: neither traversed nor collected */
-#define ST_RELINKED 4 /* has its list link back (settled) */
-
-/* A member's index: local << IDX_SHIFT | k, where k is the segment (the
- * marker whose walk reached it) and local its rank there. */
-#define IDX_SHIFT 6
-_Static_assert(OURO_GC_MAX_MARKERS == 1 << IDX_SHIFT, "a segment number fits below the rank");
-static inline int idx_seg(size_t i)
-{
-    return (int)(i & (OURO_GC_MAX_MARKERS - 1));
-}
-static inline size_t idx_local(size_t i)
-{
-    return i >> IDX_SHIFT;
-}
-static inline size_t idx_make(int k, size_t local)
-{
-    return local << IDX_SHIFT | (size_t)k;
-}
-
-/* ================================================================== */
-/* work: segments, mark stacks, markers                                */
+/* marking: mark stacks, shared chunks                                 */
 /* ================================================================== */
 /* A chunk of marking work shared between markers. */
 #define CHUNK 256
@@ -179,12 +93,7 @@ typedef struct chunk_s {
     gc_head_t *v[CHUNK];
 } chunk_t;
 
-/* A growable array of indices. */
-typedef struct ivec_s {
-    size_t *v;
-    size_t n, cap;
-} ivec_t;
-
+/* growing the arrays of indices (ivec_t: gcmark.h) */
 static ouro_noinline bool ivec_grow(ivec_t *s)
 {
     size_t cap = s->cap ? s->cap * 2 : 256;
@@ -209,176 +118,6 @@ static void ivec_free(ivec_t *s)
     ouro_free(s->v);
     s->v = NULL;
     s->n = s->cap = 0;
-}
-
-/* Segment k: the members marker k's walk reached, in list order, and
- * their dense state (arrays kept between collections).  Written by marker
- * k during the walk and APPLY; afterwards g is read-only and the state is
- * written by the marker whose slice holds the member (see the top). */
-typedef struct seg_s {
-    _Alignas(128) hvec_t g;
-    mcount_t *cnt;
-    uint8_t *st, *mark;
-    size_t state_cap;
-    gc_head_t *from, *to;  /* [driver] the walk: from `from` up to, not including, `to` */
-    gc_head_t *before;     /* [driver] what precedes g.v[0] in the list: a member or G */
-    size_t base;           /* [driver] position of g.v[0] in G's list order */
-} seg_t;
-static seg_t segs[OURO_GC_MAX_MARKERS]; /* gc_mutex: one collection at a time */
-
-/* Each on its own cache lines (two: the adjacent-line prefetcher): a
- * marker writes its stack's length and counters at every object, and a
- * neighbour's line ping-ponging between cores made 2 markers' MARK slower
- * than one's. */
-typedef struct marker_s {
-    _Alignas(128) hvec_t stack;
-    ivec_t cand;           /* VALIDATE: members left unmarked, by index */
-    hvec_t *out;           /* WALK: out[j]: referents the walk met in segment j (several segments) */
-    size_t lo, hi;         /* MARK, VALIDATE: this marker's slice of G, by position */
-    bool oom;
-    bool misplaced;        /* met a member outside the segment its gc bits name (a bug) */
-    size_t deaths;         /* validation: members found dead */
-    unsigned since_qs;     /* objects handled since this marker's last quiescent state */
-} marker_t;
-
-/* One collection's shared work state. */
-typedef struct work_s {
-    seg_t *seg;            /* segs */
-    size_t n;              /* members of G */
-    uint64_t id_mul;       /* see id_at */
-    int nmarkers;
-    int nsegs;             /* segments walked in parallel (1: marker 0 walks G alone) */
-    bool parallel;         /* several markers share the passes */
-    bool ids;              /* a full collection: survivors get the id of their position */
-    uint32_t dirty;        /* this collection's GC_DIRTY bit */
-    gc_head_t *G;          /* G's list head */
-    const gc_set_t *set;
-    uint32_t loc;          /* the gc location bits of a survivor (its new generation) */
-    int dest;              /* that generation */
-    ivec_t garbage;        /* indices of the garbage, relinked at the end */
-    struct cds_lfs_stack shared; /* chunks; pops take its mutex (ABA), pushes are lock-free */
-    _Atomic int idle;
-    bool oom;              /* [driver] gave up: everything survives */
-    marker_t m[OURO_GC_MAX_MARKERS];
-} work_t;
-
-static inline gc_head_t *member_head(const work_t *w, size_t i)
-{
-    return w->seg[idx_seg(i)].g.v[idx_local(i)];
-}
-static inline mcount_t *member_cnt(const work_t *w, size_t i)
-{
-    return &w->seg[idx_seg(i)].cnt[idx_local(i)];
-}
-static inline uint8_t *member_st(const work_t *w, size_t i)
-{
-    return &w->seg[idx_seg(i)].st[idx_local(i)];
-}
-
-/* Every PAUSE_EVERY objects a marker passes a quiescent state, so that
- * grace periods, and the mutators' reuse of the memory they free, need not
- * wait for the end of a pass (a mutator allocating meanwhile would map
- * fresh memory instead, and a page-table change waits for the kernel's
- * mm lock: milliseconds under load).  Safe: between two objects a marker
- * holds pointers only to members of G, which are not freed during a
- * collection (a member that dies is left to the collector: gc.c), and its
- * referents are read again from their slots when needed. */
-#define PAUSE_EVERY 4096
-static inline void marker_pause(marker_t *m)
-{
-    if (unlikely(++m->since_qs == PAUSE_EVERY)) {
-        m->since_qs = 0;
-        ouro__qsbr_pause();
-    }
-}
-
-/* mark bytes: relaxed atomic byte loads and stores, see the top of this file */
-static inline bool is_marked(const work_t *w, size_t i)
-{
-    return __atomic_load_n(&w->seg[idx_seg(i)].mark[idx_local(i)], __ATOMIC_RELAXED) != 0;
-}
-
-static inline bool settled(const work_t *w, size_t i)
-{
-    return is_marked(w, i) || (*member_st(w, i) & ST_SKIP);
-}
-
-typedef struct visit_ctx_s {
-    work_t *w;
-    marker_t *m;
-    int k;                 /* the walk: the segment being walked */
-    const gc_set_t *set;   /* the walk: w->set */
-} visit_ctx_t;
-
-/* One more reference from inside G to member j, by the marker that owns
- * j's state in this pass. */
-static inline void count_in(work_t *w, size_t j)
-{
-    mcount_t *c = member_cnt(w, j);
-    if (unlikely(c->in == IN_MAX))
-        *member_st(w, j) |= ST_FORCE; /* 2^32 references from inside G: a root */
-    else
-        c->in++;
-}
-
-/* Is an object with these gc bits in G?  (Stable during a collection: only
- * the collector moves members, and a container tracked or untracked
- * meanwhile is on a current young list, which is not in G.) */
-static inline bool member_bits(const gc_set_t *set, uint32_t gc)
-{
-    if (!(gc & GC_TRACKED))
-        return false;
-    if (gc & GC_OLD)
-        return ((gc & GC_GEN_MASK) >> GC_GEN_SHIFT) <= (uint32_t)set->maxgen;
-    unsigned stripe = (gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT;
-    return ((gc & GC_PARITY) != 0) == ((set->young_parity >> stripe) & 1);
-}
-
-/* The segment of a member with these gc bits: a member of generation 2
- * in a full collection lies in the segment of its id's group (gc.h), and
- * every other member in segment 0 (young lists and generation 1 come
- * first in G). */
-static inline int member_seg(const work_t *w, uint32_t gc)
-{
-    if ((gc & (GC_OLD | GC_GEN_MASK)) != (GC_OLD | 2u << GC_GEN_SHIFT))
-        return 0;
-    return (int)((((gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT) * (unsigned)w->nsegs) >> GC_ID_BITS);
-}
-
-/* WALK with COUNT fused: a referent in our own segment that the walk has
- * not reached has no index yet, so its count waits in its scratch word
- * (PEND) until the walk gives it one; only we write our segment's scratch
- * words.  A referent in another segment is handed to that segment's
- * marker (APPLY).  Members are found by their gc bits. */
-static int visit_count_walk(ouro_object_t *r, void *arg)
-{
-    visit_ctx_t *c = arg;
-    if (r == NULL || !ouro__is_container(r))
-        return 0;
-    /* relaxed: the location bits are stable (member_bits); r's memory
-     * stays ours while we are an RCU reader */
-    uint32_t gc = __atomic_load_n(&r->gc, __ATOMIC_RELAXED);
-    if (!member_bits(c->set, gc))
-        return 0;
-    gc_head_t *h = gc_head_of(r);
-    if (c->w->nsegs > 1) {
-        int k = member_seg(c->w, gc);
-        if (k != c->k) {
-            if (!ouro__hvec_push(&c->m->out[k], h))
-                c->m->oom = true;
-            return 0;
-        }
-    }
-    uint64_t s = sc_load(h);
-    if (s & S_TAG) {
-        if (likely(idx_seg((size_t)(s >> 1)) == c->k))
-            count_in(c->w, (size_t)(s >> 1));
-        else
-            c->m->misplaced = true;
-    } else {
-        sc_store(h, (s & S_PEND) ? s + 4 : (S_PEND | 4)); /* 2^62 references: not on this machine */
-    }
-    return 0;
 }
 
 static void share_work(work_t *w, marker_t *m)
@@ -480,104 +219,6 @@ static void mark_drain(work_t *w, marker_t *m)
 enum { PH_WALK, PH_APPLY, PH_MARK, PH_VALIDATE };
 #define PREFETCH_AHEAD 16
 
-/* The dense state for g.cap members of segment s. */
-static bool seg_reserve(seg_t *s)
-{
-    size_t cap = s->g.cap;
-    if (s->state_cap >= cap)
-        return true;
-    mcount_t *cnt = ouro_realloc(s->cnt, cap * sizeof *cnt);
-    if (cnt == NULL)
-        return false;
-    s->cnt = cnt;
-    uint8_t *st = ouro_realloc(s->st, cap);
-    if (st == NULL)
-        return false;
-    s->st = st;
-    uint8_t *mark = ouro_realloc(s->mark, cap);
-    if (mark == NULL)
-        return false;
-    s->mark = mark;
-    s->state_cap = cap;
-    return true;
-}
-
-static void seg_free(seg_t *s)
-{
-    ouro__hvec_free(&s->g);
-    ouro_free(s->cnt);
-    ouro_free(s->st);
-    ouro_free(s->mark);
-    s->cnt = NULL;
-    s->st = s->mark = NULL;
-    s->state_cap = 0;
-}
-
-/* WALK (fused with COUNT) over segment k: give each member its index, its
- * pending count, and its c1; count its references. */
-static void walk_segment(work_t *w, int k)
-{
-    marker_t *m = &w->m[k];
-    seg_t *s = &w->seg[k];
-    visit_ctx_t ctx = {w, m, k, w->set};
-    s->g.n = 0;
-    for (gc_head_t *h = s->from; h != s->to;
-         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours, gc_mutex */
-        size_t l = s->g.n;
-        if (!ouro__hvec_push(&s->g, h) || (s->state_cap <= l && !seg_reserve(s))) {
-            m->oom = true;
-            return;
-        }
-        marker_pause(m);
-        uint64_t sc = sc_load(h);
-        uint64_t pend = (sc & S_PEND) ? sc >> 2 : 0;
-        sc_store(h, S_TAG | (uint64_t)idx_make(k, l) << 1);
-        s->st[l] = pend > IN_MAX ? ST_FORCE : 0;
-        s->mark[l] = 0;
-        s->cnt[l].in = pend > IN_MAX ? 0 : (uint32_t)pend;
-        ouro_object_t *o = gc_object_of(h);
-        /* the dirty bits are left as they are: this collection's only goes
-         * from 0 to 1 until relink, so a barrier that sees it set may skip
-         * its RMW (ouro__gc_shade) without losing a shade (object.h) */
-        /* acquire: as ouro__gc_is_dead (a dead member is not traversed) */
-        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
-        if (unlikely(w->nsegs > 1 && member_seg(w, gc) != k))
-            m->misplaced = true;
-        int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
-        /* a count of zero: dying right now (GC_DEAD comes next); a root, so
-         * that nothing it still holds is taken for garbage meanwhile; an
-         * unstable or huge count: a root too */
-        if (c <= 0 || c > (int64_t)C1_MAX)
-            s->st[l] |= ST_FORCE;
-        else
-            s->cnt[l].c1 = (uint32_t)c;
-        if (!(gc & GC_DEAD))
-            o->type->traverse(o, visit_count_walk, &ctx);
-    }
-}
-
-/* The generation-2 id (gc.h) of the member at position `pos` of G's list
- * order, in a full collection: ids rise with the position, in about equal
- * groups.  A multiply, not a division (relink runs it for every member);
- * id_mul = 2^32 * GC_IDS / n, so pos * id_mul < 2^38 for every pos < n. */
-static inline uint32_t id_at(const work_t *w, size_t pos)
-{
-    return (uint32_t)((pos * w->id_mul) >> 32);
-}
-
-/* The first position with id `id` (or n if none): the inverse of id_at. */
-static size_t id_start(const work_t *w, uint32_t id)
-{
-    size_t pos = w->id_mul ? ((size_t)id << 32) / w->id_mul : 0;
-    if (pos > w->n)
-        pos = w->n;
-    while (pos > 0 && id_at(w, pos - 1) >= id)
-        pos--;
-    while (pos < w->n && id_at(w, pos) < id)
-        pos++;
-    return pos;
-}
-
 /* A settled member (marked: it survives; or dead: a zombie) gets its list
  * link back and its new location: the segments, one after the other, are
  * the list's order. */
@@ -650,23 +291,10 @@ static void run_phase(work_t *w, int phase, int id)
     size_t a, b;
     switch (phase) {
     case PH_WALK:
-        walk_segment(w, id);
+        ouro__gc_walk_segment(w, id);
         break;
     case PH_APPLY:
-        /* the references the other segments' walks met into ours: by now
-         * each has its index (ours: we walked it) */
-        for (int k = 0; k < w->nsegs; k++) {
-            if (k == id)
-                continue;
-            hvec_t *v = &w->m[k].out[id];
-            for (size_t x = 0; x < v->n; x++) {
-                uint64_t s = sc_load(v->v[x]);
-                if (likely((s & S_TAG) && idx_seg((size_t)(s >> 1)) == id))
-                    count_in(w, (size_t)(s >> 1));
-                else
-                    m->misplaced = true;
-            }
-        }
+        ouro__gc_apply_segment(w, id);
         break;
     case PH_MARK:
         /* A member marked by now survives whatever validation finds (it
@@ -752,6 +380,7 @@ static void parallel_phase(work_t *w, int phase, int n)
 /* ================================================================== */
 /* the driver's entry points                                           */
 /* ================================================================== */
+static seg_t segs[OURO_GC_MAX_MARKERS]; /* gc_mutex: one collection at a time */
 static work_t work; /* gc_mutex: one collection at a time */
 
 /* Out of memory half-way (or a member met outside its segment): every
@@ -781,78 +410,7 @@ static size_t relink_all(work_t *w)
     return n;
 }
 
-/* Before the walk: the segments.  In a full collection with several
- * markers, segment k starts at the first member of generation 2 whose id
- * is in group k (ouro__gc.id_first; segment 0 at G's first member, so it
- * also holds the young lists and generation 1, which come first in G);
- * otherwise segment 0 is all of G.  Then room for about `expect`
- * members, and the buffers for references between segments. */
-static bool segments_setup(work_t *w, size_t expect)
-{
-    int K = w->nsegs;
-    gc_head_t *G = w->G;
-    w->seg[0].from = (gc_head_t *)atomic_load_explicit(&G->next, memory_order_relaxed); /* ours */
-    for (int k = 1; k < K; k++) {
-        gc_head_t *start = G;
-        for (unsigned id = ((unsigned)k * GC_IDS + (unsigned)K - 1) / (unsigned)K; id < GC_IDS; id++)
-            if (ouro__gc.id_first[id]) {
-                start = ouro__gc.id_first[id];
-                break;
-            }
-        w->seg[k].from = w->seg[k - 1].to = start;
-    }
-    w->seg[K - 1].to = G;
-    for (int k = 0; k < OURO_GC_MAX_MARKERS; k++)
-        w->seg[k].g.n = 0;
-    /* room for what the lists say G holds, so the walk seldom reallocs (a
-     * hint: the young counts are allocations minus deallocations) */
-    size_t want = expect / (size_t)K;
-    for (int k = 0; k < K && want < ((size_t)1 << 32); k++)
-        if (ouro__hvec_grow(&w->seg[k].g, want))
-            (void)seg_reserve(&w->seg[k]);
-    if (K > 1)
-        for (int k = 0; k < K; k++)
-            if ((w->m[k].out = ouro_calloc((size_t)K, sizeof *w->m[k].out)) == NULL)
-                return false;
-    return true;
-}
 
-/* After the walk: where each segment lies in G's order, and the markers'
- * slices of it for MARK and VALIDATE (equal, whatever the segments). */
-static void slices_setup(work_t *w)
-{
-    size_t n = 0;
-    gc_head_t *before = w->G;
-    for (int k = 0; k < w->nsegs; k++) {
-        seg_t *s = &w->seg[k];
-        s->base = n;
-        s->before = before;
-        if (s->g.n)
-            before = s->g.v[s->g.n - 1];
-        n += s->g.n;
-    }
-    w->n = n;
-    w->id_mul = n ? ((uint64_t)GC_IDS << 32) / n : 0;
-    if ((size_t)w->nmarkers * 4096 > n)
-        w->nmarkers = n >= 8192 ? (int)(n / 4096) : 1; /* too little to share */
-    size_t K = (size_t)w->nmarkers;
-    for (size_t k = 0; k < K; k++) {
-        w->m[k].lo = n * k / K;
-        w->m[k].hi = n * (k + 1) / K;
-    }
-    w->parallel = K > 1;
-}
-
-/* The member at position `pos` of G's order. */
-static gc_head_t *head_at(const work_t *w, size_t pos)
-{
-    for (int j = 0; j < w->nsegs; j++) {
-        const seg_t *s = &w->seg[j];
-        if (pos < s->base + s->g.n)
-            return s->g.v[pos - s->base];
-    }
-    return NULL;
-}
 
 bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
                    uint32_t dirty, void (*h2)(void), void (*settle)(void), gc_mark_report_t *out)
@@ -879,7 +437,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
         K = ouro__gc_pool_ready(K);
     w->nmarkers = K;
     w->nsegs = w->ids ? K : 1;
-    bool oom = !segments_setup(w, expect), misplaced = false;
+    bool oom = !ouro__gc_segments_setup(w, expect), misplaced = false;
     ouro_read_begin(); /* an RCU reader while traversing */
     if (!oom) {
         /* The walk: each member's scratch word becomes its index; COUNT is
@@ -887,7 +445,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
         if (w->nsegs > 1)
             parallel_phase(w, PH_WALK, w->nsegs);
         else
-            walk_segment(w, 0);
+            ouro__gc_walk_segment(w, 0);
         for (int k = 0; k < w->nsegs; k++)
             oom |= w->m[k].oom;
     }
@@ -902,7 +460,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
      * ids start again from one group */
     ouro_assert(!misplaced);
     oom |= misplaced;
-    slices_setup(w);
+    ouro__gc_slices_setup(w);
     out->examined = w->n;
     out->markers = (unsigned)w->nmarkers;
     out->user_code = false;
@@ -985,14 +543,14 @@ size_t ouro__gc_mark_end(void)
         for (size_t k = 0; k < w->garbage.n; k++)
             relink_one(w, w->garbage.v[k]);
         n = w->n;
-        atomic_store_explicit(&w->G->prev, (uintptr_t)(n ? head_at(w, n - 1) : w->G),
+        atomic_store_explicit(&w->G->prev, (uintptr_t)(n ? ouro__gc_head_at(w, n - 1) : w->G),
                               memory_order_relaxed); /* ours: gc_mutex */
         if (w->ids)
             /* the first member of each id (relink_one gave them), or NULL
              * for an id no position got */
             for (uint32_t id = 0; id < GC_IDS; id++) {
-                size_t pos = id_start(w, id);
-                ouro__gc.id_first[id] = pos < n && id_at(w, pos) == id ? head_at(w, pos) : NULL;
+                size_t pos = ouro__gc_id_start(w, id);
+                ouro__gc.id_first[id] = pos < n && id_at(w, pos) == id ? ouro__gc_head_at(w, pos) : NULL;
             }
     }
     /* appended to generation 2 with the last id: the first of them starts
@@ -1016,7 +574,7 @@ size_t ouro__gc_mark_end(void)
          * for in powers of two, and segments differ in size from one
          * collection to the next) */
         if (i < w->nsegs && s->g.cap > 4 * s->g.n + 65536)
-            seg_free(s);
+            ouro__gc_seg_free(s);
     }
     ivec_free(&w->garbage);
     cds_lfs_destroy(&w->shared);

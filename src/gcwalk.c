@@ -1,0 +1,238 @@
+/*
+ * gcwalk.c — the walk of a collection (see the top of gcmark.c) and the
+ * segments it walks: WALK with COUNT fused, which gives each member of G
+ * its index, its c1 and its references from inside G; APPLY, which counts
+ * the references one segment's walk met into another; where the segments
+ * start (generation 2's id groups) and lie in G's order afterwards; and
+ * where each generation-2 id starts in that order (id_at, which relink
+ * calls for every member, is inline in gcmark.h).  Marking, relink and
+ * validation are in gcmark.c.
+ */
+#include "config.h"
+#include "gcmark.h"
+
+/* ================================================================== */
+/* a segment's arrays                                                  */
+/* ================================================================== */
+/* The dense state for g.cap members of segment s. */
+static bool seg_reserve(seg_t *s)
+{
+    size_t cap = s->g.cap;
+    if (s->state_cap >= cap)
+        return true;
+    mcount_t *cnt = ouro_realloc(s->cnt, cap * sizeof *cnt);
+    if (cnt == NULL)
+        return false;
+    s->cnt = cnt;
+    uint8_t *st = ouro_realloc(s->st, cap);
+    if (st == NULL)
+        return false;
+    s->st = st;
+    uint8_t *mark = ouro_realloc(s->mark, cap);
+    if (mark == NULL)
+        return false;
+    s->mark = mark;
+    s->state_cap = cap;
+    return true;
+}
+
+void ouro__gc_seg_free(seg_t *s)
+{
+    ouro__hvec_free(&s->g);
+    ouro_free(s->cnt);
+    ouro_free(s->st);
+    ouro_free(s->mark);
+    s->cnt = NULL;
+    s->st = s->mark = NULL;
+    s->state_cap = 0;
+}
+
+/* WALK with COUNT fused: a referent in our own segment that the walk has
+ * not reached has no index yet, so its count waits in its scratch word
+ * (PEND) until the walk gives it one; only we write our segment's scratch
+ * words.  A referent in another segment is handed to that segment's
+ * marker (APPLY).  Members are found by their gc bits. */
+static int visit_count_walk(ouro_object_t *r, void *arg)
+{
+    visit_ctx_t *c = arg;
+    if (r == NULL || !ouro__is_container(r))
+        return 0;
+    /* relaxed: the location bits are stable (member_bits); r's memory
+     * stays ours while we are an RCU reader */
+    uint32_t gc = __atomic_load_n(&r->gc, __ATOMIC_RELAXED);
+    if (!member_bits(c->set, gc))
+        return 0;
+    gc_head_t *h = gc_head_of(r);
+    if (c->w->nsegs > 1) {
+        int k = member_seg(c->w, gc);
+        if (k != c->k) {
+            if (!ouro__hvec_push(&c->m->out[k], h))
+                c->m->oom = true;
+            return 0;
+        }
+    }
+    uint64_t s = sc_load(h);
+    if (s & S_TAG) {
+        if (likely(idx_seg((size_t)(s >> 1)) == c->k))
+            count_in(c->w, (size_t)(s >> 1));
+        else
+            c->m->misplaced = true;
+    } else {
+        sc_store(h, (s & S_PEND) ? s + 4 : (S_PEND | 4)); /* 2^62 references: not on this machine */
+    }
+    return 0;
+}
+
+/* WALK (fused with COUNT) over segment k: give each member its index, its
+ * pending count, and its c1; count its references. */
+void ouro__gc_walk_segment(work_t *w, int k)
+{
+    marker_t *m = &w->m[k];
+    seg_t *s = &w->seg[k];
+    visit_ctx_t ctx = {w, m, k, w->set};
+    s->g.n = 0;
+    for (gc_head_t *h = s->from; h != s->to;
+         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours, gc_mutex */
+        size_t l = s->g.n;
+        if (!ouro__hvec_push(&s->g, h) || (s->state_cap <= l && !seg_reserve(s))) {
+            m->oom = true;
+            return;
+        }
+        marker_pause(m);
+        uint64_t sc = sc_load(h);
+        uint64_t pend = (sc & S_PEND) ? sc >> 2 : 0;
+        sc_store(h, S_TAG | (uint64_t)idx_make(k, l) << 1);
+        s->st[l] = pend > IN_MAX ? ST_FORCE : 0;
+        s->mark[l] = 0;
+        s->cnt[l].in = pend > IN_MAX ? 0 : (uint32_t)pend;
+        ouro_object_t *o = gc_object_of(h);
+        /* the dirty bits are left as they are: this collection's only goes
+         * from 0 to 1 until relink, so a barrier that sees it set may skip
+         * its RMW (ouro__gc_shade) without losing a shade (object.h) */
+        /* acquire: as ouro__gc_is_dead (a dead member is not traversed) */
+        uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
+        if (unlikely(w->nsegs > 1 && member_seg(w, gc) != k))
+            m->misplaced = true;
+        int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
+        /* a count of zero: dying right now (GC_DEAD comes next); a root, so
+         * that nothing it still holds is taken for garbage meanwhile; an
+         * unstable or huge count: a root too */
+        if (c <= 0 || c > (int64_t)C1_MAX)
+            s->st[l] |= ST_FORCE;
+        else
+            s->cnt[l].c1 = (uint32_t)c;
+        if (!(gc & GC_DEAD))
+            o->type->traverse(o, visit_count_walk, &ctx);
+    }
+}
+
+/* APPLY by marker `id`: the references the other segments' walks met into
+ * its segment; by now each has its index (ours: we walked it). */
+void ouro__gc_apply_segment(work_t *w, int id)
+{
+    marker_t *m = &w->m[id];
+    for (int k = 0; k < w->nsegs; k++) {
+        if (k == id)
+            continue;
+        hvec_t *v = &w->m[k].out[id];
+        for (size_t x = 0; x < v->n; x++) {
+            uint64_t s = sc_load(v->v[x]);
+            if (likely((s & S_TAG) && idx_seg((size_t)(s >> 1)) == id))
+                count_in(w, (size_t)(s >> 1));
+            else
+                m->misplaced = true;
+        }
+    }
+}
+
+/* ================================================================== */
+/* where the segments lie                                              */
+/* ================================================================== */
+/* Before the walk: the segments.  In a full collection with several
+ * markers, segment k starts at the first member of generation 2 whose id
+ * is in group k (ouro__gc.id_first; segment 0 at G's first member, so it
+ * also holds the young lists and generation 1, which come first in G);
+ * otherwise segment 0 is all of G.  Then room for about `expect`
+ * members, and the buffers for references between segments. */
+bool ouro__gc_segments_setup(work_t *w, size_t expect)
+{
+    int K = w->nsegs;
+    gc_head_t *G = w->G;
+    w->seg[0].from = (gc_head_t *)atomic_load_explicit(&G->next, memory_order_relaxed); /* ours */
+    for (int k = 1; k < K; k++) {
+        gc_head_t *start = G;
+        for (unsigned id = ((unsigned)k * GC_IDS + (unsigned)K - 1) / (unsigned)K; id < GC_IDS; id++)
+            if (ouro__gc.id_first[id]) {
+                start = ouro__gc.id_first[id];
+                break;
+            }
+        w->seg[k].from = w->seg[k - 1].to = start;
+    }
+    w->seg[K - 1].to = G;
+    for (int k = 0; k < OURO_GC_MAX_MARKERS; k++)
+        w->seg[k].g.n = 0;
+    /* room for what the lists say G holds, so the walk seldom reallocs (a
+     * hint: the young counts are allocations minus deallocations) */
+    size_t want = expect / (size_t)K;
+    for (int k = 0; k < K && want < ((size_t)1 << 32); k++)
+        if (ouro__hvec_grow(&w->seg[k].g, want))
+            (void)seg_reserve(&w->seg[k]);
+    if (K > 1)
+        for (int k = 0; k < K; k++)
+            if ((w->m[k].out = ouro_calloc((size_t)K, sizeof *w->m[k].out)) == NULL)
+                return false;
+    return true;
+}
+
+/* After the walk: where each segment lies in G's order, and the markers'
+ * slices of it for MARK and VALIDATE (equal, whatever the segments). */
+void ouro__gc_slices_setup(work_t *w)
+{
+    size_t n = 0;
+    gc_head_t *before = w->G;
+    for (int k = 0; k < w->nsegs; k++) {
+        seg_t *s = &w->seg[k];
+        s->base = n;
+        s->before = before;
+        if (s->g.n)
+            before = s->g.v[s->g.n - 1];
+        n += s->g.n;
+    }
+    w->n = n;
+    w->id_mul = n ? ((uint64_t)GC_IDS << 32) / n : 0;
+    if ((size_t)w->nmarkers * 4096 > n)
+        w->nmarkers = n >= 8192 ? (int)(n / 4096) : 1; /* too little to share */
+    size_t K = (size_t)w->nmarkers;
+    for (size_t k = 0; k < K; k++) {
+        w->m[k].lo = n * k / K;
+        w->m[k].hi = n * (k + 1) / K;
+    }
+    w->parallel = K > 1;
+}
+
+/* The member at position `pos` of G's order. */
+gc_head_t *ouro__gc_head_at(const work_t *w, size_t pos)
+{
+    for (int j = 0; j < w->nsegs; j++) {
+        const seg_t *s = &w->seg[j];
+        if (pos < s->base + s->g.n)
+            return s->g.v[pos - s->base];
+    }
+    return NULL;
+}
+
+/* ================================================================== */
+/* generation-2 ids                                                    */
+/* ================================================================== */
+/* The first position with id `id` (or n if none): the inverse of id_at. */
+size_t ouro__gc_id_start(const work_t *w, uint32_t id)
+{
+    size_t pos = w->id_mul ? ((size_t)id << 32) / w->id_mul : 0;
+    if (pos > w->n)
+        pos = w->n;
+    while (pos > 0 && id_at(w, pos - 1) >= id)
+        pos--;
+    while (pos < w->n && id_at(w, pos) < id)
+        pos++;
+    return pos;
+}
