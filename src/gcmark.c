@@ -214,7 +214,6 @@ static void mark_drain(work_t *w, marker_t *m)
     }
 }
 
-
 /* ---- the passes ---- */
 enum { PH_WALK, PH_APPLY, PH_MARK, PH_VALIDATE };
 #define PREFETCH_AHEAD 16
@@ -376,7 +375,6 @@ static void parallel_phase(work_t *w, int phase, int n)
     atomic_store_explicit(&w->idle, 0, memory_order_relaxed);
 }
 
-
 /* ================================================================== */
 /* the driver's entry points                                           */
 /* ================================================================== */
@@ -409,8 +407,6 @@ static size_t relink_all(work_t *w)
         memset(ouro__gc.id_first, 0, sizeof ouro__gc.id_first);
     return n;
 }
-
-
 
 bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, hvec_t *garbage,
                    uint32_t dirty, void (*h2)(void), void (*settle)(void), gc_mark_report_t *out)

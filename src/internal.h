@@ -114,8 +114,8 @@ enum { OURO_KIND_PLAIN = 0, OURO_KIND_OBJECT = 1, OURO_KIND_GC = 2, OURO_KINDS =
 enum { OURO_UNIT_NONE = 0, OURO_UNIT_ARENA = 1, OURO_UNIT_LARGE = 2, OURO_UNIT_LARGE_PREV = 3 };
 
 /* ---- blocks ---- */
-/* A free block: word 0 links it in a free list (or liburcu's lock-free
- * stack, same layout), word 1 holds the free cookie: block address ^ the
+/* A free block: word 0 links it in a free list (or a pool's remote stack,
+ * or a heap's delayed stack), word 1 holds the free cookie: block address ^ the
  * process key.  Allocation clears the cookie, so finding it on free means
  * the block is already free (a double free), barring a 2^-64 coincidence. */
 typedef struct ouro_block_s {
@@ -565,8 +565,9 @@ static inline bool ouro__block_is_live(const ouro_block_t *b)
  * A free block's link (word 0) holds the next free block XORed with its
  * pool's key: in the default mode the key is 0 and the XOR leaves the link
  * plain, so both modes run the same instructions and the fast paths gain no
- * branch.  (liburcu's remote stack links blocks plainly while they wait
- * there: pool.c checks and encodes them when the owner takes them back.) */
+ * branch.  (A pool's remote stack links blocks plainly while they wait
+ * there, its freers not knowing the key: pool.c checks and encodes them
+ * when the owner takes them back.) */
 static inline ouro_block_t *ouro__link_decode(const ouro_pool_t *pool, const ouro_block_t *b)
 {
     return (ouro_block_t *)((uintptr_t)b->node.next ^ pool->key);
