@@ -133,11 +133,10 @@ static void share_work(work_t *w, marker_t *m)
     cds_lfs_push(&w->shared, &c->node);
 }
 
-/* Mark member i (head h) and put it on the marker's stack, unless it is
- * marked already. */
-static inline void mark_push(work_t *w, marker_t *m, size_t i, gc_head_t *h)
+/* Mark the member whose mark byte is *mk (head h) and put it on the
+ * marker's stack, unless it is marked already. */
+static inline void mark_push_at(marker_t *m, uint8_t *mk, gc_head_t *h)
 {
-    uint8_t *mk = &w->seg[idx_seg(i)].mark[idx_local(i)];
     /* relaxed atomic byte load and store: see the top of this file */
     if (__atomic_load_n(mk, __ATOMIC_RELAXED))
         return;
@@ -146,12 +145,20 @@ static inline void mark_push(work_t *w, marker_t *m, size_t i, gc_head_t *h)
         m->oom = true;
 }
 
+/* ... member i */
+static inline void mark_push(work_t *w, marker_t *m, size_t i, gc_head_t *h)
+{
+    mark_push_at(m, &w->seg[idx_seg(i)].mark[idx_local(i)], h);
+}
+
 static int visit_mark(ouro_object_t *r, void *arg)
 {
     visit_ctx_t *c = arg;
     size_t j = in_g(r);
-    if (j != NO_MEMBER)
-        mark_push(c->w, c->m, j, gc_head_of(r));
+    if (j == NO_MEMBER)
+        return 0;
+    /* one segment: j is a rank in it (a load and a shift less per referent) */
+    mark_push_at(c->m, c->mark0 ? &c->mark0[j] : &c->w->seg[idx_seg(j)].mark[idx_local(j)], gc_head_of(r));
     return 0;
 }
 
@@ -160,7 +167,7 @@ static int visit_mark(ouro_object_t *r, void *arg)
  * and the objects on it are still in cache. */
 static void mark_drain_local(work_t *w, marker_t *m)
 {
-    visit_ctx_t ctx = {w, m, 0, NULL};
+    visit_ctx_t ctx = {w, m, w->nsegs == 1 ? w->seg[0].mark : NULL, 0, NULL};
     while (m->stack.n) {
         gc_head_t *h = m->stack.v[--m->stack.n];
         ouro_object_t *o = gc_object_of(h);

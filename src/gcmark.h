@@ -86,21 +86,26 @@ typedef struct mcount_s {
 #define ST_SKIP 2     /* dead: neither traversed nor collected */
 #define ST_RELINKED 4 /* has its list link back (settled) */
 
-/* A member's index: local << IDX_SHIFT | k, where k is the segment (the
- * marker whose walk reached it) and local its rank there. */
-#define IDX_SHIFT 6
-_Static_assert(OURO_GC_MAX_MARKERS == 1 << IDX_SHIFT, "a segment number fits below the rank");
+/* A member's index: k << IDX_SEG_SHIFT | local, where k is the segment
+ * (the marker whose walk reached it) and local its rank there.  With one
+ * segment (every collection but a full one with several markers) the
+ * index is the rank itself, so marking indexes segment 0's mark bytes
+ * directly (visit_ctx_t.mark0).  The scratch word holds index << 1: an
+ * index stays below 2^63. */
+#define IDX_SEG_SHIFT 57
+_Static_assert((uint64_t)(OURO_GC_MAX_MARKERS - 1) << IDX_SEG_SHIFT < UINT64_C(1) << 63,
+               "a segment number fits above the rank, below the scratch word's top bit");
 static inline int idx_seg(size_t i)
 {
-    return (int)(i & (OURO_GC_MAX_MARKERS - 1));
+    return (int)(i >> IDX_SEG_SHIFT);
 }
 static inline size_t idx_local(size_t i)
 {
-    return i >> IDX_SHIFT;
+    return i & (((size_t)1 << IDX_SEG_SHIFT) - 1);
 }
 static inline size_t idx_make(int k, size_t local)
 {
-    return local << IDX_SHIFT | (size_t)k;
+    return (size_t)k << IDX_SEG_SHIFT | local;
 }
 
 /* ================================================================== */
@@ -207,6 +212,7 @@ static inline bool settled(const work_t *w, size_t i)
 typedef struct visit_ctx_s {
     work_t *w;
     marker_t *m;
+    uint8_t *mark0;        /* marking with one segment: its mark bytes (an index is a rank); else NULL */
     int k;                 /* the walk: the segment being walked */
     const gc_set_t *set;   /* the walk: w->set */
 } visit_ctx_t;

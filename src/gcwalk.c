@@ -89,7 +89,7 @@ void ouro__gc_walk_segment(work_t *w, int k)
 {
     marker_t *m = &w->m[k];
     seg_t *s = &w->seg[k];
-    visit_ctx_t ctx = {w, m, k, w->set};
+    visit_ctx_t ctx = {w, m, NULL, k, w->set};
     s->g.n = 0;
     for (gc_head_t *h = s->from; h != s->to;
          h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours, gc_mutex */
