@@ -145,7 +145,7 @@ static inline void mark_push_at(marker_t *m, uint8_t *mk, gc_head_t *h)
         m->oom = true;
 }
 
-/* ... member i */
+/* The same for member i, in any segment. */
 static inline void mark_push(work_t *w, marker_t *m, size_t i, gc_head_t *h)
 {
     mark_push_at(m, &w->seg[idx_seg(i)].mark[idx_local(i)], h);
@@ -158,7 +158,10 @@ static int visit_mark(ouro_object_t *r, void *arg)
     if (j == NO_MEMBER)
         return 0;
     /* one segment: j is a rank in it (a load and a shift less per referent) */
-    mark_push_at(c->m, c->mark0 ? &c->mark0[j] : &c->w->seg[idx_seg(j)].mark[idx_local(j)], gc_head_of(r));
+    if (c->mark0)
+        mark_push_at(c->m, &c->mark0[j], gc_head_of(r));
+    else
+        mark_push(c->w, c->m, j, gc_head_of(r));
     return 0;
 }
 
