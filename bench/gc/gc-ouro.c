@@ -16,10 +16,11 @@
  * a 2-core machine, any other task that wakes (a kernel thread, another
  * process) preempts one of them, and when that is the mutator its gap is
  * that task's time slice, not a pause of ouro's; at real-time priority no
- * ordinary task preempts it, so its longest gap is what ouro's collector,
- * its own frees and ouro's helper threads cost it (the notes on issue 4
- * show both, traced with perf sched).  One line of key=value pairs per
- * run. */
+ * ordinary task preempts it, so its longest gap is what the collector and
+ * its own calls into ouro cost it.  ouro's helper threads (liburcu's
+ * call_rcu, the markers) cannot preempt it then either: the normal-priority
+ * run is the one that shows them (the notes on issue 4 show both, traced
+ * with perf sched).  One line of key=value pairs per run. */
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -111,6 +112,11 @@ int main(int argc, char **argv)
     int markers = argc > 2 ? atoi(argv[2]) : 1;
     int rounds = argc > 3 ? atoi(argv[3]) : 5;
     int with_mutator = argc > 4 ? atoi(argv[4]) : 1;
+    if (n < 2 || markers < 0 || rounds < 1 || with_mutator < 0 || with_mutator > 2) {
+        fprintf(stderr, "usage: gc-ouro [objects >= 2] [markers >= 0, 0: the default] [rounds >= 1] "
+                        "[mutator: 0 none, 1 normal priority, 2 real-time]\n");
+        return 2;
+    }
     ouro_gc_disable();
     ouro_gc_set_markers(markers);
     long pairs = n / 2;
