@@ -135,14 +135,23 @@ static void share_work(work_t *w, marker_t *m)
 
 /* Mark the member whose mark byte is *mk (head h) and put it on the
  * marker's stack, unless it is marked already. */
+static ouro_noinline void mark_stack_grow_push(marker_t *m, gc_head_t *h)
+{
+    if (!ouro__hvec_push(&m->stack, h))
+        m->oom = true;
+}
+
 static inline void mark_push_at(marker_t *m, uint8_t *mk, gc_head_t *h)
 {
     /* relaxed atomic byte load and store: see the top of this file */
     if (__atomic_load_n(mk, __ATOMIC_RELAXED))
         return;
     __atomic_store_n(mk, 1, __ATOMIC_RELAXED);
-    if (!ouro__hvec_push(&m->stack, h))
-        m->oom = true;
+    /* the growth out of line: a visitor that calls nothing saves no registers */
+    if (likely(m->stack.n < m->stack.cap))
+        m->stack.v[m->stack.n++] = h;
+    else
+        mark_stack_grow_push(m, h);
 }
 
 /* The same for member i, in any segment. */
@@ -170,13 +179,13 @@ static int visit_mark(ouro_object_t *r, void *arg)
  * and the objects on it are still in cache. */
 static void mark_drain_local(work_t *w, marker_t *m)
 {
-    visit_ctx_t ctx = {w, m, w->nsegs == 1 ? w->seg[0].mark : NULL, 0, NULL};
+    visit_ctx_t *ctx = &m->vc;
     while (m->stack.n) {
         gc_head_t *h = m->stack.v[--m->stack.n];
         ouro_object_t *o = gc_object_of(h);
         marker_pause(m);
         if (!ouro__gc_is_dead(o))
-            o->type->traverse(o, visit_mark, &ctx);
+            o->type->traverse(o, visit_mark, ctx);
         else
             m->deaths++; /* its referents: see validate_one */
         /* relaxed: a hint; a stale read only delays sharing */
@@ -228,28 +237,47 @@ static void mark_drain(work_t *w, marker_t *m)
 enum { PH_WALK, PH_APPLY, PH_MARK, PH_VALIDATE };
 #define PREFETCH_AHEAD 16
 
+/* What relinking the members of segment s needs, read once: a byte store
+ * may alias any field, so in a loop the fields would be loaded again for
+ * each member. */
+typedef struct relink_s {
+    gc_head_t **gv;
+    gc_head_t *before;
+    uint8_t *st;
+    size_t base;
+    uint64_t id_mul;
+    uint32_t loc;
+    bool ids;
+} relink_t;
+
+static inline relink_t relink_of(const work_t *w, const seg_t *s)
+{
+    return (relink_t){s->g.v, s->before, s->st, s->base, w->id_mul, w->loc, w->ids};
+}
+
 /* A settled member (marked: it survives; or dead: a zombie) gets its list
  * link back and its new location: the segments, one after the other, are
  * the list's order. */
-static inline void relink_at(work_t *w, seg_t *s, size_t l)
+static inline void relink_at(const relink_t *r, size_t l)
 {
-    gc_head_t *h = s->g.v[l];
-    atomic_store_explicit(&h->prev, (uintptr_t)(l ? s->g.v[l - 1] : s->before),
+    gc_head_t *h = r->gv[l];
+    atomic_store_explicit(&h->prev, (uintptr_t)(l ? r->gv[l - 1] : r->before),
                           memory_order_relaxed); /* ours: gc_mutex */
-    uint32_t loc = w->loc;
-    if (w->ids)
-        loc |= ouro__gc_id_loc(id_at(w, s->base + l));
+    uint32_t loc = r->loc;
+    if (r->ids)
+        loc |= ouro__gc_id_loc(id_of(r->id_mul, r->base + l));
     ouro_object_t *o = gc_object_of(h);
     /* relaxed: see gc_bits_set */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if ((gc & (GC_LOC_MASK | GC_DIRTY)) != loc)
         ouro__gc_bits_set(o, GC_LOC_MASK | GC_DIRTY, loc);
-    s->st[l] |= ST_RELINKED;
+    r->st[l] |= ST_RELINKED;
 }
 
 static void relink_one(work_t *w, size_t i)
 {
-    relink_at(w, &w->seg[idx_seg(i)], idx_local(i));
+    relink_t r = relink_of(w, &w->seg[idx_seg(i)]);
+    relink_at(&r, idx_local(i));
 }
 
 /* Validate one unmarked member of G after H2 (step 4): reject it (mark it
@@ -318,6 +346,8 @@ static void run_phase(work_t *w, int phase, int id)
             gc_head_t **gv = s->g.v;
             const mcount_t *cnt = s->cnt;
             const uint8_t *st = s->st, *mk = s->mark;
+            const uint32_t dirty = w->dirty;
+            const relink_t rl = relink_of(w, s);
             for (size_t l = a; l < b; l++) {
                 /* the headers are scattered: ask for them ahead (the
                  * prefix and the object header share a line or two) */
@@ -329,12 +359,12 @@ static void run_phase(work_t *w, int phase, int id)
                  * again, after H2, by the validation */
                 if (!__atomic_load_n(&mk[l], __ATOMIC_RELAXED) &&
                     ((int64_t)cnt[l].c1 > (int64_t)cnt[l].in || (st[l] & ST_FORCE) ||
-                     (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & w->dirty))) {
+                     (__atomic_load_n(&gc_object_of(h)->gc, __ATOMIC_RELAXED) & dirty))) {
                     mark_push(w, m, idx_make(j, l), h);
                     mark_drain_local(w, m);
                 }
                 if (__atomic_load_n(&mk[l], __ATOMIC_RELAXED))
-                    relink_at(w, s, l);
+                    relink_at(&rl, l);
             }
         }
         mark_drain(w, m);
@@ -467,6 +497,10 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
     ouro_assert(!misplaced);
     oom |= misplaced;
     ouro__gc_slices_setup(w);
+    /* marking's visits: with one segment an index is a rank in segment 0
+     * (the walk is the only pass that reallocates its arrays) */
+    for (int i = 0; i < OURO_GC_MAX_MARKERS; i++)
+        w->m[i].vc = (visit_ctx_t){.w = w, .m = &w->m[i], .mark0 = w->nsegs == 1 ? w->seg[0].mark : NULL};
     out->examined = w->n;
     out->markers = (unsigned)w->nmarkers;
     out->user_code = false;

@@ -132,6 +132,18 @@ typedef struct seg_s {
     size_t base;           /* [driver] position of g.v[0] in G's list order */
 } seg_t;
 
+/* What a visit function gets (the walk's, marking's). */
+typedef struct visit_ctx_s {
+    struct work_s *w;
+    struct marker_s *m;
+    uint8_t *mark0;        /* marking with one segment: its mark bytes (an index is a rank); else NULL */
+    int k;                 /* the walk: the segment being walked */
+    bool several;          /* the walk: w->nsegs > 1 */
+    const gc_set_t *set;   /* the walk: w->set */
+    mcount_t *cnt;         /* the walk: segment k's counts and states (kept in step with its */
+    uint8_t *st;           /* arrays when they grow) */
+} visit_ctx_t;
+
 /* Each on its own cache lines (two: the adjacent-line prefetcher): a
  * marker writes its stack's length and counters at every object, and a
  * neighbour's line ping-ponging between cores made 2 markers' MARK slower
@@ -145,6 +157,8 @@ typedef struct marker_s {
     bool misplaced;        /* met a member outside the segment its gc bits name (a bug) */
     size_t deaths;         /* validation: members found dead */
     unsigned since_qs;     /* objects handled since this marker's last quiescent state */
+    visit_ctx_t vc;        /* MARK, VALIDATE: what its visits of marking get (set after the walk),
+                            * here on the marker's own lines: read at every visit */
 } marker_t;
 
 /* One collection's shared work state. */
@@ -209,23 +223,16 @@ static inline bool settled(const work_t *w, size_t i)
     return is_marked(w, i) || (*member_st(w, i) & ST_SKIP);
 }
 
-typedef struct visit_ctx_s {
-    work_t *w;
-    marker_t *m;
-    uint8_t *mark0;        /* marking with one segment: its mark bytes (an index is a rank); else NULL */
-    int k;                 /* the walk: the segment being walked */
-    const gc_set_t *set;   /* the walk: w->set */
-} visit_ctx_t;
 
-/* One more reference from inside G to member j, by the marker that owns
- * j's state in this pass. */
-static inline void count_in(work_t *w, size_t j)
+/* One more reference from inside G to the member of rank l in a segment
+ * whose counts and states are cnt and st, by the marker that owns its
+ * state in this pass. */
+static inline void count_in(mcount_t *cnt, uint8_t *st, size_t l)
 {
-    mcount_t *c = member_cnt(w, j);
-    if (unlikely(c->in == IN_MAX))
-        *member_st(w, j) |= ST_FORCE; /* 2^32 references from inside G: a root */
+    if (unlikely(cnt[l].in == IN_MAX))
+        st[l] |= ST_FORCE; /* 2^32 references from inside G: a root */
     else
-        c->in++;
+        cnt[l].in++;
 }
 
 /* Is an object with these gc bits in G?  (Stable during a collection: only
@@ -256,9 +263,13 @@ static inline int member_seg(const work_t *w, uint32_t gc)
  * order, in a full collection: ids rise with the position, in about equal
  * groups.  A multiply, not a division (relink runs it for every member);
  * id_mul = 2^32 * GC_IDS / n, so pos * id_mul < 2^38 for every pos < n. */
+static inline uint32_t id_of(uint64_t id_mul, size_t pos)
+{
+    return (uint32_t)((pos * id_mul) >> 32);
+}
 static inline uint32_t id_at(const work_t *w, size_t pos)
 {
-    return (uint32_t)((pos * w->id_mul) >> 32);
+    return id_of(w->id_mul, pos);
 }
 
 /* ================================================================== */

@@ -52,7 +52,7 @@ void ouro__gc_seg_free(seg_t *s)
  * (PEND) until the walk gives it one; only we write our segment's scratch
  * words.  A referent in another segment is handed to that segment's
  * marker (APPLY).  Members are found by their gc bits. */
-static int visit_count_walk(ouro_object_t *r, void *arg)
+static ouro_noinline int visit_count_walk_segs(ouro_object_t *r, void *arg)
 {
     visit_ctx_t *c = arg;
     if (r == NULL || !ouro__is_container(r))
@@ -63,18 +63,16 @@ static int visit_count_walk(ouro_object_t *r, void *arg)
     if (!member_bits(c->set, gc))
         return 0;
     gc_head_t *h = gc_head_of(r);
-    if (c->w->nsegs > 1) {
-        int k = member_seg(c->w, gc);
-        if (k != c->k) {
-            if (!ouro__hvec_push(&c->m->out[k], h))
-                c->m->oom = true;
-            return 0;
-        }
+    int k = member_seg(c->w, gc);
+    if (k != c->k) {
+        if (!ouro__hvec_push(&c->m->out[k], h))
+            c->m->oom = true;
+        return 0;
     }
     uint64_t s = sc_load(h);
     if (s & S_TAG) {
         if (likely(idx_seg((size_t)(s >> 1)) == c->k))
-            count_in(c->w, (size_t)(s >> 1));
+            count_in(c->cnt, c->st, idx_local((size_t)(s >> 1)));
         else
             c->m->misplaced = true;
     } else {
@@ -83,47 +81,90 @@ static int visit_count_walk(ouro_object_t *r, void *arg)
     return 0;
 }
 
+/* The same with one segment (every collection but a full one with several
+ * markers), where an index is a rank.  A tagged scratch word is a member's
+ * that the walk has reached (only members of G have one, as in_g): no need
+ * to read its gc bits; an untagged one may belong to any container, so
+ * membership is checked before it becomes a pending count. */
+static int visit_count_walk(ouro_object_t *r, void *arg)
+{
+    visit_ctx_t *c = arg;
+    if (r == NULL || !ouro__is_container(r))
+        return 0;
+    gc_head_t *h = gc_head_of(r);
+    uint64_t s = sc_load(h);
+    if (s & S_TAG) {
+        count_in(c->cnt, c->st, (size_t)(s >> 1));
+        return 0;
+    }
+    /* relaxed: as in visit_count_walk_segs */
+    if (member_bits(c->set, __atomic_load_n(&r->gc, __ATOMIC_RELAXED)))
+        sc_store(h, (s & S_PEND) ? s + 4 : (S_PEND | 4));
+    return 0;
+}
+
+/* Room for the member of rank l in segment s: its slot in g and its
+ * dense state.  False: out of memory. */
+static ouro_noinline bool walk_room(seg_t *s, size_t l)
+{
+    s->g.n = l;
+    return ouro__hvec_grow(&s->g, l + 1) && seg_reserve(s);
+}
+
 /* WALK (fused with COUNT) over segment k: give each member its index, its
  * pending count, and its c1; count its references. */
 void ouro__gc_walk_segment(work_t *w, int k)
 {
     marker_t *m = &w->m[k];
     seg_t *s = &w->seg[k];
-    visit_ctx_t ctx = {w, m, NULL, k, w->set};
-    s->g.n = 0;
+    const bool several = w->nsegs > 1;
+    visit_ctx_t ctx = {.w = w, .m = m, .k = k, .several = several, .set = w->set, .cnt = s->cnt, .st = s->st};
+    /* the segment's arrays in locals: a byte store may alias any field, so
+     * fields would be loaded again after each */
+    gc_head_t **gv = s->g.v;
+    mcount_t *cnt = s->cnt;
+    uint8_t *st = s->st, *mk = s->mark;
+    size_t room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap, l = 0;
     for (gc_head_t *h = s->from; h != s->to;
-         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed)) { /* relaxed: ours, gc_mutex */
-        size_t l = s->g.n;
-        if (!ouro__hvec_push(&s->g, h) || (s->state_cap <= l && !seg_reserve(s))) {
-            m->oom = true;
-            return;
+         h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed), l++) { /* relaxed: ours, gc_mutex */
+        if (unlikely(l == room)) {
+            if (!walk_room(s, l)) {
+                m->oom = true;
+                return;
+            }
+            gv = s->g.v;
+            cnt = ctx.cnt = s->cnt;
+            st = ctx.st = s->st;
+            mk = s->mark;
+            room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap;
         }
-        marker_pause(m);
+        gv[l] = h;
+        if (unlikely((l & (PAUSE_EVERY - 1)) == PAUSE_EVERY - 1))
+            ouro__qsbr_pause(); /* as marker_pause */
         uint64_t sc = sc_load(h);
         uint64_t pend = (sc & S_PEND) ? sc >> 2 : 0;
         sc_store(h, S_TAG | (uint64_t)idx_make(k, l) << 1);
-        s->st[l] = pend > IN_MAX ? ST_FORCE : 0;
-        s->mark[l] = 0;
-        s->cnt[l].in = pend > IN_MAX ? 0 : (uint32_t)pend;
+        mk[l] = 0;
         ouro_object_t *o = gc_object_of(h);
         /* the dirty bits are left as they are: this collection's only goes
          * from 0 to 1 until relink, so a barrier that sees it set may skip
          * its RMW (ouro__gc_shade) without losing a shade (object.h) */
         /* acquire: as ouro__gc_is_dead (a dead member is not traversed) */
         uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_ACQUIRE);
-        if (unlikely(w->nsegs > 1 && member_seg(w, gc) != k))
+        if (unlikely(several && member_seg(w, gc) != k))
             m->misplaced = true;
         int64_t c = (gc & GC_DEAD) ? 0 : gc_count(o);
         /* a count of zero: dying right now (GC_DEAD comes next); a root, so
          * that nothing it still holds is taken for garbage meanwhile; an
-         * unstable or huge count: a root too */
-        if (c <= 0 || c > (int64_t)C1_MAX)
-            s->st[l] |= ST_FORCE;
-        else
-            s->cnt[l].c1 = (uint32_t)c;
+         * unstable or huge count, or 2^32 references from inside G: a root
+         * too (c1 is then not read) */
+        uint8_t force = ((uint64_t)c - 1 >= C1_MAX || pend > IN_MAX) ? ST_FORCE : 0; /* c outside [1, C1_MAX] */
+        cnt[l] = (mcount_t){.c1 = (uint32_t)c, .in = pend > IN_MAX ? 0 : (uint32_t)pend};
+        st[l] = force;
         if (!(gc & GC_DEAD))
-            o->type->traverse(o, visit_count_walk, &ctx);
+            o->type->traverse(o, several ? visit_count_walk_segs : visit_count_walk, &ctx);
     }
+    s->g.n = l;
 }
 
 /* APPLY by marker `id`: the references the other segments' walks met into
@@ -138,7 +179,7 @@ void ouro__gc_apply_segment(work_t *w, int id)
         for (size_t x = 0; x < v->n; x++) {
             uint64_t s = sc_load(v->v[x]);
             if (likely((s & S_TAG) && idx_seg((size_t)(s >> 1)) == id))
-                count_in(w, (size_t)(s >> 1));
+                count_in(w->seg[id].cnt, w->seg[id].st, idx_local((size_t)(s >> 1)));
             else
                 m->misplaced = true;
         }
