@@ -52,7 +52,7 @@ void ouro__gc_seg_free(seg_t *s)
  * (PEND) until the walk gives it one; only we write our segment's scratch
  * words.  A referent in another segment is handed to that segment's
  * marker (APPLY).  Members are found by their gc bits. */
-static ouro_noinline int visit_count_walk_segs(ouro_object_t *r, void *arg)
+static int visit_count_walk_segs(ouro_object_t *r, void *arg)
 {
     visit_ctx_t *c = arg;
     if (r == NULL || !ouro__is_container(r))
