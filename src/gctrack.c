@@ -54,13 +54,22 @@ static inline unsigned stripe_of(uint32_t gc)
 /* ================================================================== */
 /* tracking                                                            */
 /* ================================================================== */
-static void track_young(ouro_tstate_t *ts, ouro_object_t *o)
+/* `fresh`: o comes from ouro_new and is not published, so no other thread
+ * writes its gc word (the collector may read it through a stale pointer,
+ * hence atomic, relaxed: the stripe lock's release publishes it to the
+ * collector that takes the list); otherwise mutators' read-modify-writes
+ * of other bits (shading, weak references) may race ours: a CAS. */
+static void track_young(ouro_tstate_t *ts, ouro_object_t *o, bool fresh)
 {
     unsigned si = ts->gc_stripe;
     stripe_t *s = &ouro__gc.stripes[si];
     spin_lock(&s->lock);
     int p = s->parity;
-    gc_bits_set(o, LOC_MASK, GC_TRACKED | (p ? GC_PARITY : 0) | (si << GC_STRIPE_SHIFT));
+    uint32_t loc = GC_TRACKED | (p ? GC_PARITY : 0) | (si << GC_STRIPE_SHIFT);
+    if (fresh)
+        __atomic_store_n(&o->gc, (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & ~LOC_MASK) | loc, __ATOMIC_RELAXED);
+    else
+        gc_bits_set(o, LOC_MASK, loc);
     list_append(&s->young[p], gc_head_of(o));
     long n = atomic_load_explicit(&s->count, memory_order_relaxed) + 1;
     atomic_store_explicit(&s->count, n, memory_order_relaxed);
@@ -71,7 +80,7 @@ static void track_young(ouro_tstate_t *ts, ouro_object_t *o)
 
 void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o)
 {
-    track_young(ts, o);
+    track_young(ts, o, true);
 }
 
 /* If `o` is on its stripe's current young list, unlink it and return true.
@@ -201,7 +210,7 @@ int ouro_gc_track(ouro_object_t *o)
      * itself, which the caller must not do concurrently on one object */
     if (__atomic_load_n(&o->gc, __ATOMIC_RELAXED) & GC_TRACKED)
         return 0;
-    track_young(ts, o);
+    track_young(ts, o, false);
     return 0;
 }
 
