@@ -223,7 +223,6 @@ static inline bool settled(const work_t *w, size_t i)
     return is_marked(w, i) || (*member_st(w, i) & ST_SKIP);
 }
 
-
 /* One more reference from inside G to the member of rank l in a segment
  * whose counts and states are cnt and st, by the marker that owns its
  * state in this pass. */
