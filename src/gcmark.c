@@ -265,7 +265,7 @@ static inline void relink_at(const relink_t *r, size_t l)
                           memory_order_relaxed); /* ours: gc_mutex */
     uint32_t loc = r->loc;
     if (r->ids)
-        loc |= ouro__gc_id_loc(id_of(r->id_mul, r->base + l));
+        loc |= ouro__gc_id_loc(id_by_mul(r->id_mul, r->base + l));
     ouro_object_t *o = gc_object_of(h);
     /* relaxed: see gc_bits_set */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);

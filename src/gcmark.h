@@ -262,13 +262,13 @@ static inline int member_seg(const work_t *w, uint32_t gc)
  * order, in a full collection: ids rise with the position, in about equal
  * groups.  A multiply, not a division (relink runs it for every member);
  * id_mul = 2^32 * GC_IDS / n, so pos * id_mul < 2^38 for every pos < n. */
-static inline uint32_t id_of(uint64_t id_mul, size_t pos)
+static inline uint32_t id_by_mul(uint64_t id_mul, size_t pos)
 {
     return (uint32_t)((pos * id_mul) >> 32);
 }
 static inline uint32_t id_at(const work_t *w, size_t pos)
 {
-    return id_of(w->id_mul, pos);
+    return id_by_mul(w->id_mul, pos);
 }
 
 /* ================================================================== */
