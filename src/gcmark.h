@@ -48,8 +48,8 @@ static inline int64_t gc_count(ouro_object_t *o)
 
 /* Relaxed: until its relink, a member's scratch word is written only by
  * its segment's marker during the walk (other markers do not read it
- * then: member_seg), and afterwards by the marker whose slice holds it
- * (relink); other markers only read it, after the walk's barrier
+ * then: member_seg), and afterwards by the one marker that relinks it
+ * (MARK's claimer of its grain, or VALIDATE's of its slice); other markers only read it, after the walk's barrier
  * (gcpool.c's mk_lock orders it), and a relink racing such a read is
  * harmless: the reader sees either the index or a pointer (settled), both
  * right. */
@@ -120,8 +120,8 @@ typedef struct ivec_s {
 /* Segment k: the members marker k's walk reached, in list order, and
  * their dense state (arrays kept between collections).  Written by marker
  * k during the walk and APPLY; afterwards g is read-only and the state is
- * written by the marker whose slice holds the member (see the top of
- * gcmark.c). */
+ * written by the marker that claimed the member's grain (MARK) or holds
+ * it in its slice (VALIDATE) (see the top of gcmark.c). */
 typedef struct seg_s {
     _Alignas(128) hvec_t g;
     mcount_t *cnt;
@@ -152,7 +152,11 @@ typedef struct marker_s {
     _Alignas(128) hvec_t stack;
     ivec_t cand;           /* VALIDATE: members left unmarked, by index */
     hvec_t *out;           /* WALK: out[j]: referents the walk met in segment j (several segments) */
-    size_t lo, hi;         /* MARK, VALIDATE: this marker's slice of G, by position */
+    size_t lo, hi;         /* VALIDATE: this marker's slice of G, by position */
+    size_t mlo, mhi;       /* MARK: the positions it claims first (the segment it walked, if it walked one) */
+    _Atomic uint64_t grains; /* MARK: its grains not claimed yet, [low 32 bits, high 32 bits): it claims
+                              * from the front, idle markers steal from the back */
+    size_t claimed;        /* MARK: positions it claimed (their sum is checked: each claimed once) */
     bool oom;
     bool misplaced;        /* met a member outside the segment its gc bits name (a bug) */
     size_t deaths;         /* validation: members found dead */
@@ -160,6 +164,9 @@ typedef struct marker_s {
     visit_ctx_t vc;        /* MARK, VALIDATE: what its visits of marking get (set after the walk),
                             * here on the marker's own lines: read at every visit */
 } marker_t;
+
+/* Positions a marker claims at a time in MARK (claim_grain). */
+#define MARK_GRAIN 4096
 
 /* One collection's shared work state. */
 typedef struct work_s {

@@ -226,7 +226,10 @@ bool ouro__gc_segments_setup(work_t *w, size_t expect)
 }
 
 /* After the walk: where each segment lies in G's order, and the markers'
- * slices of it for MARK and VALIDATE (equal, whatever the segments). */
+ * shares of it: in MARK each marker's own segment if each walked one
+ * (its dense state and the headers are then the ones its walk wrote), an
+ * equal slice otherwise; in VALIDATE an equal slice, whatever the
+ * segments. */
 void ouro__gc_slices_setup(work_t *w)
 {
     size_t n = 0;
@@ -245,8 +248,17 @@ void ouro__gc_slices_setup(work_t *w)
         w->nmarkers = n >= 8192 ? (int)(n / 4096) : 1; /* too little to share */
     size_t K = (size_t)w->nmarkers;
     for (size_t k = 0; k < K; k++) {
-        w->m[k].lo = n * k / K;
-        w->m[k].hi = n * (k + 1) / K;
+        marker_t *m = &w->m[k];
+        m->lo = n * k / K;
+        m->hi = n * (k + 1) / K;
+        bool own = w->nsegs == (int)K;
+        m->mlo = own ? w->seg[k].base : m->lo;
+        m->mhi = own ? w->seg[k].base + w->seg[k].g.n : m->hi;
+        /* fewer than 2^32 grains: G is not 2^44 members on this machine */
+        uint64_t ng = (m->mhi - m->mlo + MARK_GRAIN - 1) / MARK_GRAIN;
+        /* relaxed: the markers start MARK after the pool's barrier */
+        atomic_store_explicit(&m->grains, ng << 32, memory_order_relaxed);
+        m->claimed = 0;
     }
     w->parallel = K > 1;
 }
