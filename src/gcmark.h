@@ -130,6 +130,7 @@ typedef struct seg_s {
     gc_head_t *from, *to;  /* [driver] the walk: from `from` up to, not including, `to` */
     gc_head_t *before;     /* [driver] what precedes g.v[0] in the list: a member or G */
     size_t base;           /* [driver] position of g.v[0] in G's list order */
+    size_t hint_n;         /* [driver] g.n of the last collection: g.v's entries the walk may prefetch */
 } seg_t;
 
 /* What a visit function gets (the walk's, marking's). */
@@ -167,6 +168,10 @@ typedef struct marker_s {
 
 /* Positions a marker claims at a time in MARK (claim_grain). */
 #define MARK_GRAIN 4096
+
+/* How far ahead the walk prefetches (ouro__gc_walk_segment): as far as
+ * MARK (PREFETCH_AHEAD, gcmark.c). */
+#define WALK_AHEAD 128
 
 /* One collection's shared work state. */
 typedef struct work_s {

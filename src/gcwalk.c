@@ -125,6 +125,7 @@ void ouro__gc_walk_segment(work_t *w, int k)
     mcount_t *cnt = s->cnt;
     uint8_t *st = s->st, *mk = s->mark;
     size_t room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap, l = 0;
+    size_t hint_n = s->hint_n < room ? s->hint_n : room;
     for (gc_head_t *h = s->from; h != s->to;
          h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed), l++) { /* relaxed: ours, gc_mutex */
         if (unlikely(l == room)) {
@@ -138,6 +139,13 @@ void ouro__gc_walk_segment(work_t *w, int k)
             mk = s->mark;
             room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap;
         }
+        /* the list chased node by node is a chain of dependent loads: ask
+         * ahead for the member the last collection had WALK_AHEAD places
+         * further (the old generation's order seldom changes; a stale
+         * guess, even freed memory, costs a useless prefetch, never a
+         * fault) */
+        if (l + WALK_AHEAD < hint_n)
+            __builtin_prefetch(gv[l + WALK_AHEAD], 1);
         gv[l] = h;
         if (unlikely((l & (PAUSE_EVERY - 1)) == PAUSE_EVERY - 1))
             ouro__qsbr_pause(); /* as marker_pause */
@@ -210,8 +218,10 @@ bool ouro__gc_segments_setup(work_t *w, size_t expect)
         w->seg[k].from = w->seg[k - 1].to = start;
     }
     w->seg[K - 1].to = G;
-    for (int k = 0; k < OURO_GC_MAX_MARKERS; k++)
+    for (int k = 0; k < OURO_GC_MAX_MARKERS; k++) {
+        w->seg[k].hint_n = w->seg[k].g.n;
         w->seg[k].g.n = 0;
+    }
     /* room for what the lists say G holds, so the walk seldom reallocs (a
      * hint: the young counts are allocations minus deallocations) */
     size_t want = expect / (size_t)K;
