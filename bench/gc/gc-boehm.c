@@ -4,6 +4,7 @@
  * ns per object.  gc-boehm [objects] [markers] [rounds] (markers: Boehm's
  * parallel marker threads, GC_MARKERS). */
 #include <gc/gc.h> /* Boehm GC (not src/gc.h: -I./src is on the path) */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -13,6 +14,31 @@ typedef struct pair_s {
     struct pair_s *other;
     void *type; /* the same 16 bytes of header-ish payload as ouro's pair */
 } pair_t;
+
+/* GC_SCATTER=1: a churned heap, as in gc-ouro.c: as many objects freed
+ * in random order (GC_FREE: a collection would sweep them back into
+ * address order), so that the pairs lie scattered. */
+static void scatter(long n)
+{
+    pair_t **tmp = GC_MALLOC(sizeof *tmp * (size_t)n); /* scanned: they stay ours until freed */
+    if (tmp == NULL)
+        return;
+    for (long i = 0; i < n; i++)
+        tmp[i] = GC_MALLOC(sizeof(pair_t));
+    uint64_t x = 88172645463325252u; /* xorshift64: the same order every run */
+    for (long i = n - 1; i > 0; i--) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        long j = (long)(x % (uint64_t)(i + 1));
+        pair_t *t = tmp[i];
+        tmp[i] = tmp[j];
+        tmp[j] = t;
+    }
+    for (long i = 0; i < n; i++) {
+        GC_FREE(tmp[i]);
+        tmp[i] = NULL;
+    }
+    GC_FREE(tmp);
+}
 
 static double now_s(void)
 {
@@ -40,6 +66,8 @@ int main(int argc, char **argv)
     GC_INIT();
     long pairs = n / 2;
     pair_t **roots = GC_MALLOC(sizeof *roots * (size_t)pairs);
+    if (getenv("GC_SCATTER") && atoi(getenv("GC_SCATTER")))
+        scatter(n);
     double t0 = now_s();
     for (long i = 0; i < pairs; i++) {
         pair_t *a = GC_MALLOC(sizeof *a), *b = GC_MALLOC(sizeof *b);

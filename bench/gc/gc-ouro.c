@@ -20,11 +20,14 @@
  * its own calls into ouro cost it.  ouro's helper threads (liburcu's
  * call_rcu, the markers) cannot preempt it then either: the normal-priority
  * run is the one that shows them (the notes on issue 4 show both, traced
- * with perf sched).  One line of key=value pairs per run. */
+ * with perf sched).  GC_SCATTER=1 in the environment builds the pairs on
+ * a churned heap (scatter(), below; gc-boehm and gc-python.py do the
+ * same).  One line of key=value pairs per run. */
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -51,6 +54,31 @@ static const ouro_type_t pair_type = {.name = "pair",
                                       .traverse = pair_traverse,
                                       .clear = pair_clear,
                                       .dealloc = pair_clear};
+
+/* GC_SCATTER=1: a churned heap.  Allocate as many objects as the graph
+ * will hold and free them in random order, so that the pairs reuse blocks
+ * all over the heap and the collector's lists (creation order) do not
+ * follow addresses, as in a program that has been running a while. */
+static void scatter(long n)
+{
+    ouro_object_t **tmp = malloc(sizeof *tmp * (size_t)n);
+    if (tmp == NULL)
+        return;
+    for (long i = 0; i < n; i++)
+        tmp[i] = ouro_new(&pair_type);
+    uint64_t x = 88172645463325252u; /* xorshift64: the same order every run */
+    for (long i = n - 1; i > 0; i--) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        long j = (long)(x % (uint64_t)(i + 1));
+        ouro_object_t *t = tmp[i];
+        tmp[i] = tmp[j];
+        tmp[j] = t;
+    }
+    for (long i = 0; i < n; i++)
+        if (tmp[i])
+            ouro_decref(tmp[i]);
+    free(tmp);
+}
 
 static double now_s(void)
 {
@@ -123,6 +151,8 @@ int main(int argc, char **argv)
     ouro_object_t **roots = malloc(sizeof *roots * (size_t)pairs);
     if (roots == NULL)
         return 1;
+    if (getenv("GC_SCATTER") && atoi(getenv("GC_SCATTER")))
+        scatter(n);
     double t0 = now_s();
     for (long i = 0; i < pairs; i++) {
         pair_t *a = (pair_t *)ouro_new(&pair_type), *b = (pair_t *)ouro_new(&pair_type);

@@ -1,8 +1,12 @@
 """gc-python.py — the graph of gc-ouro.c for CPython's gc: objects/2 pairs
 a <-> b (two-element lists), each `a` held in a root list; times `rounds`
 gc.collect() calls and prints the median in ns per object.
-   python3 gc-python.py [objects] [rounds]"""
+   python3 gc-python.py [objects] [rounds]
+GC_SCATTER=1 in the environment: a churned heap, as in gc-ouro.c (as many
+lists freed in random order first, so the pairs lie scattered)."""
 import gc
+import os
+import random
 import resource
 import sys
 import time
@@ -11,6 +15,12 @@ n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000000
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 gc.disable()
 pairs = n // 2
+if int(os.environ.get("GC_SCATTER", "0") or 0):
+    tmp = [[None] for _ in range(n)]
+    random.Random(1).shuffle(tmp)
+    while tmp:
+        tmp.pop()  # frees one list: the free lists come out in random order
+    del tmp
 t0 = time.perf_counter()
 roots = []
 for _ in range(pairs):

@@ -15,6 +15,8 @@
 # Workloads (one process per run, the implementations back to back within
 # a repetition, so slow drifts of the machine hit them alike):
 #   gc-2cycle           gc-ouro / gc-boehm / gc-python.py: a full collection of N
+#   gc-2cycle-scattered the same on a churned heap (GC_SCATTER=1: as many objects
+#                       freed in random order first, so the pairs lie scattered)
 #                       objects in live 2-cycles, ns per object (median of its rounds)
 #   gcbench, binarytrees, and their -cyclic variants (a parent pointer in
 #                       every node: each dropped tree is garbage only a cycle
@@ -63,9 +65,9 @@ if ((quick)); then
 else
     objects=1000000 rounds=5 gcb_depth=16 bt_depth=16
 fi
-workloads=(gc-2cycle gcbench gcbench-cyclic binarytrees binarytrees-cyclic)
+workloads=(gc-2cycle gc-2cycle-scattered gcbench gcbench-cyclic binarytrees binarytrees-cyclic)
 impls=(ouro boehm python)
-declare -A size=([gc-2cycle]=$objects [gcbench]=$gcb_depth [gcbench-cyclic]=$gcb_depth
+declare -A size=([gc-2cycle]=$objects [gc-2cycle-scattered]=$objects [gcbench]=$gcb_depth [gcbench-cyclic]=$gcb_depth
     [binarytrees]=$bt_depth [binarytrees-cyclic]=$bt_depth)
 
 missing=()
@@ -91,6 +93,7 @@ command_of() { # workload impl
         gc-2cycle:ouro) echo "$gdir/gc-ouro $n 1 $rounds" ;;
         gc-2cycle:boehm) echo "$gdir/gc-boehm $n 1 $rounds" ;;
         gc-2cycle:python) echo "$python $sdir/gc-python.py $n $rounds" ;;
+        gc-2cycle-scattered:*) echo "env GC_SCATTER=1 $(command_of gc-2cycle "$2")" ;;
         *:ouro) echo "$gdir/trees-ouro $w $n" ;;
         *:boehm) echo "$gdir/trees-boehm $w $n" ;;
         *:python) echo "$python $sdir/trees.py $w $n" ;;
@@ -139,7 +142,7 @@ for ((r = 1; r <= reps; r++)); do
             # 2-cycle one the median full collection in ns per object
             echo "$line" | awk -v w="$w" -v n="${size[$w]}" -v i="$impl" -v r="$r" '{
                 for (k = 1; k <= NF; k++) { key = $k; sub(/=.*/, "", key); v = $k; sub(/^[^=]*=/, "", v); f[key] = v }
-                metric = (w == "gc-2cycle") ? "full_ns_per_obj" : "seconds"
+                metric = (w ~ /^gc-2cycle/) ? "full_ns_per_obj" : "seconds"
                 print w "," n "," i "," r "," metric "," f[metric] "," f["settle_s"] "," f["cpu_s"] "," \
                     f["peak_rss_kib"] "," f["collections"] "," f["gc_s"] "," f["check"]
             }' >> "$raw"
@@ -175,6 +178,8 @@ gcver=$(dpkg-query -W -f '${Version}' libgc1 2> /dev/null || echo unknown)
     echo "for ouro that includes the settle time (also shown alone): how long its background"
     echo "collector still needed, after the work ended, to finish the collection in flight and"
     echo "hand the garbage back. Boehm and CPython collect on the working thread: nothing to settle."
+    echo "gc-2cycle-scattered: the same on a churned heap (as many objects freed in random order"
+    echo "first, so the pairs lie scattered in memory and no list follows addresses)."
     echo "Sizes: object count for gc-2cycle, tree depth for the others."
     echo
 } > "$out/report.md"
