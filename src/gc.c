@@ -415,8 +415,18 @@ static long collect_locked(int gen)
     gc_head_t G;
     list_init(&G);
     gc_set_t set = {.maxgen = gen};
-    size_t expect = ouro__gc_take_young(&G, &set.young_parity);
-    for (int g = 1; g <= gen; g++) {
+    /* generation 2 first, in a full collection: its members then keep
+     * their positions from one full collection to the next, less the
+     * deaths, whatever the younger generations hold (the walk prefetches
+     * by the last collection's order, gcwalk.c) */
+    size_t expect = 0;
+    if (gen == 2) {
+        list_splice(&ouro__gc.gens[2], &G);
+        expect += ouro__gc.gen_size[2];
+        ouro__gc.gen_size[2] = 0;
+    }
+    expect += ouro__gc_take_young(&G, &set.young_parity);
+    for (int g = 1; g <= gen && g < 2; g++) {
         list_splice(&ouro__gc.gens[g], &G);
         expect += ouro__gc.gen_size[g];
         ouro__gc.gen_size[g] = 0;

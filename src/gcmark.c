@@ -18,8 +18,8 @@
  *             the driver is done with it.
  * Segments: a full collection with K markers walks G in K segments in
  * parallel, marker k the members whose generation-2 id (gc.h) falls in the
- * k-th share of the id groups, and segment 0 also the young lists and
- * generation 1, which come first in G.  Any other collection walks G in
+ * k-th share of the id groups, and the last segment also the young lists
+ * and generation 1, which come last in G.  Any other collection walks G in
  * one segment.  A member's segment is known from its gc bits before the
  * walk reaches it (member_seg): that is what lets each marker keep its
  * own members' pending counts in their scratch words (PEND: only it writes
@@ -470,7 +470,11 @@ static void parallel_phase(work_t *w, int phase, int n)
 /* ================================================================== */
 /* the driver's entry points                                           */
 /* ================================================================== */
-static seg_t segs[OURO_GC_MAX_MARKERS]; /* gc_mutex: one collection at a time */
+/* gc_mutex: one collection at a time.  Full collections and the others
+ * keep their arrays apart: a young collection's few members would
+ * otherwise shrink a full one's arrays and overwrite the order its walk
+ * prefetches by. */
+static seg_t segs_full[OURO_GC_MAX_MARKERS], segs_young[OURO_GC_MAX_MARKERS];
 static work_t work; /* gc_mutex: one collection at a time */
 
 /* Out of memory half-way (or a member met outside its segment): every
@@ -508,7 +512,6 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
 #define PHASE_END(ph) (t1 = ouro__gc_now_ns(), phase_ns[ph] = t1 - t, t = t1)
     work_t *w = &work;
     memset(w, 0, sizeof *w);
-    w->seg = segs;
     cds_lfs_init(&w->shared);
     w->dirty = dirty;
     w->G = G;
@@ -517,6 +520,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
     /* a full collection spreads generation 2's ids over its survivors; any
      * other collection into generation 2 appends with the last id */
     w->ids = set->maxgen == 2;
+    w->seg = w->ids ? segs_full : segs_young;
     w->loc = ouro__gc_loc_old(dest) | (dest == 2 && !w->ids ? ouro__gc_id_loc(GC_IDS - 1) : 0);
     int K = ouro_gc_get_markers();
     if ((size_t)K * 4096 > expect)

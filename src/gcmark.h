@@ -180,6 +180,7 @@ typedef struct work_s {
     uint64_t id_mul;       /* see id_at */
     int nmarkers;
     int nsegs;             /* segments walked in parallel (1: marker 0 walks G alone) */
+    int young_seg;         /* the segment of the members not in generation 2: G's last */
     bool parallel;         /* several markers share the passes */
     bool ids;              /* a full collection: survivors get the id of their position */
     uint32_t dirty;        /* this collection's GC_DIRTY bit */
@@ -261,12 +262,12 @@ static inline bool member_bits(const gc_set_t *set, uint32_t gc)
 
 /* The segment of a member with these gc bits: a member of generation 2
  * in a full collection lies in the segment of its id's group (gc.h), and
- * every other member in segment 0 (young lists and generation 1 come
- * first in G). */
+ * every other member in the last segment that is not empty (young lists
+ * and generation 1 come last in G). */
 static inline int member_seg(const work_t *w, uint32_t gc)
 {
     if ((gc & (GC_OLD | GC_GEN_MASK)) != (GC_OLD | 2u << GC_GEN_SHIFT))
-        return 0;
+        return w->young_seg;
     return (int)((((gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT) * (unsigned)w->nsegs) >> GC_ID_BITS);
 }
 

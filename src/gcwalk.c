@@ -103,6 +103,28 @@ static int visit_count_walk(ouro_object_t *r, void *arg)
     return 0;
 }
 
+/* The walk's prefetch follows the order of the last walk of its segment,
+ * kept in g.v.  Between two full collections generation 2's members only
+ * leave that order (deaths) or join it at the end: the member of rank l
+ * lay at l + off then, off the members that died before it since.  Where
+ * it is not there, look further, up to RESYNC_FAR places (a run of deaths:
+ * a freed structure); a member not found is new (the young lists, at the
+ * end) or beyond a longer run: look again only RESYNC_PAUSE members later
+ * (a look costs about as much as walking a few members). */
+#define RESYNC_FAR 4096
+#define RESYNC_PAUSE 1024
+
+/* How much further than position p member h lies in v[0..n), 0 if not
+ * within RESYNC_FAR. */
+static ouro_noinline size_t walk_resync(gc_head_t *const *v, size_t p, size_t n, const gc_head_t *h)
+{
+    size_t end = p + RESYNC_FAR < n ? p + RESYNC_FAR : n;
+    for (size_t q = p + 1; q < end; q++)
+        if (v[q] == h)
+            return q - p;
+    return 0;
+}
+
 /* Room for the member of rank l in segment s: its slot in g and its
  * dense state.  False: out of memory. */
 static ouro_noinline bool walk_room(seg_t *s, size_t l)
@@ -125,7 +147,8 @@ void ouro__gc_walk_segment(work_t *w, int k)
     mcount_t *cnt = s->cnt;
     uint8_t *st = s->st, *mk = s->mark;
     size_t room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap, l = 0;
-    size_t hint_n = s->hint_n < room ? s->hint_n : room;
+    /* the last walk's order, in gv[l + off ..) until overwritten (off >= 0) */
+    size_t hint_n = s->hint_n < room ? s->hint_n : room, off = 0, retry = 0;
     for (gc_head_t *h = s->from; h != s->to;
          h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed), l++) { /* relaxed: ours, gc_mutex */
         if (unlikely(l == room)) {
@@ -140,12 +163,19 @@ void ouro__gc_walk_segment(work_t *w, int k)
             room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap;
         }
         /* the list chased node by node is a chain of dependent loads: ask
-         * ahead for the member the last collection had WALK_AHEAD places
-         * further (the old generation's order seldom changes; a stale
-         * guess, even freed memory, costs a useless prefetch, never a
-         * fault) */
-        if (l + WALK_AHEAD < hint_n)
-            __builtin_prefetch(gv[l + WALK_AHEAD], 1);
+         * ahead for the member the last walk had WALK_AHEAD places further
+         * (above; a stale guess, even freed memory, costs a useless
+         * prefetch, never a fault).  Read before gv[l] is overwritten. */
+        if (likely(l + off < hint_n)) {
+            if (unlikely(gv[l + off] != h) && l >= retry) {
+                size_t d = walk_resync(gv, l + off, hint_n, h);
+                off += d;
+                if (d == 0)
+                    retry = l + RESYNC_PAUSE;
+            }
+            if (l + off + WALK_AHEAD < hint_n)
+                __builtin_prefetch(gv[l + off + WALK_AHEAD], 1);
+        }
         gv[l] = h;
         if (unlikely((l & (PAUSE_EVERY - 1)) == PAUSE_EVERY - 1))
             ouro__qsbr_pause(); /* as marker_pause */
@@ -199,9 +229,10 @@ void ouro__gc_apply_segment(work_t *w, int id)
 /* ================================================================== */
 /* Before the walk: the segments.  In a full collection with several
  * markers, segment k starts at the first member of generation 2 whose id
- * is in group k (ouro__gc.id_first; segment 0 at G's first member, so it
- * also holds the young lists and generation 1, which come first in G);
- * otherwise segment 0 is all of G.  Then room for about `expect`
+ * is in group k (ouro__gc.id_first; segment 0 at G's first member), and
+ * the last segment that is not empty also holds the young lists and
+ * generation 1, which come last in G (member_seg); otherwise segment 0 is
+ * all of G.  Then room for about `expect`
  * members, and the buffers for references between segments. */
 bool ouro__gc_segments_setup(work_t *w, size_t expect)
 {
@@ -218,6 +249,12 @@ bool ouro__gc_segments_setup(work_t *w, size_t expect)
         w->seg[k].from = w->seg[k - 1].to = start;
     }
     w->seg[K - 1].to = G;
+    w->young_seg = 0;
+    for (int k = K - 1; k > 0; k--)
+        if (w->seg[k].from != G) {
+            w->young_seg = k;
+            break;
+        }
     for (int k = 0; k < OURO_GC_MAX_MARKERS; k++) {
         w->seg[k].hint_n = w->seg[k].g.n;
         w->seg[k].g.n = 0;
