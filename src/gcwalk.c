@@ -111,6 +111,7 @@ static int visit_count_walk(ouro_object_t *r, void *arg)
  * a freed structure); a member not found is new (the young lists, at the
  * end) or beyond a longer run: look again only RESYNC_PAUSE members later
  * (a look costs about as much as walking a few members). */
+#define RESYNC_EVERY 16
 #define RESYNC_FAR 4096
 #define RESYNC_PAUSE 1024
 
@@ -167,7 +168,10 @@ void ouro__gc_walk_segment(work_t *w, int k)
          * (above; a stale guess, even freed memory, costs a useless
          * prefetch, never a fault).  Read before gv[l] is overwritten. */
         if (likely(l + off < hint_n)) {
-            if (unlikely(gv[l + off] != h) && l >= retry) {
+            /* checked every RESYNC_EVERY members: off is then behind by
+             * the deaths since, at most that many places, and the prefetch
+             * still runs ahead */
+            if (unlikely((l & (RESYNC_EVERY - 1)) == 0) && gv[l + off] != h && l >= retry) {
                 size_t d = walk_resync(gv, l + off, hint_n, h);
                 off += d;
                 if (d == 0)
