@@ -40,6 +40,20 @@ static void scatter(long n)
     GC_FREE(tmp);
 }
 
+/* GC_CHURN=P, as in gc-ouro.c: replace P per mille of the pairs, at
+ * random, before each timed collection (the old ones become garbage). */
+static void churn(pair_t **roots, long pairs, long k, uint64_t *x)
+{
+    for (long c = 0; c < k; c++) {
+        *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+        long i = (long)(*x % (uint64_t)pairs);
+        pair_t *a = GC_MALLOC(sizeof *a), *b = GC_MALLOC(sizeof *b);
+        a->other = b;
+        b->other = a;
+        roots[i] = a;
+    }
+}
+
 static double now_s(void)
 {
     struct timespec t;
@@ -78,7 +92,11 @@ int main(int argc, char **argv)
     double build = now_s() - t0;
     GC_gcollect();
     double *times = malloc(sizeof *times * (size_t)rounds);
+    long churn_k = getenv("GC_CHURN") ? pairs * atol(getenv("GC_CHURN")) / 1000 : 0;
+    uint64_t x = 88172645463325252u;
     for (int r = 0; r < rounds; r++) {
+        if (churn_k > 0)
+            churn(roots, pairs, churn_k, &x);
         t0 = now_s();
         GC_gcollect();
         times[r] = now_s() - t0;

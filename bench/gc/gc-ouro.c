@@ -21,8 +21,12 @@
  * call_rcu, the markers) cannot preempt it then either: the normal-priority
  * run is the one that shows them (the notes on issue 4 show both, traced
  * with perf sched).  GC_SCATTER=1 in the environment builds the pairs on
- * a churned heap (scatter(), below; gc-boehm and gc-python.py do the
- * same).  One line of key=value pairs per run. */
+ * a churned heap (scatter(), below); GC_CHURN=P replaces P per mille of
+ * the pairs, chosen at random, before each timed collection, with
+ * automatic collections on meanwhile (churn(), below): the collection then
+ * meets deaths and young collections since the last one, as in a running
+ * program.  gc-boehm and gc-python.py do the same.  One line of key=value
+ * pairs per run. */
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -78,6 +82,31 @@ static void scatter(long n)
         if (tmp[i])
             ouro_decref(tmp[i]);
     free(tmp);
+}
+
+/* GC_CHURN: replace `k` random pairs of roots[0..pairs) with new ones;
+ * each old pair is broken first, so both die by their counts. */
+static void churn(ouro_object_t **roots, long pairs, long k, uint64_t *x)
+{
+    ouro_gc_enable();
+    for (long c = 0; c < k; c++) {
+        *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+        long i = (long)(*x % (uint64_t)pairs);
+        pair_t *a = (pair_t *)roots[i];
+        ouro_store(&a->other, NULL);
+        ouro_decref(&a->ob);
+        a = (pair_t *)ouro_new(&pair_type);
+        pair_t *b = (pair_t *)ouro_new(&pair_type);
+        if (a == NULL || b == NULL) {
+            fprintf(stderr, "out of memory while churning\n");
+            exit(1);
+        }
+        ouro_store(&a->other, &b->ob);
+        ouro_incref(&a->ob);
+        ouro_store(&b->other, &a->ob);
+        roots[i] = &a->ob;
+    }
+    ouro_gc_disable();
 }
 
 static double now_s(void)
@@ -175,7 +204,11 @@ int main(int argc, char **argv)
         pthread_create(&mt, NULL, mutator, &with_mutator);
     double *times = malloc(sizeof *times * (size_t)rounds);
     atomic_store(&phase, 1);
+    long churn_k = getenv("GC_CHURN") ? pairs * atol(getenv("GC_CHURN")) / 1000 : 0;
+    uint64_t x = 88172645463325252u;
     for (int r = 0; r < rounds; r++) {
+        if (churn_k > 0)
+            churn(roots, pairs, churn_k, &x);
         t0 = now_s();
         found += ouro_gc_collect(2);
         times[r] = now_s() - t0;

@@ -3,7 +3,9 @@ a <-> b (two-element lists), each `a` held in a root list; times `rounds`
 gc.collect() calls and prints the median in ns per object.
    python3 gc-python.py [objects] [rounds]
 GC_SCATTER=1 in the environment: a churned heap, as in gc-ouro.c (as many
-lists freed in random order first, so the pairs lie scattered)."""
+lists freed in random order first, so the pairs lie scattered); GC_CHURN=P:
+P per mille of the pairs replaced at random before each timed collection,
+with automatic collections on meanwhile."""
 import gc
 import os
 import random
@@ -31,7 +33,19 @@ for _ in range(pairs):
 build = time.perf_counter() - t0
 gc.collect()
 times = []
+churn_k = pairs * int(os.environ.get("GC_CHURN", "0") or 0) // 1000
+rng = random.Random(2)
 for _ in range(rounds):
+    if churn_k > 0:
+        gc.enable()
+        for _ in range(churn_k):
+            i = rng.randrange(pairs)
+            roots[i][0] = None  # break the pair: both die by their counts
+            a = [None]
+            b = [a]
+            a[0] = b
+            roots[i] = a
+        gc.disable()
     t0 = time.perf_counter()
     gc.collect()
     times.append(time.perf_counter() - t0)

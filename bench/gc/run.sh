@@ -17,6 +17,8 @@
 #   gc-2cycle           gc-ouro / gc-boehm / gc-python.py: a full collection of N
 #   gc-2cycle-scattered the same on a churned heap (GC_SCATTER=1: as many objects
 #                       freed in random order first, so the pairs lie scattered)
+#   gc-2cycle-churn     the same, scattered, with 1% of the pairs replaced before
+#                       each timed collection (GC_CHURN=10), collections on meanwhile
 #                       objects in live 2-cycles, ns per object (median of its rounds)
 #   gcbench, binarytrees, and their -cyclic variants (a parent pointer in
 #                       every node: each dropped tree is garbage only a cycle
@@ -65,9 +67,9 @@ if ((quick)); then
 else
     objects=1000000 rounds=5 gcb_depth=16 bt_depth=16
 fi
-workloads=(gc-2cycle gc-2cycle-scattered gcbench gcbench-cyclic binarytrees binarytrees-cyclic)
+workloads=(gc-2cycle gc-2cycle-scattered gc-2cycle-churn gcbench gcbench-cyclic binarytrees binarytrees-cyclic)
 impls=(ouro boehm python)
-declare -A size=([gc-2cycle]=$objects [gc-2cycle-scattered]=$objects [gcbench]=$gcb_depth [gcbench-cyclic]=$gcb_depth
+declare -A size=([gc-2cycle]=$objects [gc-2cycle-scattered]=$objects [gc-2cycle-churn]=$objects [gcbench]=$gcb_depth [gcbench-cyclic]=$gcb_depth
     [binarytrees]=$bt_depth [binarytrees-cyclic]=$bt_depth)
 
 missing=()
@@ -94,6 +96,7 @@ command_of() { # workload impl
         gc-2cycle:boehm) echo "$gdir/gc-boehm $n 1 $rounds" ;;
         gc-2cycle:python) echo "$python $sdir/gc-python.py $n $rounds" ;;
         gc-2cycle-scattered:*) echo "env GC_SCATTER=1 $(command_of gc-2cycle "$2")" ;;
+        gc-2cycle-churn:*) echo "env GC_SCATTER=1 GC_CHURN=10 $(command_of gc-2cycle "$2")" ;;
         *:ouro) echo "$gdir/trees-ouro $w $n" ;;
         *:boehm) echo "$gdir/trees-boehm $w $n" ;;
         *:python) echo "$python $sdir/trees.py $w $n" ;;
@@ -180,6 +183,8 @@ gcver=$(dpkg-query -W -f '${Version}' libgc1 2> /dev/null || echo unknown)
     echo "hand the garbage back. Boehm and CPython collect on the working thread: nothing to settle."
     echo "gc-2cycle-scattered: the same on a churned heap (as many objects freed in random order"
     echo "first, so the pairs lie scattered in memory and no list follows addresses)."
+    echo "gc-2cycle-churn: that heap with 1% of the pairs replaced before each timed collection,"
+    echo "automatic collections on meanwhile (deaths and young collections between full ones)."
     echo "Sizes: object count for gc-2cycle, tree depth for the others."
     echo
 } > "$out/report.md"
