@@ -962,6 +962,69 @@ START_TEST(old_random_graphs_walked_in_segments)
 }
 END_TEST
 
+/* A full collection with several markers meets generation 2 (walked in
+ * segments by id) and, after it in G, the young members: the last segment
+ * holds those.  Cycles through both, live ones (the young node held by
+ * us) and garbage ones; an old member's place in the last collection's order
+ * moves as others die (the walk's prefetch follows that order). */
+START_TEST(full_collection_walks_young_members_in_the_last_segment)
+{
+    setup();
+    int n = (int)tu_scale(40000, 20000);
+    for (int markers = 2; markers <= 4; markers += 2) {
+        ouro_gc_set_markers(markers);
+        gnode_t **old = malloc(sizeof *old * (size_t)n), **young = calloc((size_t)n, sizeof *young);
+        ck_assert_ptr_nonnull(old);
+        ck_assert_ptr_nonnull(young);
+        for (int i = 0; i < n; i++)
+            old[i] = gnew(&t4);
+        /* generation 2, ids spread by position: the next walk is in segments */
+        ck_assert_int_eq(ouro_gc_collect(2), 0);
+        ck_assert_int_eq(ouro_gc_collect(2), 0);
+        /* a few die (holes in the last order), then young nodes: every
+         * third old node in a cycle with a young one that nothing else
+         * holds (garbage), every third in one with a young one we hold */
+        for (int i = 5; i < n; i += 97) {
+            ouro_decref(&old[i]->ob);
+            old[i] = NULL;
+        }
+        long expect = 0;
+        for (int i = 0; i < n; i++) {
+            if (old[i] == NULL)
+                continue;
+            if (i % 3 == 0) {
+                gnode_t *y = gnew(&t4);
+                link_(y, 0, old[i]);
+                link_(old[i], 0, y);
+                ouro_decref(&y->ob);
+                ouro_decref(&old[i]->ob);
+                expect += 2;
+            } else if (i % 3 == 1) {
+                gnode_t *y = young[i] = gnew(&t4);
+                link_(y, 0, old[i]);
+                link_(old[i], 0, y);
+                ouro_decref(&old[i]->ob);
+            }
+        }
+        long found = ouro_gc_collect(2);
+        ck_assert_msg(found == expect, "%d markers: found %ld garbage, expected %ld", markers, found, expect);
+        for (int i = 0; i < n; i++)
+            if (old[i] && i % 3 == 1)
+                ck_assert_msg(old[i]->magic == MAGIC_LIVE, "live node %d died", i);
+        for (int i = 0; i < n; i++) {
+            if (young[i])
+                ouro_decref(&young[i]->ob);
+            if (old[i] && i % 3 == 2)
+                ouro_decref(&old[i]->ob);
+        }
+        ouro_gc_collect(2);
+        free(old);
+        free(young);
+    }
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 /* Out of memory while containers die on the collector's thread: those
  * it cannot record (the array of deaths cannot grow) are freed at the end
  * of that collection all the same, old ones outside G included; none is
@@ -1207,6 +1270,7 @@ int main(void)
         parallel_markers_find_the_same_garbage,
         random_graphs_same_garbage_with_any_marker_count,
         old_random_graphs_walked_in_segments,
+        full_collection_walks_young_members_in_the_last_segment,
         deaths_on_the_collector_thread_out_of_memory_are_freed,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
