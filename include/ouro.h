@@ -137,8 +137,10 @@ typedef enum ouro_option_e {
      * (ouro_gc_set_threshold, ouro_gc_get_threshold). */
     OURO_OPTION_GC_THRESHOLD,
     /* Marker threads of a collection: 0 (default) or -1 the core count
-     * found with hwloc, else 1..OURO_GC_MAX_MARKERS.  Env: OURO_GC_MARKERS.
-     * A collection of fewer than 4096 objects per marker uses fewer. */
+     * found with hwloc, less the cores other threads are running on when
+     * it starts, else 1..OURO_GC_MAX_MARKERS, as set.  Env: OURO_GC_MARKERS.
+     * A collection of fewer than 4096 objects per marker uses fewer
+     * (ouro_gc_set_markers). */
     OURO_OPTION_GC_MARKERS,
     /* Debug mode (PYTHONMALLOC=debug for C): 1 on, 0 off.  Env: OURO_DEBUG;
      * default 0, or 1 in a library configured with --enable-debug.  Fixed
@@ -807,7 +809,13 @@ void ouro_gc_garbage_clear(void);
 
 /* Marker threads for the next collections: 0 = the default (OURO_GC_MARKERS,
  * else the core count), 1..OURO_GC_MAX_MARKERS; -1 with EINVAL otherwise.
- * get returns the number the next collection will ask for. */
+ * get returns the number the next collection will ask for.  With the core
+ * count (neither set), a collection uses only the cores that no other
+ * thread of the machine is running on when it starts, and its own (from
+ * /proc/loadavg): a marker sharing a core with a running thread would take
+ * that thread's time slices.  A number set is used as set.  Either way a
+ * collection of fewer than 4096 objects per marker uses fewer
+ * (ouro_gc_stats_t.last_markers: how many the last one used). */
 #define OURO_GC_MAX_MARKERS 64
 int ouro_gc_set_markers(int n);
 int ouro_gc_get_markers(void);

@@ -204,6 +204,10 @@ typedef void gc_pass_fn(void *arg, int id);
 /* Start helper threads until `want` markers (the calling thread included)
  * can run; returns how many can (at least 1, at most `want`). */
 int ouro__gc_pool_ready(int want) ouro_hidden;
+/* How many markers a collection of about `members` members uses: the
+ * number set, else the cores that no other thread is running on (and
+ * this one's); fewer for a small collection. */
+int ouro__gc_markers_for(size_t members) ouro_hidden;
 /* Run fn(arg, id) for each id in 0..n-1 (n at most what
  * ouro__gc_pool_ready returned), 0 on this thread, and return once every
  * marker has returned: a barrier.  The pool's lock orders what the caller

@@ -522,9 +522,7 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
     w->ids = set->maxgen == 2;
     w->seg = w->ids ? segs_full : segs_young;
     w->loc = ouro__gc_loc_old(dest) | (dest == 2 && !w->ids ? ouro__gc_id_loc(GC_IDS - 1) : 0);
-    int K = ouro_gc_get_markers();
-    if ((size_t)K * 4096 > expect)
-        K = expect >= 8192 ? (int)(expect / 4096) : 1; /* too little to share */
+    int K = ouro__gc_markers_for(expect);
     if (K > 1)
         K = ouro__gc_pool_ready(K);
     w->nmarkers = K;

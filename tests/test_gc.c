@@ -5,6 +5,7 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1025,6 +1026,62 @@ START_TEST(full_collection_walks_young_members_in_the_last_segment)
 }
 END_TEST
 
+/* By default a collection uses only the cores that no other thread is
+ * running on (and its own): with a thread spinning on every core, one
+ * marker; a marker sharing a core with a running mutator would take its
+ * time slices.  A number set (ouro_gc_set_markers, OURO_GC_MARKERS) is
+ * used as set. */
+static atomic_bool spin_stop;
+static atomic_int spinning;
+static void *spinner(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&spinning, 1);
+    while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
+        ;
+    return NULL;
+}
+
+START_TEST(default_markers_leave_running_threads_their_cores)
+{
+    setup();
+    int n = 4 * 8192;
+    gnode_t **v = malloc(sizeof *v * (size_t)n);
+    ck_assert_ptr_nonnull(v);
+    for (int i = 0; i < n; i++)
+        v[i] = gnew(&t4);
+    ouro_gc_set_markers(2);
+    ouro_gc_collect(2);
+    ouro_gc_stats_t st;
+    ouro_gc_get_stats(&st);
+    ck_assert_uint_eq(st.last_markers, 2); /* as set, whatever runs */
+    ouro_gc_set_markers(0);
+    int cores = ouro_gc_get_markers();
+    if (ouro_option_get(OURO_OPTION_GC_MARKERS) <= 0 && cores > 1) {
+        enum { MAXSPIN = 64 };
+        pthread_t t[MAXSPIN];
+        int k = cores < MAXSPIN ? cores : MAXSPIN;
+        atomic_store(&spin_stop, false);
+        atomic_store(&spinning, 0);
+        for (int i = 0; i < k; i++)
+            ck_assert_int_eq(pthread_create(&t[i], NULL, spinner, NULL), 0);
+        while (atomic_load(&spinning) < k)
+            sched_yield();
+        ouro_gc_collect(2);
+        ouro_gc_get_stats(&st);
+        atomic_store(&spin_stop, true);
+        for (int i = 0; i < k; i++)
+            pthread_join(t[i], NULL);
+        ck_assert_msg(st.last_markers == 1, "%u markers beside %d running threads on %d cores", st.last_markers, k,
+                      cores);
+    }
+    for (int i = 0; i < n; i++)
+        ouro_decref(&v[i]->ob);
+    free(v);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 /* Out of memory while containers die on the collector's thread: those
  * it cannot record (the array of deaths cannot grow) are freed at the end
  * of that collection all the same, old ones outside G included; none is
@@ -1271,6 +1328,7 @@ int main(void)
         random_graphs_same_garbage_with_any_marker_count,
         old_random_graphs_walked_in_segments,
         full_collection_walks_young_members_in_the_last_segment,
+        default_markers_leave_running_threads_their_cores,
         deaths_on_the_collector_thread_out_of_memory_are_freed,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
