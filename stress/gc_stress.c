@@ -281,6 +281,14 @@ int main(int argc, char **argv)
     if (threads < 1 || threads > MAX_THREADS || seconds <= 0)
         usage(argv[0]);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* the core count of markers (two at least) as a number set, whatever
+     * else runs: by default a collection would leave the running threads
+     * their cores, and the stress is there to race parallel marking
+     * (OURO_GC_MARKERS sets another number) */
+    if (!getenv("OURO_GC_MARKERS")) {
+        int m = ouro_gc_get_markers();
+        ouro_gc_set_markers(m < 2 ? 2 : m);
+    }
     for (int i = 0; i < ROOTS; i++)
         pthread_mutex_init(&root_lock[i], NULL);
     for (int i = 0; i < 64; i++)

@@ -1253,8 +1253,9 @@ static void *collector(void *arg)
 START_TEST(mutators_racing_collections_never_lose_a_live_object)
 {
     setup();
-    /* OURO_TEST_MARKERS: run the race with another marker count */
-    ouro_gc_set_markers(getenv("OURO_TEST_MARKERS") ? atoi(getenv("OURO_TEST_MARKERS")) : 0);
+    /* two markers (a number set: by default the running mutators would
+     * leave one), OURO_TEST_MARKERS another count */
+    ouro_gc_set_markers(getenv("OURO_TEST_MARKERS") ? atoi(getenv("OURO_TEST_MARKERS")) : 2);
     for (int i = 0; i < ROOTS; i++) {
         pthread_mutex_init(&table_lock[i], NULL);
         pthread_mutex_init(&node_lock[i], NULL);
