@@ -93,7 +93,7 @@ static void churn(ouro_object_t **roots, long pairs, long k, uint64_t *x)
         *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
         long i = (long)(*x % (uint64_t)pairs);
         pair_t *a = (pair_t *)roots[i];
-        ouro_store(&a->other, NULL);
+        ouro_setref(&a->other, NULL); /* b dies, and drops its reference to a */
         ouro_decref(&a->ob);
         a = (pair_t *)ouro_new(&pair_type);
         pair_t *b = (pair_t *)ouro_new(&pair_type);
