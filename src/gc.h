@@ -154,8 +154,10 @@ static inline uint32_t ouro__gc_loc_old(int gen)
 /* Generation 2's ids.  An old object does not use the stripe bits, so in
  * generation 2 they hold an id, 0..GC_IDS-1, that never decreases along
  * the list: a full collection gives its survivors ids by position (equal
- * groups, gcmark.c), and whatever joins the list later (a younger
- * collection's survivors, unfrozen objects) is appended with the last id.
+ * groups, gcmark.c) when the groups have drifted unequal (spread_ids,
+ * gcwalk.c), else each keeps its own, and whatever joins the list (a
+ * collection's survivors from younger generations, unfrozen objects) is
+ * appended with the last id.
  * ouro__gc.id_first[id] is the first member with that id, NULL if none;
  * unlinking keeps it so (gctrack.c).  A full collection with K markers
  * walks G in K segments, one per group of ids, in parallel: each member's

@@ -251,12 +251,12 @@ typedef struct relink_s {
     size_t base;
     uint64_t id_mul;
     uint32_t loc;
-    bool ids;
+    bool ids, respread;
 } relink_t;
 
 static inline relink_t relink_of(const work_t *w, const seg_t *s)
 {
-    return (relink_t){s->g.v, s->before, s->st, s->base, w->id_mul, w->loc, w->ids};
+    return (relink_t){s->g.v, s->before, s->st, s->base, w->id_mul, w->loc, w->ids, w->respread};
 }
 
 /* A settled member (marked: it survives; or dead: a zombie) gets its list
@@ -267,12 +267,17 @@ static inline void relink_at(const relink_t *r, size_t l)
     gc_head_t *h = r->gv[l];
     atomic_store_explicit(&h->prev, (uintptr_t)(l ? r->gv[l - 1] : r->before),
                           memory_order_relaxed); /* ours: gc_mutex */
-    uint32_t loc = r->loc;
-    if (r->ids)
-        loc |= ouro__gc_id_loc(id_by_mul(r->id_mul, r->base + l));
     ouro_object_t *o = gc_object_of(h);
     /* relaxed: see gc_bits_set */
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
+    uint32_t loc = r->loc;
+    /* a full collection: the id of its position, or the member keeps its
+     * own (the last id for one that joins generation 2: it comes last in
+     * G), which spares most members the CAS (see spread_ids, gcwalk.c) */
+    if (r->ids && r->respread)
+        loc |= ouro__gc_id_loc(id_by_mul(r->id_mul, r->base + l));
+    else if (r->ids)
+        loc |= gen2_bits(gc) ? (gc & GC_STRIPE_MASK) : ouro__gc_id_loc(GC_IDS - 1);
     if ((gc & (GC_LOC_MASK | GC_DIRTY)) != loc)
         ouro__gc_bits_set(o, GC_LOC_MASK | GC_DIRTY, loc);
     r->st[l] |= ST_RELINKED;
@@ -644,13 +649,18 @@ size_t ouro__gc_mark_end(void)
         n = w->n;
         atomic_store_explicit(&w->G->prev, (uintptr_t)(n ? ouro__gc_head_at(w, n - 1) : w->G),
                               memory_order_relaxed); /* ours: gc_mutex */
-        if (w->ids)
+        if (w->ids && w->respread)
             /* the first member of each id (relink_one gave them), or NULL
              * for an id no position got */
             for (uint32_t id = 0; id < GC_IDS; id++) {
                 size_t pos = ouro__gc_id_start(w, id);
                 ouro__gc.id_first[id] = pos < n && id_at(w, pos) == id ? ouro__gc_head_at(w, pos) : NULL;
             }
+        else if (w->ids && w->young && ouro__gc.id_first[GC_IDS - 1] == NULL)
+            /* ids kept: those of generation 2 start where they did (its
+             * unlinks keep id_first so), and the members that joined it,
+             * last in G, have the last id */
+            ouro__gc.id_first[GC_IDS - 1] = ouro__gc_head_at(w, n - w->young);
     }
     /* appended to generation 2 with the last id: the first of them starts
      * that id if no member had it */

@@ -182,7 +182,9 @@ typedef struct work_s {
     int nsegs;             /* segments walked in parallel (1: marker 0 walks G alone) */
     int young_seg;         /* the segment of the members not in generation 2: G's last */
     bool parallel;         /* several markers share the passes */
-    bool ids;              /* a full collection: survivors get the id of their position */
+    bool ids;              /* a full collection: survivors get generation-2 ids (gc.h) */
+    bool respread;         /* ... by their positions; else each keeps its own (gcwalk.c) */
+    size_t young;          /* members of G not in generation 2 (the last ones) */
     uint32_t dirty;        /* this collection's GC_DIRTY bit */
     gc_head_t *G;          /* G's list head */
     const gc_set_t *set;
@@ -260,13 +262,19 @@ static inline bool member_bits(const gc_set_t *set, uint32_t gc)
     return ((gc & GC_PARITY) != 0) == ((set->young_parity >> stripe) & 1);
 }
 
+/* Gc bits of a member of generation 2 (which holds an id, gc.h). */
+static inline bool gen2_bits(uint32_t gc)
+{
+    return (gc & (GC_OLD | GC_GEN_MASK)) == (GC_OLD | 2u << GC_GEN_SHIFT);
+}
+
 /* The segment of a member with these gc bits: a member of generation 2
  * in a full collection lies in the segment of its id's group (gc.h), and
  * every other member in the last segment that is not empty (young lists
  * and generation 1 come last in G). */
 static inline int member_seg(const work_t *w, uint32_t gc)
 {
-    if ((gc & (GC_OLD | GC_GEN_MASK)) != (GC_OLD | 2u << GC_GEN_SHIFT))
+    if (!gen2_bits(gc))
         return w->young_seg;
     return (int)((((gc & GC_STRIPE_MASK) >> GC_STRIPE_SHIFT) * (unsigned)w->nsegs) >> GC_ID_BITS);
 }

@@ -276,6 +276,28 @@ bool ouro__gc_segments_setup(work_t *w, size_t expect)
     return true;
 }
 
+/* Whether a full collection gives its survivors the ids of their
+ * positions again, in equal groups (a CAS on each member whose id
+ * changes: with 1% of the members replaced between collections, a third
+ * of them), rather than let each keep its own: when many join generation 2
+ * now (they are given an id anyway), or when this walk's segments came out
+ * unequal (their walks take unequal times), as deaths, and members joining
+ * at the end with the last id, make them over a few collections. */
+static bool spread_ids(const work_t *w)
+{
+    if (w->young * 8 > w->n)
+        return true;
+    if (w->nsegs < 2)
+        return false;
+    size_t fair = w->n / (size_t)w->nsegs;
+    for (int k = 0; k < w->nsegs; k++) {
+        size_t g = w->seg[k].g.n;
+        if ((g > fair ? g - fair : fair - g) * 10 > fair)
+            return true;
+    }
+    return false;
+}
+
 /* After the walk: where each segment lies in G's order, and the markers'
  * shares of it: in MARK each marker's own segment if each walked one
  * (its dense state and the headers are then the ones its walk wrote), an
@@ -294,6 +316,19 @@ void ouro__gc_slices_setup(work_t *w)
         n += s->g.n;
     }
     w->n = n;
+    /* generation 2 comes first in G: the others are the members from the
+     * first that is not in it (found in log n steps) */
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        /* relaxed: the location bits are stable (member_bits) */
+        if (gen2_bits(__atomic_load_n(&gc_object_of(ouro__gc_head_at(w, mid))->gc, __ATOMIC_RELAXED)))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    w->young = n - lo;
+    w->respread = w->ids && spread_ids(w);
     w->id_mul = n ? ((uint64_t)GC_IDS << 32) / n : 0;
     if ((size_t)w->nmarkers * 4096 > n)
         w->nmarkers = n >= 8192 ? (int)(n / 4096) : 1; /* too little to share */

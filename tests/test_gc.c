@@ -982,6 +982,15 @@ START_TEST(full_collection_walks_young_members_in_the_last_segment)
         /* generation 2, ids spread by position: the next walk is in segments */
         ck_assert_int_eq(ouro_gc_collect(2), 0);
         ck_assert_int_eq(ouro_gc_collect(2), 0);
+        /* churn: some die, new ones join at the end (the last id), and the
+         * members keep their ids until the segments come out unequal */
+        for (int round = 0; round < 12; round++) {
+            for (int i = round; i < n; i += 50) {
+                ouro_decref(&old[i]->ob);
+                old[i] = gnew(&t4);
+            }
+            ck_assert_int_eq(ouro_gc_collect(2), 0);
+        }
         /* a few die (holes in the last order), then young nodes: every
          * third old node in a cycle with a young one that nothing else
          * holds (garbage), every third in one with a young one we hold */
