@@ -10,6 +10,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "churn.h"
+
 typedef struct pair_s {
     struct pair_s *other;
     void *type; /* the same 16 bytes of header-ish payload as ouro's pair */
@@ -20,19 +22,12 @@ typedef struct pair_s {
  * address order), so that the pairs lie scattered. */
 static void scatter(long n)
 {
-    pair_t **tmp = GC_MALLOC(sizeof *tmp * (size_t)n); /* scanned: they stay ours until freed */
+    void **tmp = GC_MALLOC(sizeof *tmp * (size_t)n); /* scanned: they stay ours until freed */
     if (tmp == NULL)
         return;
     for (long i = 0; i < n; i++)
         tmp[i] = GC_MALLOC(sizeof(pair_t));
-    uint64_t x = 88172645463325252u; /* xorshift64: the same order every run */
-    for (long i = n - 1; i > 0; i--) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        long j = (long)(x % (uint64_t)(i + 1));
-        pair_t *t = tmp[i];
-        tmp[i] = tmp[j];
-        tmp[j] = t;
-    }
+    churn_shuffle(tmp, n);
     for (long i = 0; i < n; i++) {
         GC_FREE(tmp[i]);
         tmp[i] = NULL;
@@ -45,8 +40,7 @@ static void scatter(long n)
 static void churn(pair_t **roots, long pairs, long k, uint64_t *x)
 {
     for (long c = 0; c < k; c++) {
-        *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
-        long i = (long)(*x % (uint64_t)pairs);
+        long i = (long)(churn_next(x) % (uint64_t)pairs);
         pair_t *a = GC_MALLOC(sizeof *a), *b = GC_MALLOC(sizeof *b);
         a->other = b;
         b->other = a;
@@ -93,7 +87,7 @@ int main(int argc, char **argv)
     GC_gcollect();
     double *times = malloc(sizeof *times * (size_t)rounds);
     long churn_k = getenv("GC_CHURN") ? pairs * atol(getenv("GC_CHURN")) / 1000 : 0;
-    uint64_t x = 88172645463325252u;
+    uint64_t x = CHURN_SEED;
     for (int r = 0; r < rounds; r++) {
         if (churn_k > 0)
             churn(roots, pairs, churn_k, &x);

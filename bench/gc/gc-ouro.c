@@ -37,6 +37,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "churn.h"
 #include "ouro.h"
 
 typedef struct pair_s {
@@ -65,22 +66,15 @@ static const ouro_type_t pair_type = {.name = "pair",
  * follow addresses, as in a program that has been running a while. */
 static void scatter(long n)
 {
-    ouro_object_t **tmp = malloc(sizeof *tmp * (size_t)n);
+    void **tmp = malloc(sizeof *tmp * (size_t)n);
     if (tmp == NULL)
         return;
     for (long i = 0; i < n; i++)
         tmp[i] = ouro_new(&pair_type);
-    uint64_t x = 88172645463325252u; /* xorshift64: the same order every run */
-    for (long i = n - 1; i > 0; i--) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        long j = (long)(x % (uint64_t)(i + 1));
-        ouro_object_t *t = tmp[i];
-        tmp[i] = tmp[j];
-        tmp[j] = t;
-    }
+    churn_shuffle(tmp, n);
     for (long i = 0; i < n; i++)
         if (tmp[i])
-            ouro_decref(tmp[i]);
+            ouro_decref((ouro_object_t *)tmp[i]);
     free(tmp);
 }
 
@@ -90,8 +84,7 @@ static void churn(ouro_object_t **roots, long pairs, long k, uint64_t *x)
 {
     ouro_gc_enable();
     for (long c = 0; c < k; c++) {
-        *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
-        long i = (long)(*x % (uint64_t)pairs);
+        long i = (long)(churn_next(x) % (uint64_t)pairs);
         pair_t *a = (pair_t *)roots[i];
         ouro_setref(&a->other, NULL); /* b dies, and drops its reference to a */
         ouro_decref(&a->ob);
@@ -205,7 +198,7 @@ int main(int argc, char **argv)
     double *times = malloc(sizeof *times * (size_t)rounds);
     atomic_store(&phase, 1);
     long churn_k = getenv("GC_CHURN") ? pairs * atol(getenv("GC_CHURN")) / 1000 : 0;
-    uint64_t x = 88172645463325252u;
+    uint64_t x = CHURN_SEED;
     for (int r = 0; r < rounds; r++) {
         if (churn_k > 0)
             churn(roots, pairs, churn_k, &x);
