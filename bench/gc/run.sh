@@ -15,6 +15,8 @@
 # Workloads (one process per run, the implementations back to back within
 # a repetition, so slow drifts of the machine hit them alike):
 #   gc-2cycle           gc-ouro / gc-boehm / gc-python.py: a full collection of N
+#   gc-2cycle-2m        the same with two markers each (ouro, Boehm) and no mutator
+#                       thread beside them (CPython has one: not run)
 #   gc-2cycle-scattered the same on a churned heap (GC_SCATTER=1: as many objects
 #                       freed in random order first, so the pairs lie scattered)
 #   gc-2cycle-churn     the same, scattered, with 1% of the pairs replaced before
@@ -67,9 +69,9 @@ if ((quick)); then
 else
     objects=1000000 rounds=5 gcb_depth=16 bt_depth=16
 fi
-workloads=(gc-2cycle gc-2cycle-scattered gc-2cycle-churn gcbench gcbench-cyclic binarytrees binarytrees-cyclic)
+workloads=(gc-2cycle gc-2cycle-2m gc-2cycle-scattered gc-2cycle-churn gcbench gcbench-cyclic binarytrees binarytrees-cyclic)
 impls=(ouro boehm python)
-declare -A size=([gc-2cycle]=$objects [gc-2cycle-scattered]=$objects [gc-2cycle-churn]=$objects [gcbench]=$gcb_depth [gcbench-cyclic]=$gcb_depth
+declare -A size=([gc-2cycle]=$objects [gc-2cycle-2m]=$objects [gc-2cycle-scattered]=$objects [gc-2cycle-churn]=$objects [gcbench]=$gcb_depth [gcbench-cyclic]=$gcb_depth
     [binarytrees]=$bt_depth [binarytrees-cyclic]=$bt_depth)
 
 missing=()
@@ -95,6 +97,9 @@ command_of() { # workload impl
         gc-2cycle:ouro) echo "$gdir/gc-ouro $n 1 $rounds" ;;
         gc-2cycle:boehm) echo "$gdir/gc-boehm $n 1 $rounds" ;;
         gc-2cycle:python) echo "$python $sdir/gc-python.py $n $rounds" ;;
+        gc-2cycle-2m:ouro) echo "$gdir/gc-ouro $n 2 $rounds 0" ;;
+        gc-2cycle-2m:boehm) echo "$gdir/gc-boehm $n 2 $rounds" ;;
+        gc-2cycle-2m:python) ;; # one thread: nothing to run
         gc-2cycle-scattered:*) echo "env GC_SCATTER=1 $(command_of gc-2cycle "$2")" ;;
         gc-2cycle-churn:*) echo "env GC_SCATTER=1 GC_CHURN=10 $(command_of gc-2cycle "$2")" ;;
         *:ouro) echo "$gdir/trees-ouro $w $n" ;;
@@ -113,7 +118,12 @@ trap 'rm -rf "$tmp"' EXIT
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 start_s=$(date +%s.%N)
 start_date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-nruns=$((reps * ${#workloads[@]} * ${#impls[@]}))
+nruns=0
+for w in "${workloads[@]}"; do
+    for impl in "${impls[@]}"; do
+        if [[ -n $(command_of "$w" "$impl") ]]; then nruns=$((nruns + reps)); fi
+    done
+done
 echo "run.sh: $nruns runs (${#workloads[@]} workloads x ${#impls[@]} implementations x $reps reps) -> $out" >&2
 
 echo "workload,size,impl,rep,metric,value,settle_s,cpu_s,peak_rss_kib,collections,gc_s,check" > "$raw"
@@ -125,6 +135,7 @@ for ((r = 1; r <= reps; r++)); do
             run=$((run + 1))
             [[ $impl == python ]] && ((!have_python)) && continue
             cmd=$(command_of "$w" "$impl")
+            [[ -n $cmd ]] || { run=$((run - 1)); continue; }
             rc=0
             # word splitting of $cmd is intended (program and arguments)
             # shellcheck disable=SC2086
@@ -181,6 +192,7 @@ gcver=$(dpkg-query -W -f '${Version}' libgc1 2> /dev/null || echo unknown)
     echo "for ouro that includes the settle time (also shown alone): how long its background"
     echo "collector still needed, after the work ended, to finish the collection in flight and"
     echo "hand the garbage back. Boehm and CPython collect on the working thread: nothing to settle."
+    echo "gc-2cycle-2m: the same with two markers for ouro and Boehm, no mutator thread beside them."
     echo "gc-2cycle-scattered: the same on a churned heap (as many objects freed in random order"
     echo "first, so the pairs lie scattered in memory and no list follows addresses)."
     echo "gc-2cycle-churn: that heap with 1% of the pairs replaced before each timed collection,"
@@ -261,7 +273,8 @@ awk -F, -v wls="${workloads[*]}" -v impls="${impls[*]}" '
     echo
     for w in "${workloads[@]}"; do
         for impl in "${impls[@]}"; do
-            echo "- $w, $impl: \`$(command_of "$w" "$impl" | sed "s|$build/||; s|$top/||")\`"
+            c=$(command_of "$w" "$impl" | sed "s|$build/||; s|$top/||")
+            if [[ -n $c ]]; then echo "- $w, $impl: \`$c\`"; fi
         done
     done
     if ((${#failures[@]})); then
