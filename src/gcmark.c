@@ -522,8 +522,9 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
     w->G = G;
     w->set = set;
     w->dest = dest;
-    /* a full collection spreads generation 2's ids over its survivors; any
-     * other collection into generation 2 appends with the last id */
+    /* a full collection gives its survivors generation-2 ids (spread by
+     * position or kept: spread_ids); any other collection into generation
+     * 2 appends with the last id */
     w->ids = set->maxgen == 2;
     w->seg = w->ids ? segs_full : segs_young;
     w->loc = ouro__gc_loc_old(dest) | (dest == 2 && !w->ids ? ouro__gc_id_loc(GC_IDS - 1) : 0);

@@ -316,9 +316,9 @@ void ouro__gc_slices_setup(work_t *w)
         n += s->g.n;
     }
     w->n = n;
-    /* generation 2 comes first in G: the others are the members from the
-     * first that is not in it (found in log n steps) */
-    size_t lo = 0, hi = n;
+    /* generation 2 comes first in a full collection's G: the others are
+     * the members from the first that is not in it (found in log n steps) */
+    size_t lo = 0, hi = w->ids ? n : 0;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         /* relaxed: the location bits are stable (member_bits) */
