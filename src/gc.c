@@ -519,10 +519,17 @@ static long collect_locked(int gen)
                     ouro_decref(gc_object_of(garbage.v[i]));
             }
             gc_clearing = false;
+            /* garbage of ours whose last reference another thread dropped
+             * went to our merge queue (ouro__brc_merge_unreachable leaves
+             * it queued): merge it now, so that it dies in this collection
+             * like the rest (a callback after it would see it alive with
+             * a count of zero) */
+            if (ts)
+                ouro__brc_merge_pending(ts);
             /* dead objects keep their memory until `dying` is unlinked below */
             /* still referenced after clear (no clear, or it resurrected);
-             * not those whose last reference went to their owner's merge
-             * queue (count zero: they die at the owner's next quiescent
+             * not those whose last reference went to another owner's merge
+             * queue (count zero: they die at that owner's next quiescent
              * state) */
             for (size_t i = 0; i < garbage.n; i++) {
                 ouro_object_t *o = gc_object_of(garbage.v[i]);

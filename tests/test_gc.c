@@ -1091,6 +1091,34 @@ START_TEST(default_markers_leave_running_threads_their_cores)
 }
 END_TEST
 
+/* Garbage whose last outside reference another thread dropped: that
+ * decref queued it to us, its owner (biased counts), to die at our next
+ * quiescent state.  The collection merges our queue after clearing its
+ * garbage, so it dies within the collection, as the rest, and is not
+ * left alive with a count of zero when the callbacks run (found by the
+ * API fuzzer). */
+static void *drop_ref(void *arg)
+{
+    ouro_decref(arg);
+    return NULL;
+}
+
+START_TEST(garbage_queued_to_the_collector_dies_in_the_collection)
+{
+    setup();
+    gnode_t *a = gnew(&t4);
+    link_(a, 0, a);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, drop_ref, &a->ob), 0);
+    pthread_join(t, NULL);
+    long d0 = atomic_load(&deaths);
+    ck_assert_int_eq(ouro_gc_collect(0), 1);
+    long died = atomic_load(&deaths) - d0;
+    ck_assert_int_eq(died, 1);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 /* Out of memory while containers die on the collector's thread: those
  * it cannot record (the array of deaths cannot grow) are freed at the end
  * of that collection all the same, old ones outside G included; none is
@@ -1339,6 +1367,7 @@ int main(void)
         old_random_graphs_walked_in_segments,
         full_collection_walks_young_members_in_the_last_segment,
         default_markers_leave_running_threads_their_cores,
+        garbage_queued_to_the_collector_dies_in_the_collection,
         deaths_on_the_collector_thread_out_of_memory_are_freed,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};

@@ -5,6 +5,8 @@ Each seed is a small program in the harness's byte format (see the comment
 at the top of fuzz_api.c), written here with names so that a reader can see
 what it exercises; libFuzzer grows the corpus from them.  Run from the
 source tree after changing the byte format: python3 tests/fuzz/make-seeds.py
+The corpus also keeps inputs the fuzzer found failing, minimized, as
+regress-* (not written here): rewrite them by hand if the format changes.
 """
 import math
 import os
