@@ -554,10 +554,15 @@ static void gc_callback(int phase, int gen, size_t collected, size_t uncollectab
     cb_gen = gen;
     cb_collected = collected;
     cb_uncollectable = uncollectable;
-    /* the garbage still alive now is what ouro must call uncollectable */
+    /* the garbage still alive now with references left (no clear, or
+     * resurrected) is what ouro must call uncollectable.  Garbage alive
+     * with none left had its last reference queued to its owner's merge
+     * queue by another thread (biased counts): when the owner is not the
+     * collecting thread it dies at the owner's next quiescent state, which
+     * settle() checks */
     cb_alive_garbage = 0;
     for (int x = 0; x < nobj; x++)
-        if (obj[x].in_m && !obj[x].dead)
+        if (obj[x].in_m && !obj[x].dead && obj[x].rc > 0)
             cb_alive_garbage++;
 }
 
