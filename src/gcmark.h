@@ -51,9 +51,8 @@ static inline int64_t gc_count(ouro_object_t *o)
  * then: member_seg), and afterwards by the one marker that relinks it
  * (MARK's claimer of its grain, or VALIDATE's of its slice); other
  * markers only read it, after the walk's barrier (gcpool.c's mk_lock
- * orders it), and a relink racing such a read is
- * harmless: the reader sees either the index or a pointer (settled), both
- * right. */
+ * orders it), and a relink racing such a read is harmless: the reader sees
+ * either the index or a pointer (settled), both right. */
 static inline uint64_t sc_load(gc_head_t *h)
 {
     return atomic_load_explicit(&h->prev, memory_order_relaxed);

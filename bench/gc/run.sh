@@ -132,10 +132,10 @@ run=0
 for ((r = 1; r <= reps; r++)); do
     for w in "${workloads[@]}"; do
         for impl in "${impls[@]}"; do
+            cmd=$(command_of "$w" "$impl")
+            [[ -n $cmd ]] || continue # nothing to run (gc-2cycle-2m on CPython)
             run=$((run + 1))
             [[ $impl == python ]] && ((!have_python)) && continue
-            cmd=$(command_of "$w" "$impl")
-            [[ -n $cmd ]] || { run=$((run - 1)); continue; }
             rc=0
             # word splitting of $cmd is intended (program and arguments)
             # shellcheck disable=SC2086
