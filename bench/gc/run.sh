@@ -26,6 +26,8 @@
 #                       every node: each dropped tree is garbage only a cycle
 #                       collector reclaims): trees-ouro / trees-boehm / trees.py,
 #                       wall seconds of the whole workload
+#   and the memory floor: bench/gc/membw with 1 and 2 threads (membw.c), what
+#                       moving a collection's bytes alone takes, beside gc-2cycle-2m
 # Sizes: default gc-2cycle 1M objects, GCBench depth 16 (the classic sizes:
 # stretch 18, long-lived 16, 500k doubles), binary-trees depth 16 (21 is
 # the Benchmarks Game's size but takes minutes in CPython and, for
@@ -75,7 +77,7 @@ declare -A size=([gc-2cycle]=$objects [gc-2cycle-2m]=$objects [gc-2cycle-scatter
     [binarytrees]=$bt_depth [binarytrees-cyclic]=$bt_depth)
 
 missing=()
-for p in gc-ouro gc-boehm trees-ouro trees-boehm; do
+for p in gc-ouro gc-boehm trees-ouro trees-boehm membw; do
     [[ -x $gdir/$p ]] || missing+=("$gdir/$p")
 done
 if ((${#missing[@]})); then
@@ -164,6 +166,12 @@ for ((r = 1; r <= reps; r++)); do
         done
     done
 done
+# the floor the bytes set (bench/gc/membw.c): one thread against two
+floor_cmd=("$gdir/membw" "$objects" 1 $((quick ? 1 : 5)))
+floor1=$("${floor_cmd[@]}" | grep -o 'total_ms=[0-9.]*' | cut -d= -f2 || true)
+floor_cmd[2]=2
+floor2=$("${floor_cmd[@]}" | grep -o 'total_ms=[0-9.]*' | cut -d= -f2 || true)
+[[ -n $floor1 && -n $floor2 ]] || failures+=("membw: no total_ms= line")
 end_s=$(date +%s.%N)
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 runtime=$(awk -v a="$start_s" -v b="$end_s" 'BEGIN { printf "%.0f", b - a }')
@@ -269,6 +277,20 @@ awk -F, -v wls="${workloads[*]}" -v impls="${impls[*]}" '
     }' "$raw" >> "$out/report.md" || { echo "run.sh: making report.md failed" >&2; exit 1; }
 
 {
+    echo "## Memory floor"
+    echo
+    echo "What a second marker can gain is bounded by what the memory system gives a second"
+    echo "core: \`membw N T\` moves the bytes a full collection of N members moves (two passes"
+    echo "over N 64-byte nodes, each read and written back, and the dense state) with T threads"
+    echo "and does nothing else. Where two threads take about as long as one, one core already"
+    echo "takes the whole bandwidth and gc-2cycle-2m cannot gain much more over one marker."
+    echo
+    echo "| membw $objects, 1 thread | 2 threads | 1 thread / 2 threads |"
+    echo "|--:|--:|--:|"
+    awk -v a="${floor1:-}" -v b="${floor2:-}" 'BEGIN {
+        if (a == "" || b == "") print "| n/a | n/a | n/a |"
+        else printf "| %.2f ms | %.2f ms | %.2f |\n", a, b, a / b }'
+    echo
     echo "## Runs"
     echo
     for w in "${workloads[@]}"; do
@@ -277,6 +299,7 @@ awk -F, -v wls="${workloads[*]}" -v impls="${impls[*]}" '
             if [[ -n $c ]]; then echo "- $w, $impl: \`$c\`"; fi
         done
     done
+    echo "- memory floor: \`bench/gc/membw $objects 1|2 $((quick ? 1 : 5))\`"
     if ((${#failures[@]})); then
         echo
         echo "## Failures (no number posted)"
