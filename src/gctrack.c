@@ -84,8 +84,13 @@ void ouro__gc_track_new(ouro_tstate_t *ts, ouro_object_t *o)
 }
 
 /* If `o` is on its stripe's current young list, unlink it and return true.
- * Otherwise it belongs to the collector (or is not tracked). */
-static bool untrack_young(ouro_object_t *o, uint32_t gc)
+ * Otherwise it belongs to the collector (or is not tracked).  `dead`: o
+ * died on this thread (its GC_DEAD set by us), so no other thread writes
+ * its gc word any more: a store clears the location bits, no CAS.  (Every
+ * other writer needs a reference to o, or o in a slot it overwrites: a
+ * shade, a weak reference, immortality; the collector relinks only members
+ * of G, and o, on a current young list, is none.) */
+static bool untrack_young(ouro_object_t *o, uint32_t gc, bool dead)
 {
     stripe_t *s = &ouro__gc.stripes[stripe_of(gc)];
     spin_lock(&s->lock);
@@ -97,7 +102,12 @@ static bool untrack_young(ouro_object_t *o, uint32_t gc)
         list_unlink(gc_head_of(o));
         atomic_store_explicit(&s->count, atomic_load_explicit(&s->count, memory_order_relaxed) - 1,
                               memory_order_relaxed);
-        gc_bits_set(o, LOC_MASK, 0);
+        if (dead)
+            /* relaxed: as the load above; the collector may read the word
+             * through a stale pointer, and sees the bits either way */
+            __atomic_store_n(&o->gc, gc & ~LOC_MASK, __ATOMIC_RELAXED);
+        else
+            gc_bits_set(o, LOC_MASK, 0);
     }
     spin_unlock(&s->lock);
     return mine;
@@ -163,7 +173,7 @@ bool ouro__gc_untrack_dead(ouro_object_t *o)
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (!(gc & GC_TRACKED))
         return true;
-    if (!(gc & GC_OLD) && untrack_young(o, gc))
+    if (!(gc & GC_OLD) && untrack_young(o, gc, true))
         return true;
     if (ouro__gc_in_collector) {
         /* we are the collector: o's list may hold scratch words now, so
@@ -224,7 +234,7 @@ int ouro_gc_untrack(ouro_object_t *o)
     uint32_t gc = __atomic_load_n(&o->gc, __ATOMIC_RELAXED);
     if (!(gc & GC_TRACKED))
         return 0;
-    if (!(gc & GC_OLD) && untrack_young(o, gc))
+    if (!(gc & GC_OLD) && untrack_young(o, gc, false))
         return 0;
     if (ouro__gc_in_collector) {
         errno = EDEADLK; /* from a finalizer: the lists are in use */
