@@ -150,6 +150,7 @@ void ouro__gc_walk_segment(work_t *w, int k)
     size_t room = s->g.cap < s->state_cap ? s->g.cap : s->state_cap, l = 0;
     /* the last walk's order, in gv[l + off ..) until overwritten (off >= 0) */
     size_t hint_n = s->hint_n < room ? s->hint_n : room, off = 0, retry = 0;
+    uintptr_t last_step = 0;
     for (gc_head_t *h = s->from; h != s->to;
          h = (gc_head_t *)atomic_load_explicit(&h->next, memory_order_relaxed), l++) { /* relaxed: ours, gc_mutex */
         if (unlikely(l == room)) {
@@ -179,6 +180,17 @@ void ouro__gc_walk_segment(work_t *w, int k)
             }
             if (l + off + WALK_AHEAD < hint_n)
                 __builtin_prefetch(gv[l + off + WALK_AHEAD], 1);
+        } else {
+            /* no order to go by (a first collection, members new since
+             * the last): a list built by one thread allocating in a row
+             * follows addresses, one block size apart, so while the step
+             * to the next member repeats, ask for the member WALK_AHEAD
+             * steps on (a scattered list rarely repeats a step: little
+             * asked for in vain) */
+            uintptr_t step = atomic_load_explicit(&h->next, memory_order_relaxed) - (uintptr_t)h; /* ours */
+            if (step == last_step)
+                __builtin_prefetch((const void *)((uintptr_t)h + step * WALK_AHEAD), 1); /* any address: no fault */
+            last_step = step;
         }
         gv[l] = h;
         if (unlikely((l & (PAUSE_EVERY - 1)) == PAUSE_EVERY - 1))
