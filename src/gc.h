@@ -270,7 +270,7 @@ struct ouro__gc_state {
 };
 extern struct ouro__gc_state ouro__gc ouro_hidden;
 /* this thread is inside a collection (steps H1 to the end) */
-extern __thread bool ouro__gc_in_collector ouro_hidden;
+extern __thread bool ouro__gc_in_collector ouro_hidden __attribute__((tls_model("initial-exec")));
 
 /* ---- calls between the collector's files ---- */
 /* gc.c: gc_mutex for an API call; false (nothing to unlock) when this
