@@ -303,6 +303,9 @@ int main(int argc, char **argv)
     atomic_fetch_add_explicit(&born, 1, memory_order_relaxed);
 
     static worker_t w[MAX_THREADS];
+    /* now, not only in the last line: a run that ouro aborts (a count
+     * dropped twice, say) prints no last line */
+    fprintf(stderr, "stress " NAME ": seed=%#llx threads=%d\n", (unsigned long long)seed, threads);
     tu_rng_t rng = tu_rng_make(seed);
     pthread_t ct;
     pthread_create(&ct, NULL, collector, NULL);
