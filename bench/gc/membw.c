@@ -170,9 +170,11 @@ int main(int argc, char **argv)
     qsort(tw, (size_t)reps, sizeof *tw, cmp_double);
     qsort(tm, (size_t)reps, sizeof *tm, cmp_double);
     double w = tw[reps / 2], m = tm[reps / 2];
-    /* rw: the nodes read and written back in each pass, the dense state
-     * written once and read once; ro: the nodes read in each pass */
-    double bytes = (double)n * (rw ? 4 * 64 + 2 * 26 : 2 * 64 + 2 * 26);
+    /* rw: the nodes read and written back in each pass; ro: read in each
+     * pass; both: the dense state (order, cnt, st, mk) written by the walk
+     * and read by mark */
+    const double dense = sizeof *order + sizeof *cnt + 2;
+    double bytes = (double)n * ((rw ? 4 * 64 : 2 * 64) + 2 * dense);
     printf("impl=membw mode=%s nodes=%zu threads=%d walk_ms=%.2f mark_ms=%.2f total_ms=%.2f ns_per_node=%.2f "
            "gb_per_s=%.1f\n",
            rw ? "rw" : "ro", n, nthreads, w * 1e3, m * 1e3, (w + m) * 1e3, (w + m) * 1e9 / (double)n,
