@@ -1,0 +1,183 @@
+/* test_gcrace.c — the cycle collector against mutators that act while
+ * it runs: threads rewiring a shared graph while another collects. */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "gcnode.h"
+
+/* ---- mutators racing collections ---- */
+/* A shared table of roots (counted references in a container) and threads
+ * that keep moving references between nodes, dropping and making cycles,
+ * while another thread collects.  The oracle: a node reached from a root is
+ * never dead (traverse and every access check its magic), and once the
+ * threads stop, everything unreachable is freed by two full collections. */
+enum { ROOTS = 64 };
+static gnode_t *table;      /* a container with ROOTS slots */
+static _Atomic int stop_flag;
+static pthread_mutex_t table_lock[ROOTS];
+static const ouro_type_t troots = GTYPE("roots", ROOTS, NULL);
+
+/* Writers of a node's slots hold its stripe lock (one writer per slot, the
+ * contract of ouro_store), taken after the table locks. */
+static pthread_mutex_t node_lock[ROOTS];
+static pthread_mutex_t *lock_of(gnode_t *n)
+{
+    return &node_lock[((uintptr_t)n >> 6) % ROOTS];
+}
+
+/* Every referent of a live node is alive: check a's, holding a's lock (so
+ * none of its slots changes) while the table holds a. */
+static void check_children(gnode_t *a)
+{
+    TCHECK(__atomic_load_n(&a->magic, __ATOMIC_RELAXED) == MAGIC_LIVE, "a node held by the table is dead");
+    for (int k = 0; k < 4; k++) {
+        gnode_t *c = (gnode_t *)ouro_load(&a->slot[k]);
+        TCHECK(c == NULL || __atomic_load_n(&c->magic, __ATOMIC_RELAXED) == MAGIC_LIVE,
+               "a node referenced by a live node is dead");
+    }
+}
+
+static void *mutator(void *arg)
+{
+    tu_rng_t rng = tu_rng_make((uint64_t)(uintptr_t)arg);
+    ouro_thread_register();
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        int i = (int)tu_rng_range(&rng, 0, ROOTS - 1), j = (int)tu_rng_range(&rng, 0, ROOTS - 1);
+        if (i > j) {
+            int t = i;
+            i = j;
+            j = t;
+        }
+        pthread_mutex_lock(&table_lock[i]);
+        if (j != i)
+            pthread_mutex_lock(&table_lock[j]);
+        gnode_t *a = (gnode_t *)ouro_load(&table->slot[i]);
+        gnode_t *b = (gnode_t *)ouro_load(&table->slot[j]);
+        switch (tu_rng_range(&rng, 0, 4)) {
+        case 0: { /* a new node in slot i, pointing at what was there */
+            gnode_t *n = (gnode_t *)ouro_new(&t4);
+            if (n == NULL)
+                break;
+            __atomic_store_n(&n->magic, MAGIC_LIVE, __ATOMIC_RELAXED);
+            __atomic_store_n(&n->nslots, 4, __ATOMIC_RELAXED);
+            if (a) {
+                ouro_incref(&a->ob);
+                ouro_store(&n->slot[0], &a->ob); /* the collector may see n already */
+            }
+            ouro_setref(&table->slot[i], &n->ob);
+            break;
+        }
+        case 1: /* an edge a -> b (cycles form) */
+            if (a && b) {
+                pthread_mutex_lock(lock_of(a));
+                check_children(a);
+                ouro_incref(&b->ob);
+                ouro_setref(&a->slot[tu_rng_range(&rng, 0, 3)], &b->ob);
+                pthread_mutex_unlock(lock_of(a));
+            }
+            break;
+        case 2: /* move: slot i takes one of a's referents, a loses it */
+            if (a) {
+                pthread_mutex_lock(lock_of(a));
+                check_children(a);
+                ouro_object_t *r = ouro_store(&a->slot[tu_rng_range(&rng, 0, 3)], NULL); /* ours now */
+                pthread_mutex_unlock(lock_of(a));
+                if (r)
+                    ouro_setref(&table->slot[i], r); /* drops a, perhaps the last reference */
+            }
+            break;
+        case 3: /* drop the root */
+            ouro_setref(&table->slot[i], NULL);
+            break;
+        default:
+            if (a) {
+                pthread_mutex_lock(lock_of(a));
+                check_children(a);
+                pthread_mutex_unlock(lock_of(a));
+            }
+            break;
+        }
+        if (j != i)
+            pthread_mutex_unlock(&table_lock[j]);
+        pthread_mutex_unlock(&table_lock[i]);
+        ouro_quiescent();
+    }
+    return NULL;
+}
+
+static void *collector(void *arg)
+{
+    (void)arg;
+    ouro_thread_register();
+    long gen = 0;
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        TCHECK(ouro_gc_collect((int)(gen++ % 3)) >= 0, "collect failed");
+        tu_sleep_us(200);
+    }
+    return NULL;
+}
+
+START_TEST(mutators_racing_collections_never_lose_a_live_object)
+{
+    setup();
+    /* two markers (a number set: by default the running mutators would
+     * leave one), OURO_TEST_MARKERS another count */
+    ouro_gc_set_markers(getenv("OURO_TEST_MARKERS") ? atoi(getenv("OURO_TEST_MARKERS")) : 2);
+    for (int i = 0; i < ROOTS; i++) {
+        pthread_mutex_init(&table_lock[i], NULL);
+        pthread_mutex_init(&node_lock[i], NULL);
+    }
+    table = gnew(&troots);
+    /* ballast: a static chain big enough that full collections share
+     * their work between markers (gcmark.c gives each at least 4096) */
+    enum { BALLAST = 12000 };
+    gnode_t *ballast = gnew(&t4);
+    for (int i = 1; i < BALLAST; i++) {
+        gnode_t *n = gnew(&t4);
+        link_(n, 0, ballast);
+        ouro_decref(&ballast->ob);
+        ballast = n;
+    }
+    atomic_store(&stop_flag, 0);
+    enum { NT = 3 };
+    pthread_t t[NT], c;
+    for (int i = 0; i < NT; i++)
+        pthread_create(&t[i], NULL, mutator, (void *)(uintptr_t)(i + 1));
+    pthread_create(&c, NULL, collector, NULL);
+    /* OURO_TEST_RACE_SECONDS: race longer when hunting a bug */
+    long us = getenv("OURO_TEST_RACE_SECONDS") ? atol(getenv("OURO_TEST_RACE_SECONDS")) * 1000000L
+                                               : (long)tu_scale(3000000, 2000000);
+    tu_sleep_us(us);
+    atomic_store(&stop_flag, 1);
+    for (int i = 0; i < NT; i++)
+        pthread_join(t[i], NULL);
+    pthread_join(c, NULL);
+    ASSERT_NO_FAILURES();
+    /* the ballast made full collections share their work */
+    ouro_gc_stats_t st;
+    ck_assert_int_ge(ouro_gc_collect(2), 0);
+    ouro_gc_get_stats(&st);
+    size_t share = st.last_objects / 4096; /* gcmark.c: 4096 objects a marker at least */
+    unsigned want = (unsigned)ouro_gc_get_markers();
+    ck_assert_uint_eq(st.last_markers, share < 2 ? 1 : share < want ? share : want);
+    /* everything is unreachable once the table goes: two full collections */
+    ouro_decref(&table->ob);
+    ouro_decref(&ballast->ob);
+    ouro_gc_collect(2);
+    ouro_gc_collect(2);
+    ouro_gc_get_stats(&st);
+    ck_assert_uint_eq(st.young + st.objects[1] + st.objects[2], 0);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
+int main(void)
+{
+    const TTest *const tests[] = {
+        mutators_racing_collections_never_lose_a_live_object,
+        NULL};
+    return tu_run_case("gcrace", tests);
+}
