@@ -504,7 +504,6 @@ ouro_object_t *ouro_new(const ouro_type_t *type);
 /* Slow paths of the inline functions below. */
 void ouro__incref_shared(ouro_object_t *o);
 void ouro__decref_shared(ouro_object_t *o);
-void ouro__merge_zero_local(ouro_object_t *o);
 void ouro__decref_local_last(ouro_object_t *o, uint32_t local);
 
 static inline uintptr_t ouro__tid(void)
@@ -569,6 +568,13 @@ void ouro_share(ouro_object_t *o);
 /* The reference count (like sys.getrefcount, without its extra reference):
  * exact when no other thread changes it concurrently. */
 size_t ouro_refcount(const ouro_object_t *o);
+
+/* Testing: call `hook` (NULL: none) on the owning thread when it drops its
+ * last local reference to an object that other threads also counted,
+ * after it has claimed the merge of the two counts and before it makes
+ * it: the window where a collection once freed such an object behind its
+ * owner's back.  For tests of the collector only. */
+void ouro_test_set_merge_hook(void (*hook)(ouro_object_t *o));
 
 /* The object's size in bytes (like sys.getsizeof): its block's usable size. */
 size_t ouro_sizeof(const ouro_object_t *o);

@@ -236,9 +236,13 @@ int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra)
     _Atomic int64_t *sh = (_Atomic int64_t *)&o->shared;
     int64_t local = (int64_t)__atomic_load_n(&o->local, __ATOMIC_RELAXED);
     /* relaxed: only the owner (or, once it has gone, nobody) writes local;
-     * tid 0 sends the former owner's own calls to the shared path */
-    __atomic_store_n(&o->local, 0, __ATOMIC_RELAXED);
+     * tid 0 sends the former owner's own calls to the shared path.  tid
+     * first, then local (release): a reader of the count (gc_count) that
+     * sees local 0 sees tid 0 too and retries until MERGED; the other
+     * order let it read local 0 with the owner's tid, a count short by
+     * the owner's references */
     __atomic_store_n(&o->tid, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&o->local, 0, __ATOMIC_RELEASE);
     int64_t shared = atomic_load_explicit(sh, memory_order_relaxed), rc, nw;
     do {
         rc = (shared >> REF_SHIFT) + local + extra;

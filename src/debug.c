@@ -409,9 +409,7 @@ void ouro__report_decref_below_zero(const ouro_object_t *o)
 void ouro__decref_local_last(ouro_object_t *o, uint32_t local)
 {
     if (likely(local == 1)) {
-        /* only the owner writes local: relaxed, as in ouro_decref */
-        __atomic_store_n(&o->local, 0, __ATOMIC_RELAXED);
-        ouro__merge_zero_local(o);
+        ouro__decref_last_local(o);
         return;
     }
     /* local 0 with the owner's tid still set: the owner dropped its last

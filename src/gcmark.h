@@ -19,7 +19,11 @@
 #define COUNT_UNSTABLE (-1)
 /* The object's count, consistent across the owner/shared split: retried
  * while a merge is half done (tid cleared, shared not yet MERGED).
- * Acquire loads: read in this order, as a seqlock reads. */
+ * Acquire loads: read in this order, as a seqlock reads.  Every merge
+ * clears tid before local (local with a release store: brc.c, object.c),
+ * so a reading of local after the merge cleared it also reads tid 0 and
+ * retries; the other order could read local 0 with the owner's tid, a
+ * count short by the owner's references. */
 static inline int64_t gc_count(ouro_object_t *o)
 {
     for (int tries = 0; tries < 1000; tries++) {

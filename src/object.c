@@ -105,19 +105,53 @@ void ouro__decref_shared(ouro_object_t *o)
         ouro__object_dealloc(o);
 }
 
-/* The owner's local count reached zero. */
-void ouro__merge_zero_local(ouro_object_t *o)
+void (*ouro__test_merge_hook)(ouro_object_t *o);
+
+void ouro_test_set_merge_hook(void (*hook)(ouro_object_t *o))
+{
+    /* relaxed: a test sets it while no thread merges, or races harmlessly */
+    __atomic_store_n(&ouro__test_merge_hook, hook, __ATOMIC_RELAXED);
+}
+
+/* The owner drops its last local reference (`local` is 1).  If no other
+ * thread ever counted, the object dies here.  Otherwise the counts are
+ * merged into `shared`, and the owner must first claim the merge: the
+ * collector merges garbage owned by other threads
+ * (ouro__brc_merge_unreachable), and an object whose last local reference
+ * is gone is garbage as soon as the rest of its count comes from a garbage
+ * cycle.  The claim is a CAS of tid from us to 0 made while `local` still
+ * holds our reference, so that exactly one of the two merges, and each
+ * knows what it merged:
+ *   - we win: local goes to 0 only now (release: a reader of the count
+ *     that sees it sees tid 0 too, and retries until MERGED, gc_count);
+ *     until then the count still holds our reference, so the collector
+ *     cannot take the object for garbage in between (before this order,
+ *     local went to 0 first, and a collection that came between that store
+ *     and the merge merged and freed the object, then the owner's merge
+ *     freed it again: found by gc_stress);
+ *   - the collector won: it merged our reference too (local was still 1),
+ *     so we drop it like any other thread's. */
+void ouro__decref_last_local(ouro_object_t *o)
 {
     _Atomic int64_t *sh = shared_of(o);
     /* acquire: if no other thread ever counted, nothing to merge */
     int64_t shared = atomic_load_explicit(sh, memory_order_acquire);
     if (shared == REF_NONE) {
+        /* only the owner writes local: relaxed, as in ouro_decref */
+        __atomic_store_n(&o->local, 0, __ATOMIC_RELAXED);
         ouro__object_dealloc(o);
         return;
     }
-    /* tid first: a zero tid means merged (readers of tid send themselves to
-     * the shared path, where the CAS below orders them) */
-    __atomic_store_n(&o->tid, 0, __ATOMIC_RELAXED);
+    /* relaxed: only the claim's atomicity matters (as in merge_owned,
+     * brc.c); the decrement that follows a lost claim orders itself */
+    uintptr_t me = ouro__thread_id();
+    if (!__atomic_compare_exchange_n(&o->tid, &me, 0, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        ouro__decref_shared(o);
+        return;
+    }
+    ouro__merge_hook(o);
+    /* release: see above */
+    __atomic_store_n(&o->local, 0, __ATOMIC_RELEASE);
     int64_t nw;
     do {
         nw = (shared & ~(int64_t)REF_STATE_MASK) | REF_MERGED;

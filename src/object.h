@@ -184,6 +184,16 @@ void ouro__qsbr_fork_child(void) ouro_hidden;
 
 /* object.c */
 void ouro__object_dealloc(ouro_object_t *o) ouro_hidden;
+void ouro__decref_last_local(ouro_object_t *o) ouro_hidden; /* the owner's local count goes 1 -> 0 */
+/* ouro_test_set_merge_hook's hook, called by an owner that has claimed
+ * the merge of an object's counts and not yet made it (tests only) */
+extern void (*ouro__test_merge_hook)(ouro_object_t *o) ouro_hidden;
+static inline void ouro__merge_hook(ouro_object_t *o)
+{
+    void (*h)(ouro_object_t *) = __atomic_load_n(&ouro__test_merge_hook, __ATOMIC_RELAXED);
+    if (unlikely(h != NULL))
+        h(o);
+}
 
 /* gc.c, gctrack.c */
 void ouro__gc_init(void) ouro_hidden;

@@ -1,12 +1,139 @@
 /* test_gcrace.c — the cycle collector against mutators that act while
- * it runs: threads rewiring a shared graph while another collects. */
+ * it runs: at a chosen point inside a collection (a mutator thread acts on
+ * cue from ouro's merge hook, and the collection waits for it), where a
+ * collector bug once freed an object twice; and at random, threads
+ * rewiring a shared graph while another collects. */
 #include <check.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "gcnode.h"
+
+/* ---- a mutator thread acting on cue ---- */
+/* The thread waits for a cue, runs the action, and signals it has: the
+ * thread that gave the cue (inside a collection) waits meanwhile.  An
+ * action of NULL ends the thread. */
+static sem_t cue_go, cue_done;
+static void (*cue_action)(void);
+
+static void *cue_thread(void *arg)
+{
+    void (*first)(void) = (void (*)(void))arg;
+    ouro_thread_register();
+    first(); /* its objects are made and owned here */
+    sem_post(&cue_done);
+    for (;;) {
+        while (sem_wait(&cue_go) != 0)
+            ;
+        void (*act)(void) = cue_action;
+        if (act == NULL)
+            break;
+        act();
+        sem_post(&cue_done);
+    }
+    return NULL;
+}
+
+/* Run `act` on the cue thread and wait until it has. */
+static void cue(void (*act)(void))
+{
+    cue_action = act;
+    sem_post(&cue_go);
+    while (sem_wait(&cue_done) != 0)
+        ;
+}
+
+static pthread_t cue_start(void (*first)(void))
+{
+    sem_init(&cue_go, 0, 0);
+    sem_init(&cue_done, 0, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, cue_thread, (void *)first), 0);
+    while (sem_wait(&cue_done) != 0)
+        ;
+    return t;
+}
+
+static void cue_stop(pthread_t t)
+{
+    cue_action = NULL;
+    sem_post(&cue_go);
+    pthread_join(t, NULL);
+    sem_destroy(&cue_go);
+    sem_destroy(&cue_done);
+}
+
+/* ---- an owner's merge that a collection comes between ---- */
+/* mo, made on the cue thread, and mp, made here, in a 2-cycle: each holds
+ * the other through the other thread's count (shared).  The cue thread
+ * then drops its own reference to mo, its last local one: mo and mp are
+ * cyclic garbage from then on.  In the middle of that drop (ouro's merge
+ * hook: the owner has claimed the merge of mo's counts, not made it) a
+ * collection runs. */
+static gnode_t *mo, *mp;
+static _Atomic int merge_hooks;
+
+static void merge_make(void)
+{
+    mo = gnew(&t4);
+}
+
+static void merge_link(void)
+{
+    link_(mo, 0, mp); /* mp counted by a thread that does not own it */
+}
+
+static void merge_collect_inside(ouro_object_t *o)
+{
+    if (o != &mo->ob)
+        return;
+    atomic_fetch_add(&merge_hooks, 1);
+    /* the collection runs on the main thread, which is waiting in cue() */
+    sem_post(&cue_done);
+    while (sem_wait(&cue_go) != 0)
+        ;
+}
+
+static void merge_drop(void)
+{
+    ouro_test_set_merge_hook(merge_collect_inside);
+    ouro_decref(&mo->ob);
+    ouro_test_set_merge_hook(NULL);
+}
+
+START_TEST(a_collection_inside_an_owners_merge_frees_nothing_twice)
+{
+    setup();
+    atomic_store(&merge_hooks, 0);
+    pthread_t t = cue_start(merge_make);
+    mp = gnew(&t4);
+    link_(mp, 0, mo); /* mo counted here: shared */
+    cue(merge_link);
+    ouro_decref(&mp->ob); /* mp: mo's reference only */
+    /* the cue thread drops mo and stops in the hook: collect meanwhile */
+    cue_action = merge_drop;
+    sem_post(&cue_go);
+    while (sem_wait(&cue_done) != 0)
+        ;
+    ck_assert_int_eq(atomic_load(&merge_hooks), 1);
+    /* mo's merge is half made: its count is not to be trusted, so the
+     * collection keeps it, and mp with it */
+    ck_assert_int_eq(ouro_gc_collect(0), 0);
+    ck_assert_int_eq(atomic_load(&deaths), 0);
+    sem_post(&cue_go); /* the owner finishes its merge */
+    while (sem_wait(&cue_done) != 0)
+        ;
+    cue_stop(t);
+    ck_assert_int_eq(atomic_load(&deaths), 0); /* mp still holds mo */
+    /* now plain cyclic garbage (promoted by the collection above) */
+    ck_assert_int_eq(ouro_gc_collect(2), 2);
+    ck_assert_int_eq(atomic_load(&deaths), 2);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
 
 /* ---- mutators racing collections ---- */
 /* A shared table of roots (counted references in a container) and threads
@@ -177,6 +304,7 @@ END_TEST
 int main(void)
 {
     const TTest *const tests[] = {
+        a_collection_inside_an_owners_merge_frees_nothing_twice,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
     return tu_run_case("gcrace", tests);
