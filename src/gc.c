@@ -57,10 +57,13 @@
  *       in U whose count differs from c1(u), that is DIRTY, or whose count
  *       is zero (dying: its own dealloc will drop what it holds, so that
  *       is not ours to collect), and everything reachable from a rejected
- *       one.  Dead members are skipped; if there were any, or if this
- *       marking met dead ones (not traversed), wait until every death's
- *       barrier sequence open now has closed (its referents are shaded
- *       then) and validate what is left again.  The rest is
+ *       one.  Dead members are skipped.  If this pass met a dead one (its
+ *       referents may not be shaded yet) or rejected one (marking from it
+ *       reads its edges as they are now, and a mutator may have cut one to
+ *       a candidate validated before, then dropped that candidate's last
+ *       reference), wait until every store and death sequence open now
+ *       has closed (the cut has shaded its old value then) and validate
+ *       what is left again, until a pass does neither.  The rest is
  *       garbage: nothing outside it holds a reference to it.  Members that
  *       are settled now (marked or dead) and not yet relinked are relinked
  *       in the same pass (gcmark.c); the garbage is relinked after step 6.
@@ -490,6 +493,7 @@ static long collect_locked(int gen)
          * each gets a reference of ours so that none dies before its clear */
         for (size_t i = 0; i < garbage.n; i++) {
             ouro_object_t *o = gc_object_of(garbage.v[i]);
+            ouro_assert(!ouro__gc_is_dead(o)); /* validation settles the dead ones */
             ouro__brc_merge_unreachable(o);
             ouro_incref(o);
         }

@@ -313,6 +313,7 @@ static void validate_one(work_t *w, marker_t *m, size_t i)
     }
     int64_t c = gc_count(o);
     if (c <= 0 || c != (int64_t)member_cnt(w, i)->c1 || (*st & ST_FORCE) || (gc & w->dirty)) {
+        m->rejects++;
         mark_push(w, m, i, h);
         if (!w->parallel)
             mark_drain(w, m);
@@ -580,9 +581,10 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
         for (int i = 0; i < w->nmarkers; i++)
             w->m[i].deaths = 0; /* deaths met while marking: H2 covered them */
         parallel_phase(w, PH_VALIDATE, w->nmarkers);
-        size_t deaths = 0;
+        size_t deaths = 0, rejects = 0;
         for (int i = 0; i < w->nmarkers; i++) {
             deaths += w->m[i].deaths;
+            rejects += w->m[i].rejects;
             oom |= w->m[i].oom;
         }
         /* the candidates, in one array (marker 0's) */
@@ -593,19 +595,32 @@ bool ouro__gc_mark(gc_head_t *G, size_t expect, const gc_set_t *set, int dest, h
         bool par = w->parallel;
         w->parallel = false;
         ivec_t *cand = &w->m[0].cand;
-        /* A member that died after H2 may be inside its death's barrier
-         * sequence, its referents not shaded yet: wait until every such
-         * sequence has closed, then look at the candidates again (a death
-         * seen now began after its referents were validated as garbage
-         * together with it, so the loop ends). */
-        while (!oom && deaths) {
+        /* Look at the candidates again, after waiting until every store
+         * and death sequence open now has closed, for as long as a look
+         * met a death or rejected a member:
+         *   - a member that died after H2 may be inside its death's
+         *     sequence, its referents not shaded yet;
+         *   - a rejection marks what the rejected member reaches *now*:
+         *     a mutator that held it (the reason it was rejected) may have
+         *     cut its edge to a candidate validated before, and dropped
+         *     the candidate's last reference: the candidate was live, and
+         *     its owner frees it (gc_stress found the collector freeing
+         *     it again).  The cut shaded the candidate before its sequence
+         *     closed (ouro_store: the slot is written first, then shaded),
+         *     so after settle() the next look rejects it, or sees it dead.
+         *     A cut made after the rejected member's traversal did not
+         *     hide the candidate: the traversal marked it.
+         * Each look that goes on settles members for good (marked or
+         * dead), so the loop ends. */
+        while (!oom && (deaths || rejects)) {
             ouro_read_end();
             settle();
             ouro_read_begin();
-            w->m[0].deaths = 0;
+            w->m[0].deaths = w->m[0].rejects = 0;
             for (size_t k = 0; k < cand->n; k++)
                 validate_one(w, &w->m[0], cand->v[k]);
             deaths = w->m[0].deaths;
+            rejects = w->m[0].rejects;
         }
         oom |= w->m[0].oom;
         w->parallel = par;
@@ -699,19 +714,21 @@ void ouro__gc_revalidate(hvec_t *garbage, void (*settle)(void))
     work_t *w = &work;
     bool par = w->parallel;
     w->parallel = false;
-    size_t deaths;
+    bool again;
     do {
-        w->m[0].deaths = 0;
+        w->m[0].deaths = w->m[0].rejects = 0;
+        ouro_read_begin(); /* an RCU reader while traversing */
         for (size_t i = 0; i < garbage->n; i++)
             validate_one(w, &w->m[0], (size_t)(sc_load(garbage->v[i]) >> 1));
-        deaths = w->m[0].deaths;
+        ouro_read_end();
+        again = w->m[0].deaths || w->m[0].rejects;
         size_t k = 0;
         for (size_t i = 0; i < garbage->n; i++)
             if (!settled(w, (size_t)(sc_load(garbage->v[i]) >> 1)))
                 garbage->v[k++] = garbage->v[i];
         garbage->n = k;
-        if (deaths)
+        if (again)
             settle(); /* as in ouro__gc_mark */
-    } while (deaths);
+    } while (again);
     w->parallel = par;
 }

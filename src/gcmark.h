@@ -165,6 +165,7 @@ typedef struct marker_s {
     bool oom;
     bool misplaced;        /* met a member outside the segment its gc bits name (a bug) */
     size_t deaths;         /* validation: members found dead */
+    size_t rejects;        /* validation: members it rejected (and marked from) */
     unsigned since_qs;     /* objects handled since this marker's last quiescent state */
     visit_ctx_t vc;        /* MARK, VALIDATE: what its visits of marking get (set after the walk),
                             * here on the marker's own lines: read at every visit */

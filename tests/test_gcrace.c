@@ -1,8 +1,9 @@
 /* test_gcrace.c — the cycle collector against mutators that act while
- * it runs: at a chosen point inside a collection (a mutator thread acts on
- * cue from ouro's merge hook, and the collection waits for it), where a
- * collector bug once freed an object twice; and at random, threads
- * rewiring a shared graph while another collects. */
+ * it runs: at chosen points inside a collection (a mutator thread acts on
+ * cue from a traverse or from ouro's merge hook, and the collection waits
+ * for it), where two collector bugs once freed a live object or freed one
+ * twice; and at random, threads rewiring a shared graph while another
+ * collects. */
 #include <check.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -65,6 +66,101 @@ static void cue_stop(pthread_t t)
     sem_destroy(&cue_go);
     sem_destroy(&cue_done);
 }
+
+/* A node type whose traverse gives a cue on its n-th call for one chosen
+ * node (the collector traverses a member once in the walk, and again when
+ * it marks from it). */
+static _Atomic(gnode_t *) cued_node[2];
+static _Atomic int cued_calls[2];
+static int cued_at[2];
+static void (*cued_action[2])(void);
+
+static int cue_traverse(ouro_object_t *self, ouro_visit_fn *visit, void *arg)
+{
+    for (int k = 0; k < 2; k++)
+        if ((ouro_object_t *)atomic_load(&cued_node[k]) == self && atomic_fetch_add(&cued_calls[k], 1) + 1 == cued_at[k])
+            cue(cued_action[k]);
+    return g_traverse(self, visit, arg);
+}
+
+static const ouro_type_t tcue = {.name = "gnode-cue",
+                                 .basic_size = sizeof(gnode_t) + 4 * sizeof(ouro_object_t *),
+                                 .traverse = cue_traverse,
+                                 .clear = g_clear,
+                                 .dealloc = g_dealloc};
+
+/* ---- a reference cut while the validation marks from a rejected member ---- */
+/* On the cue thread, in list order (the order of marking and validation):
+ * o <- p <- a (a chain: a holds p, p holds o, the thread holds a), and z,
+ * a root whose traverse in the mark gives the first cue. */
+static gnode_t *o_, *p_, *z_, *a_;
+static ouro_object_t *held; /* the cue thread's counted reference, taken out of a */
+
+static void cut_make(void)
+{
+    o_ = gnew(&t4);
+    p_ = gnew(&tcue);
+    z_ = gnew(&tcue);
+    a_ = gnew(&t4);
+    link_(p_, 0, o_);
+    link_(a_, 0, p_);
+    ouro_decref(&o_->ob); /* o: p's reference only; p: a's only */
+    ouro_decref(&p_->ob);
+}
+
+/* Cue 1, while the mark traverses z (after it passed p and o, before it
+ * reaches a): take p out of a.  p is ours now, so neither is a root, and
+ * the mark reaches neither. */
+static void cut_take_p(void)
+{
+    held = ouro_store(&a_->slot[0], NULL);
+}
+
+/* Cue 2, while the validation marks from p (rejected: shaded by cue 1),
+ * after it validated o as garbage: drop o's only reference.  o was live
+ * until now (reached through p); its owner frees it here. */
+static void cut_drop_o(void)
+{
+    ouro_setref(&((gnode_t *)held)->slot[0], NULL);
+}
+
+static void cut_release(void)
+{
+    ouro_decref(held);
+    ouro_decref(&a_->ob);
+    ouro_decref(&z_->ob);
+}
+
+START_TEST(a_reference_cut_during_validation_frees_nothing_twice)
+{
+    setup();
+    atomic_store(&cued_node[0], NULL);
+    atomic_store(&cued_node[1], NULL);
+    pthread_t t = cue_start(cut_make);
+    /* z: cue 1 on its second traverse (the mark); p: cue 2 on its second
+     * (the validation marking from it; the mark never reaches it) */
+    cued_at[0] = 2;
+    cued_action[0] = cut_take_p;
+    atomic_store(&cued_calls[0], 0);
+    atomic_store(&cued_node[0], z_);
+    cued_at[1] = 2;
+    cued_action[1] = cut_drop_o;
+    atomic_store(&cued_calls[1], 0);
+    atomic_store(&cued_node[1], p_);
+    /* one marker: the passes go in list order */
+    ck_assert_int_eq(ouro_gc_collect(0), 0); /* o died by its count, not as garbage */
+    ck_assert_int_eq(atomic_load(&cued_calls[0]), 2);
+    ck_assert_int_ge(atomic_load(&cued_calls[1]), 2);
+    ck_assert_int_eq(atomic_load(&deaths), 1); /* o, once */
+    atomic_store(&cued_node[0], NULL);
+    atomic_store(&cued_node[1], NULL);
+    cue(cut_release);
+    cue_stop(t);
+    ck_assert_int_eq(atomic_load(&deaths), 4);
+    ck_assert_int_eq(ouro_gc_collect(2), 0);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
 
 /* ---- an owner's merge that a collection comes between ---- */
 /* mo, made on the cue thread, and mp, made here, in a 2-cycle: each holds
@@ -304,6 +400,7 @@ END_TEST
 int main(void)
 {
     const TTest *const tests[] = {
+        a_reference_cut_during_validation_frees_nothing_twice,
         a_collection_inside_an_owners_merge_frees_nothing_twice,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
