@@ -523,7 +523,7 @@ static inline void ouro_incref(ouro_object_t *o)
         ouro__incref_shared(o);
 }
 
-/* Drop a reference; the object is finalized and freed when none are left
+/* Drop a reference; the object is freed (its type's dealloc) when none are left
  * (its memory is reused only after an RCU grace period).  A decref below
  * zero is reported on stderr and aborts: on the owning thread always (with
  * the size class), on others once the counts are merged. */
