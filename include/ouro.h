@@ -581,7 +581,10 @@ size_t ouro_sizeof(const ouro_object_t *o);
 
 /* Make `o` immortal: its count never changes again and it is never freed.
  * Only its owner (the creating thread) may do it, or any thread once the
- * owner has exited; otherwise returns -1 with errno = EPERM. */
+ * object's counts are merged (its owner exited, or dropped its last
+ * reference while others held some; a merge in progress on another thread
+ * is waited for); otherwise returns -1 with errno = EPERM.  0 if it is
+ * immortal already. */
 int ouro_make_immortal(ouro_object_t *o);
 
 /* Whether `o` is immortal. */

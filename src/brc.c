@@ -234,16 +234,27 @@ void ouro__brc_fork_child_finish(void)
 int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra)
 {
     _Atomic int64_t *sh = (_Atomic int64_t *)&o->shared;
+    /* relaxed: only the owner (or, once it has gone, nobody) writes local,
+     * and ouro_make_immortal, which waits until the counts are MERGED */
     int64_t local = (int64_t)__atomic_load_n(&o->local, __ATOMIC_RELAXED);
-    /* relaxed: only the owner (or, once it has gone, nobody) writes local;
-     * tid 0 sends the former owner's own calls to the shared path.  tid
-     * first, then local (release): a reader of the count (gc_count) that
-     * sees local 0 sees tid 0 too and retries until MERGED; the other
-     * order let it read local 0 with the owner's tid, a count short by
-     * the owner's references */
-    __atomic_store_n(&o->tid, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&o->local, 0, __ATOMIC_RELEASE);
+    if (local == OURO_IMMORTAL)
+        return 1; /* made immortal after it was queued: no count, never freed */
     int64_t shared = atomic_load_explicit(sh, memory_order_relaxed), rc, nw;
+    if ((shared & REF_STATE_MASK) == REF_MERGED) {
+        /* merged before (a queue entry met after the owner's own merge, or
+         * a thief's after its exit): local is 0 or, once immortal, not
+         * ours to write; only our extra is left to add */
+        local = 0;
+    } else {
+        /* Nobody else merges now (every merger claims first, or is the
+         * owner itself).  tid 0 sends the former owner's own calls to the
+         * shared path.  tid first, then local (release): a reader of the
+         * count (gc_count) that sees local 0 sees tid 0 too and retries
+         * until MERGED; the other order let it read local 0 with the
+         * owner's tid, a count short by the owner's references */
+        __atomic_store_n(&o->tid, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&o->local, 0, __ATOMIC_RELEASE);
+    }
     do {
         rc = (shared >> REF_SHIFT) + local + extra;
         nw = (rc << REF_SHIFT) | REF_MERGED;
@@ -263,8 +274,9 @@ int64_t ouro__brc_explicit_merge(ouro_object_t *o, int64_t extra)
 void ouro__brc_merge_unreachable(ouro_object_t *o)
 {
     /* relaxed loads: hints that the claim below validates; nobody but the
-     * collector touches unreachable objects (and an exiting owner, which
-     * claims the same way) */
+     * collector touches unreachable objects, but an exiting owner and an
+     * owner finishing its last local decref (ouro__decref_last_local),
+     * which claim the same way */
     uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_RELAXED);
     if (tid == 0 || tid == ouro__thread_id())
         return;

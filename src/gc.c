@@ -243,10 +243,11 @@ static void handshake(void)
     ouro__tstates_visit(wait_store, NULL);
 }
 
-/* Wait until no death's barrier sequence that is open now stays open: the
- * validation saw GC_DEAD, which its sequence's odd value precedes (the
- * locked RMW that set it drained the dying thread's stores), so no fence
- * is needed first. */
+/* Wait until no store's or death's barrier sequence that is open now
+ * stays open.  No fence is needed first: the validation saw GC_DEAD, which
+ * its sequence's odd value precedes (the locked RMW that set it drained
+ * the dying thread's stores), or read a slot's new value, whose release
+ * store comes after the odd value (ouro_store), with an acquire load. */
 static void settle(void)
 {
     ouro__tstates_visit(wait_store, NULL);

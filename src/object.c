@@ -12,6 +12,7 @@
 #include "object.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 static inline _Atomic int64_t *shared_of(ouro_object_t *o)
@@ -226,6 +227,8 @@ size_t ouro_sizeof(const ouro_object_t *o)
 
 int ouro_make_immortal(ouro_object_t *o)
 {
+    if (ouro_is_immortal(o))
+        return 0;
     /* relaxed: we hold a reference; only the owner (or a merge) writes tid,
      * and we compare it with ourselves or with 0 */
     uintptr_t tid = __atomic_load_n(&o->tid, __ATOMIC_RELAXED);
@@ -234,6 +237,21 @@ int ouro_make_immortal(ouro_object_t *o)
          * that field from under it */
         errno = EPERM;
         return -1;
+    }
+    /* tid 0: the counts are merged, or a merge is half made on another
+     * thread (it clears tid first, then local, then marks shared MERGED:
+     * brc.c, ouro__decref_last_local); its store to local would undo
+     * ours, so wait until it is done (a few instructions, unless that
+     * thread is preempted).  Acquire: pairs with the merge's CAS, after
+     * its store to local.  Once MERGED no merge writes local again
+     * (ouro__brc_explicit_merge). */
+    for (unsigned i = 0; tid == 0 && (atomic_load_explicit(shared_of(o), memory_order_acquire) & REF_STATE_MASK) !=
+                                        REF_MERGED;
+         i++) {
+        if (i < 64)
+            __builtin_ia32_pause();
+        else
+            sched_yield();
     }
     __atomic_fetch_or(&o->gc, GC_IMMORTAL, __ATOMIC_RELAXED);
     /* local first, then tid: a thread that still sees its own tid counts

@@ -13,9 +13,13 @@
  *                        that reference until the owner merges (-1 then)
  *   state 3  MERGED      counts merged into `shared`; tid is 0; the object
  *                        dies when the shared count reaches 0
- * Invariants: tid == 0 iff MERGED (or immortal); once MERGED, `local` is 0
- * and is never written again; an object is freed exactly once, by the
- * thread whose operation took its total to zero.
+ * Invariants: tid == 0 iff MERGED, immortal, or a merge half made (every
+ * merger claims the merge, then clears tid, then local, then marks shared
+ * MERGED: a reader that sees tid 0 without MERGED waits or retries); once
+ * MERGED, `local` is 0 and no merge writes it again (only
+ * ouro_make_immortal does); an object is freed exactly once, by the
+ * thread whose operation took its total to zero.  (A dead object waiting
+ * in its thread's trash list has its tid word reused as the link.)
  */
 #ifndef OURO_OBJECT_H
 #define OURO_OBJECT_H
@@ -190,6 +194,7 @@ void ouro__decref_last_local(ouro_object_t *o) ouro_hidden; /* the owner's local
 extern void (*ouro__test_merge_hook)(ouro_object_t *o) ouro_hidden;
 static inline void ouro__merge_hook(ouro_object_t *o)
 {
+    /* relaxed: a test sets it before the thread it tests merges */
     void (*h)(ouro_object_t *) = __atomic_load_n(&ouro__test_merge_hook, __ATOMIC_RELAXED);
     if (unlikely(h != NULL))
         h(o);

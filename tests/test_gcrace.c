@@ -2,8 +2,8 @@
  * it runs: at chosen points inside a collection (a mutator thread acts on
  * cue from a traverse or from ouro's merge hook, and the collection waits
  * for it), where two collector bugs once freed a live object or freed one
- * twice; and at random, threads rewiring a shared graph while another
- * collects. */
+ * twice, and where ouro_make_immortal once lost to an owner's merge; and
+ * at random, threads rewiring a shared graph while another collects. */
 #include <check.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -231,6 +231,88 @@ START_TEST(a_collection_inside_an_owners_merge_frees_nothing_twice)
 }
 END_TEST
 
+/* ---- ouro_make_immortal inside an owner's merge ---- */
+/* The owner drops its last local reference to im, which another thread
+ * (here) still counts, and stops in the merge hook (tid cleared, local
+ * not yet).  Another thread makes im immortal meanwhile: once the owner
+ * finishes its merge, im must still be immortal (the merge's store to
+ * local would otherwise undo it, and the next decref free it).  Not a
+ * container: an immortal container would stay in the collector's
+ * generations for the rest of the process (CK_FORK=no runs the tests in
+ * one). */
+static _Atomic int im_deaths;
+static void im_dealloc(ouro_object_t *self)
+{
+    (void)self;
+    atomic_fetch_add(&im_deaths, 1);
+}
+static const ouro_type_t tplain = {.name = "plain", .basic_size = sizeof(ouro_object_t), .dealloc = im_dealloc};
+static ouro_object_t *im;
+static sem_t im_calling;
+static _Atomic int im_rc = -2;
+
+static void im_make(void)
+{
+    im = ouro_new(&tplain);
+    ck_assert_ptr_nonnull(im);
+}
+
+static void im_park(ouro_object_t *o)
+{
+    if (o != im)
+        return;
+    sem_post(&cue_done);
+    while (sem_wait(&cue_go) != 0)
+        ;
+}
+
+static void im_drop(void)
+{
+    ouro_test_set_merge_hook(im_park);
+    ouro_decref(im);
+    ouro_test_set_merge_hook(NULL);
+}
+
+static void *im_immortalize(void *arg)
+{
+    (void)arg;
+    sem_post(&im_calling);
+    atomic_store(&im_rc, ouro_make_immortal(im));
+    return NULL;
+}
+
+START_TEST(make_immortal_during_an_owners_merge_sticks)
+{
+    setup();
+    atomic_store(&im_deaths, 0);
+    pthread_t t = cue_start(im_make);
+    ouro_incref(im); /* counted here, on the shared side */
+    cue_action = im_drop; /* the owner drops its reference, stops mid-merge */
+    sem_post(&cue_go);
+    while (sem_wait(&cue_done) != 0)
+        ;
+    sem_init(&im_calling, 0, 0);
+    pthread_t m;
+    ck_assert_int_eq(pthread_create(&m, NULL, im_immortalize, NULL), 0);
+    while (sem_wait(&im_calling) != 0)
+        ;
+    tu_sleep_us(20000); /* let it reach the half-made merge (it waits there) */
+    sem_post(&cue_go);  /* the owner finishes its merge */
+    while (sem_wait(&cue_done) != 0)
+        ;
+    pthread_join(m, NULL);
+    cue_stop(t);
+    sem_destroy(&im_calling);
+    ck_assert_int_eq(atomic_load(&im_rc), 0);
+    ck_assert(ouro_is_immortal(im));
+    ouro_decref(im); /* immortal: nothing happens */
+    ouro_decref(im);
+    ck_assert(ouro_is_immortal(im));
+    ck_assert_int_eq(atomic_load(&im_deaths), 0);
+    ASSERT_NO_FAILURES();
+}
+END_TEST
+
 /* ---- mutators racing collections ---- */
 /* A shared table of roots (counted references in a container) and threads
  * that keep moving references between nodes, dropping and making cycles,
@@ -402,6 +484,7 @@ int main(void)
     const TTest *const tests[] = {
         a_reference_cut_during_validation_frees_nothing_twice,
         a_collection_inside_an_owners_merge_frees_nothing_twice,
+        make_immortal_during_an_owners_merge_sticks,
         mutators_racing_collections_never_lose_a_live_object,
         NULL};
     return tu_run_case("gcrace", tests);
