@@ -216,7 +216,9 @@ START_TEST(a_collection_inside_an_owners_merge_frees_nothing_twice)
         ;
     ck_assert_int_eq(atomic_load(&merge_hooks), 1);
     /* mo's merge is half made: its count is not to be trusted, so the
-     * collection keeps it, and mp with it */
+     * collection keeps it, and mp with it (it does not wait for the owner,
+     * parked here: gc_count gives up after a bounded number of tries and
+     * the member counts as a root) */
     ck_assert_int_eq(ouro_gc_collect(0), 0);
     ck_assert_int_eq(atomic_load(&deaths), 0);
     sem_post(&cue_go); /* the owner finishes its merge */
