@@ -20,6 +20,13 @@
 static sem_t cue_go, cue_done;
 static void (*cue_action)(void);
 
+/* sem_wait, again after a signal */
+static void sem_take(sem_t *s)
+{
+    while (sem_wait(s) != 0)
+        ;
+}
+
 static void *cue_thread(void *arg)
 {
     void (*first)(void) = (void (*)(void))arg;
@@ -27,8 +34,7 @@ static void *cue_thread(void *arg)
     first(); /* its objects are made and owned here */
     sem_post(&cue_done);
     for (;;) {
-        while (sem_wait(&cue_go) != 0)
-            ;
+        sem_take(&cue_go);
         void (*act)(void) = cue_action;
         if (act == NULL)
             break;
@@ -38,13 +44,28 @@ static void *cue_thread(void *arg)
     return NULL;
 }
 
-/* Run `act` on the cue thread and wait until it has. */
+/* Run `act` on the cue thread and wait until it has, or until it parks
+ * (cue_park) in the middle. */
 static void cue(void (*act)(void))
 {
     cue_action = act;
     sem_post(&cue_go);
-    while (sem_wait(&cue_done) != 0)
-        ;
+    sem_take(&cue_done);
+}
+
+/* On the cue thread, inside an action (from one of ouro's hooks): hand
+ * control back to the thread that gave the cue, and wait for cue_resume. */
+static void cue_park(void)
+{
+    sem_post(&cue_done);
+    sem_take(&cue_go);
+}
+
+/* Let the parked cue thread go on, and wait until its action is done. */
+static void cue_resume(void)
+{
+    sem_post(&cue_go);
+    sem_take(&cue_done);
 }
 
 static pthread_t cue_start(void (*first)(void))
@@ -53,8 +74,7 @@ static pthread_t cue_start(void (*first)(void))
     sem_init(&cue_done, 0, 0);
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, cue_thread, (void *)first), 0);
-    while (sem_wait(&cue_done) != 0)
-        ;
+    sem_take(&cue_done);
     return t;
 }
 
@@ -187,10 +207,7 @@ static void merge_collect_inside(ouro_object_t *o)
     if (o != &mo->ob)
         return;
     atomic_fetch_add(&merge_hooks, 1);
-    /* the collection runs on the main thread, which is waiting in cue() */
-    sem_post(&cue_done);
-    while (sem_wait(&cue_go) != 0)
-        ;
+    cue_park(); /* the collection runs on the main thread meanwhile */
 }
 
 static void merge_drop(void)
@@ -210,10 +227,7 @@ START_TEST(a_collection_inside_an_owners_merge_frees_nothing_twice)
     cue(merge_link);
     ouro_decref(&mp->ob); /* mp: mo's reference only */
     /* the cue thread drops mo and stops in the hook: collect meanwhile */
-    cue_action = merge_drop;
-    sem_post(&cue_go);
-    while (sem_wait(&cue_done) != 0)
-        ;
+    cue(merge_drop);
     ck_assert_int_eq(atomic_load(&merge_hooks), 1);
     /* mo's merge is half made: its count is not to be trusted, so the
      * collection keeps it, and mp with it (it does not wait for the owner,
@@ -221,9 +235,7 @@ START_TEST(a_collection_inside_an_owners_merge_frees_nothing_twice)
      * the member counts as a root) */
     ck_assert_int_eq(ouro_gc_collect(0), 0);
     ck_assert_int_eq(atomic_load(&deaths), 0);
-    sem_post(&cue_go); /* the owner finishes its merge */
-    while (sem_wait(&cue_done) != 0)
-        ;
+    cue_resume(); /* the owner finishes its merge */
     cue_stop(t);
     ck_assert_int_eq(atomic_load(&deaths), 0); /* mp still holds mo */
     /* now plain cyclic garbage (promoted by the collection above) */
@@ -263,9 +275,7 @@ static void im_park(ouro_object_t *o)
 {
     if (o != im)
         return;
-    sem_post(&cue_done);
-    while (sem_wait(&cue_go) != 0)
-        ;
+    cue_park();
 }
 
 static void im_drop(void)
@@ -289,19 +299,13 @@ START_TEST(make_immortal_during_an_owners_merge_sticks)
     atomic_store(&im_deaths, 0);
     pthread_t t = cue_start(im_make);
     ouro_incref(im); /* counted here, on the shared side */
-    cue_action = im_drop; /* the owner drops its reference, stops mid-merge */
-    sem_post(&cue_go);
-    while (sem_wait(&cue_done) != 0)
-        ;
+    cue(im_drop); /* the owner drops its reference, parks mid-merge */
     sem_init(&im_calling, 0, 0);
     pthread_t m;
     ck_assert_int_eq(pthread_create(&m, NULL, im_immortalize, NULL), 0);
-    while (sem_wait(&im_calling) != 0)
-        ;
+    sem_take(&im_calling);
     tu_sleep_us(20000); /* let it reach the half-made merge (it waits there) */
-    sem_post(&cue_go);  /* the owner finishes its merge */
-    while (sem_wait(&cue_done) != 0)
-        ;
+    cue_resume(); /* the owner finishes its merge */
     pthread_join(m, NULL);
     cue_stop(t);
     sem_destroy(&im_calling);
