@@ -144,7 +144,7 @@ static uint8_t *block_holding(const ouro_pool_t *pool, uintptr_t u, size_t bs)
 {
     uintptr_t start = (uintptr_t)pool->start;
     /* relaxed: a block handed out was carved before its pointer reached us */
-    if (u < start || u - start >= atomic_load_explicit(&pool->limit, memory_order_relaxed))
+    if (u < start || u - start >= ouro__pool_limit(pool))
         return NULL;
     return (uint8_t *)(start + (u - start) / bs * bs);
 }

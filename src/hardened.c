@@ -90,7 +90,7 @@ void ouro__report_corrupt_link(const ouro_pool_t *pool, const void *link, const 
 {
     uint32_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
     /* relaxed: the owner reads the limit it wrote */
-    uint64_t limit = atomic_load_explicit(&pool->limit, memory_order_relaxed);
+    uint64_t limit = ouro__pool_limit(pool);
     ouro__fatal("corrupt free list: %s of a pool of size class %d (%u-byte blocks, carved at %p..%p) "
                 "would be %p, which is not a free block of the pool: a write after free or an "
                 "overflow changed a free block%s",

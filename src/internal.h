@@ -142,14 +142,14 @@ typedef struct ouro_pool_s {
      * only when the pool is set up or carved further, so remote frees
      * never pull it away from the owner */
     uint8_t *start;              /* [init] first block */
-    _Atomic uint64_t limit;      /* [owner] capacity * block_size: offsets below it are carved;
-                                  * atomic (relaxed) because any thread's free validates against it */
-    uint64_t divc;               /* [init] UINT64_MAX / block_size + 1: off is a multiple of the
-                                  * block size iff off * divc < divc (mod 2^64; Lemire et al. 2019) */
+    _Atomic uint32_t carved;     /* [owner] blocks carved so far (= capacity): every free checks
+                                  * against it, so atomic (relaxed) */
+    _Atomic uint32_t block_size; /* [init]; atomic (relaxed) only so stats may read it */
+    uint64_t binv;               /* [init] the inverse mod 2^64 of block_size's odd part, and */
     _Atomic uintptr_t owner_tp;  /* [shared] thread pointer of the owning thread, 0 if none: the
                                   * free fast path compares it with its own in one load */
-    _Atomic uint32_t block_size; /* [init]; atomic (relaxed) only so stats may read it */
     uint32_t reserved;           /* [init] blocks the pool can hold */
+    uint8_t bshift;              /* [init] its power of two: ouro__pool_is_block */
     uint8_t cls;                 /* [init] size class */
     uint8_t mem_is_zero;         /* [init] the pool's memory was zero when claimed (fresh from the
                                   * OS or purged): then a block on `free` whose cookie is not set
@@ -173,7 +173,7 @@ typedef struct ouro_pool_s {
     uintptr_t key;               /* [owner] free-list links are stored as link ^ key: 0 in the
                                   * default mode (plain links, the XOR costs no branch), random
                                   * and never 0 in hardened mode, so key != 0 means hardened */
-    uintptr_t head_lo;           /* [owner] = start, and head_len = limit / 16: the bounds that */
+    uintptr_t head_lo;           /* [owner] = start, and head_len = carved bytes / 16: the bounds that */
     uint64_t head_len;           /* ouro__pool_head_ok checks the head of `free` against, kept
                                   * here so that malloc reads one line of the pool */
 
@@ -500,14 +500,30 @@ static inline ouro_pool_t *ouro__pool_of(uintptr_t u)
                                 memory_order_acquire);
 }
 
-/* Whether `u` is the start of a carved block of `pool`: below the carved
- * limit (an address below `start` wraps to a huge offset) and a multiple of
- * the block size (one multiply, no division). */
+/* Whether `u` is the start of a carved block of `pool`, in one compare.
+ * With block size d = d0 * 2^k (d0 odd) and binv = d0^-1 mod 2^64, the
+ * offset off = u - start maps to ror(off * binv, k): for off = q * d that
+ * is q itself (q * 2^k * d0 * binv, no wrap as off < 2^64), the block's
+ * index, which must be below the carved count; for any other 64-bit off it
+ * is at least 2^64 / d > 2^46, far above any count (a multiple of 2^k but
+ * not of d0 lands above (2^(64-k) - 1) / d0, the rest keep low bits that
+ * the rotation moves to the top).  An address below `start` is such a huge
+ * offset.  This is the divisibility test compilers emit for constant
+ * divisors (Hacker's Delight 10-17), with the bound folded in. */
 static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
 {
-    uint64_t off = (uint64_t)(u - (uintptr_t)pool->start);
+    uint64_t t = (uint64_t)(u - (uintptr_t)pool->start) * pool->binv;
+    unsigned k = pool->bshift;
     /* relaxed: a valid block was carved before its pointer reached us */
-    return off < atomic_load_explicit(&pool->limit, memory_order_relaxed) && off * pool->divc < pool->divc;
+    return ((t >> k) | (t << ((64 - k) & 63))) < atomic_load_explicit(&pool->carved, memory_order_relaxed);
+}
+
+/* Bytes carved so far: [start, start + this) holds the carved blocks.
+ * Relaxed, as in ouro__pool_is_block. */
+static inline uint64_t ouro__pool_limit(const ouro_pool_t *pool)
+{
+    return (uint64_t)atomic_load_explicit(&pool->carved, memory_order_relaxed) *
+           atomic_load_explicit(&pool->block_size, memory_order_relaxed);
 }
 
 /* Add `d` to the pool's used count and return the new value (with the FULL

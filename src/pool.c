@@ -66,7 +66,7 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     pool->free = NULL;
     atomic_store_explicit(&pool->used, 0, memory_order_relaxed);
     pool->capacity = 0;
-    atomic_store_explicit(&pool->limit, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->carved, 0, memory_order_relaxed);
     ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
     size_t bytes = (size_t)pool->span << OURO_SLOT_SHIFT;
     if (pool->slot + pool->span == OURO_SLOTS)
@@ -80,7 +80,11 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero)
     atomic_store_explicit(&pool->block_size, (uint32_t)bs, memory_order_relaxed);
     pool->cls = (uint8_t)cls;
     pool->mem_is_zero = mem_is_zero;
-    pool->divc = UINT64_MAX / bs + 1;
+    pool->bshift = (uint8_t)__builtin_ctzll(bs);
+    uint64_t d0 = bs >> pool->bshift, inv = d0; /* correct to 3 bits: d0 * d0 = 1 mod 8 */
+    for (int i = 0; i < 5; i++)
+        inv *= 2 - d0 * inv; /* Newton's step doubles the correct bits: 6, 12, ..., 96 */
+    pool->binv = inv;
     pool->next = pool->prev = NULL;
     if (unlikely(ouro__debug_on())) {
         static _Atomic uint32_t nonces;
@@ -152,7 +156,7 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     pool->capacity += n;
     /* relaxed: the new blocks reach other threads only through some later
      * synchronisation of the user's, which orders this store too */
-    atomic_store_explicit(&pool->limit, (uint64_t)pool->capacity * bs, memory_order_relaxed);
+    atomic_store_explicit(&pool->carved, pool->capacity, memory_order_relaxed);
     pool->head_len = (uint64_t)pool->capacity * bs / 16;
     return true;
 }

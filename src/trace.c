@@ -393,7 +393,7 @@ static trace_head_t *traced_head(const void *p)
          * carved before its pointer reached us */
         size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
         uintptr_t start = (uintptr_t)pool->start;
-        if (u - start >= atomic_load_explicit(&pool->limit, memory_order_relaxed))
+        if (u - start >= ouro__pool_limit(pool))
             return NULL;
         b = (uint8_t *)(start + (u - start) / bs * bs);
     }

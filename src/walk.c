@@ -118,7 +118,7 @@ static void walk_pool(ouro_pool_t *pool, void *arg)
     ouro_arena_t *a = ouro__arena_of((uintptr_t)pool);
     uint8_t *start = (uint8_t *)a + ((size_t)pool->slot << OURO_SLOT_SHIFT);
     /* relaxed: blocks carved after this load are new during the walk */
-    uint64_t limit = atomic_load_explicit(&pool->limit, memory_order_relaxed);
+    uint64_t limit = ouro__pool_limit(pool);
     for (uint64_t off = 0; bs && off + bs <= limit && !w->stop; off += bs) {
         uint8_t *b = start + off;
         if (!ouro__block_is_live((ouro_block_t *)b))

@@ -306,6 +306,52 @@ START_TEST(owns_rejects_foreign_pointers_safely)
 }
 END_TEST
 
+/* Every free and ouro_owns decide "the start of a carved block" with one
+ * multiply and rotate (internal.h, ouro__pool_is_block): each class's block
+ * starts are known, every 16-byte step inside a block is not, and neither
+ * is a block start past the part of the pool carved so far, whose memory is
+ * zero (a zero cookie looks like a live block: only the bound rejects it). */
+START_TEST(owns_knows_the_block_starts_of_every_class)
+{
+    if (debug_mode())
+        return; /* guarded blocks: ouro_owns takes any address inside one */
+    if (ouro_option_get(OURO_OPTION_HARDENED) == 0) {
+        /* first, while the process is fresh: classes of 8 KiB and up carve
+         * 4 blocks at a time, in address order, and a pool holds at least
+         * 8, so the first block of the class has 3 carved blocks after it
+         * (fresh cookies: not live), then 4 uncarved ones, all zero */
+        for (size_t size = 8 << 10; size <= (128 << 10); size *= 2) {
+            unsigned char *p = ouro_malloc(size);
+            ck_assert(ouro_owns(p));
+            for (int i = 1; i < 8; i++)
+                ck_assert_msg(!ouro_owns(p + (size_t)i * size), "block %d of the %zu-byte class", i, size);
+            ouro_free(p);
+        }
+    }
+    for (int c = 1; c < OURO_NUM_CLASSES; c++) {
+        size_t bs = ouro_class_block_size(c);
+        unsigned char *p[3];
+        for (int i = 0; i < 3; i++) {
+            p[i] = ouro_malloc(bs);
+            ck_assert_uint_eq(ouro_usable_size(p[i]), bs);
+            ck_assert(ouro_owns(p[i]));
+        }
+        /* every offset inside a block for classes up to 1 KiB, 64 spread
+         * ones (and the last) for the rest */
+        size_t step = bs <= 1024 ? 16 : (bs / 64 + 15) & ~(size_t)15;
+        for (size_t off = 16; off < bs; off += step) {
+            ck_assert_msg(!ouro_owns(p[1] + off), "class %zu: offset %zu passes for a block start", bs, off);
+            ck_assert(!ouro_owns(p[1] + off - 8));
+        }
+        if (bs > 16)
+            ck_assert(!ouro_owns(p[1] + bs - 16));
+        ck_assert(!ouro_owns(p[1] + 1));
+        for (int i = 0; i < 3; i++)
+            ouro_free(p[i]);
+    }
+}
+END_TEST
+
 START_TEST(free_null_and_free_sized)
 {
     ouro_free(NULL);
@@ -460,6 +506,7 @@ int main(void)
         realloc_grow_and_shrink_keep_contents,
         realloc_large_grows_in_place_within_mapping,
         owns_rejects_foreign_pointers_safely,
+        owns_knows_the_block_starts_of_every_class,
         free_null_and_free_sized,
         stats_follow_allocations,
         idle_memory_goes_back_to_the_os,
