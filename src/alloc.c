@@ -112,13 +112,13 @@ OURO_FAST void *ouro_malloc(size_t size)
     return malloc_inline(size);
 }
 
-/* A block freed by a thread that does not own its pool: push it on the
- * pool's remote stack (telling the owner only if it asked: pool.c). */
+/* A block freed by a thread that does not own its pool: on to the pool's
+ * remote stack, in batches (telling the owner only if it asked: pool.c). */
 static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
 {
     /* relaxed atomic: the owner's heap walk may read the word meanwhile */
     __atomic_store_n(&b->cookie, (uintptr_t)b ^ key, __ATOMIC_RELAXED);
-    ouro__pool_push_remote(pool, b);
+    ouro__pool_free_remote(pool, b);
 }
 
 /* Everything but a valid small block: NULL, large blocks, and misuse.

@@ -397,6 +397,9 @@ static void heap_thread_done(void *arg)
     ouro_heap_t *heap = arg;
     if (exit_hook[heap->kind])
         exit_hook[heap->kind](heap);
+    /* the remote frees this thread gathered (pool.c), some perhaps to pools
+     * of this heap (adopted since), which step 4 of heap_abandon takes */
+    ouro__pool_flush_remote();
     heap_abandon(heap);
     /* frees after this point (later TLS destructors) take the remote path */
     *tls_heap(heap->kind) = sentinel(heap->kind);
@@ -605,6 +608,7 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
 
 void ouro__heap_collect(bool release_empty)
 {
+    ouro__pool_flush_remote(); /* our own gathered remote frees first */
     sweep_abandoned(true);
     heap_collect(ouro__dheap, release_empty);
     heap_collect(ouro__oheap, release_empty);

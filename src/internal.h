@@ -369,6 +369,12 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;
 bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
 bool ouro__pool_arm_notify(ouro_pool_t *pool) ouro_hidden;
+/* A block of `pool` freed by a thread that does not own it (its cookie set):
+ * gathered in the thread's cache and pushed on the pool's remote stack in
+ * batches (pool.c).  ouro__pool_flush_remote pushes what the calling thread
+ * holds. */
+void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b) ouro_hidden;
+void ouro__pool_flush_remote(void) ouro_hidden;
 void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b) ouro_hidden;
 unsigned ouro__class_span(int cls) ouro_hidden;
 size_t ouro__class_size(int cls) ouro_hidden;

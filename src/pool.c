@@ -9,8 +9,10 @@
  * the one before), how many it holds, and the NOTIFY bit (internal.h).
  *
  *   freer:  CAS remote from `old` to the block, linked to old's blocks, and
- *           old's count + 1 (ouro__pool_push_remote); if `old` has NOTIFY, CAS
- *           NOTIFY away and hand the block to the owner (notify, below).
+ *           old's count + 1 (ouro__pool_push_remote), or to a batch of its
+ *           blocks and old's count + their number (batched remote frees,
+ *           below); if `old` has NOTIFY, CAS NOTIFY away and hand the block
+ *           to the owner (notify, below).
  *   owner:  takes every waiting block with one exchange (the count bounds
  *           its walk to the last one, and lets hardened mode check it);
  *           when it puts the pool on its full list it sets NOTIFY, with a
@@ -260,6 +262,104 @@ void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b)
         return;
     }
     ouro__heap_push_delayed(heap, b);
+}
+
+/* ---- batched remote frees ----
+ * Each CAS on a pool's `remote` word is a locked instruction, which waits
+ * for the freer's earlier stores (the cookie and link it just wrote into
+ * the block, on a line the owner's cache may hold) to complete: on xmalloc
+ * that CAS was nine tenths of free_remote.  So a thread gathers the blocks
+ * it frees to pools it does not own, per pool, in a small cache of its own
+ * (RC_WAYS ways, direct-mapped by pool), and pushes a way's blocks with one
+ * CAS when it holds RC_BATCH of them, when another pool needs the way, and
+ * when the thread exits or calls ouro_collect (ouro__pool_flush_remote).
+ * snmalloc batches its remote frees the same way.
+ *
+ * The cost: a thread that stops freeing keeps at most RC_WAYS * (RC_BATCH
+ * - 1) blocks of at most RC_WAYS pools out of their owners' reach until it
+ * frees again, collects or exits; those blocks count as used meanwhile.
+ * They carry the free cookie from the start (double frees and heap walks
+ * see them as free).  Only threads with a plain heap gather: its exit
+ * flushes the cache (heap.c), and a thread without one (it never
+ * allocated, or its heap is gone: frees from late TLS destructors) pushes
+ * each block at once. */
+#define RC_WAYS 8
+#define RC_BATCH 16
+
+typedef struct rc_way_s {
+    ouro_pool_t *pool;          /* NULL when the way is empty */
+    ouro_block_t *head, *tail;  /* the blocks, linked through word 0; tail's link is set at the push */
+    uint32_t n;
+} rc_way_t;
+
+static __thread rc_way_t rcache[RC_WAYS] __attribute__((tls_model("initial-exec")));
+
+static inline rc_way_t *rc_way(const ouro_pool_t *pool)
+{
+    /* pool headers lie 3 lines apart in their arena's header: consecutive
+     * pools take different ways */
+    return &rcache[((uintptr_t)pool >> 6) % RC_WAYS];
+}
+
+/* Push the way's blocks on its pool's remote stack, and empty the way. */
+static void rc_push(rc_way_t *w)
+{
+    ouro_pool_t *pool = w->pool;
+    w->pool = NULL;
+    /* relaxed: the CAS below checks the value we link to */
+    uintptr_t old = atomic_load_explicit(&pool->remote, memory_order_relaxed);
+    do {
+        if (unlikely(old & OURO_REMOTE_NOTIFY)) {
+            /* the owner wants telling: block by block, the first one takes
+             * NOTIFY to the owner and the rest follow onto the stack.
+             * Exactly n of them: the tail's link may hold a value from a
+             * failed CAS below */
+            ouro_block_t *b = w->head;
+            for (uint32_t i = 0; i < w->n; i++) {
+                ouro_block_t *next = (ouro_block_t *)b->node.next;
+                ouro__pool_push_remote(pool, b);
+                b = next;
+            }
+            return;
+        }
+        /* relaxed atomic store: as in ouro__pool_push_remote */
+        __atomic_store_n(&w->tail->node.next, (struct cds_lfs_node *)OURO_REMOTE_BLOCK(old), __ATOMIC_RELAXED);
+        /* release: as in ouro__pool_push_remote, for every block of the
+         * way (their links and cookies were stored before this CAS) */
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pool->remote, &old, (uintptr_t)w->head + ((((old >> OURO_REMOTE_COUNT_SHIFT) + w->n)) << OURO_REMOTE_COUNT_SHIFT),
+        memory_order_release, memory_order_relaxed));
+}
+
+void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b)
+{
+    rc_way_t *w = rc_way(pool);
+    if (likely(w->pool == pool)) {
+        /* relaxed atomic store: as in ouro__pool_push_remote (the owner,
+         * exiting, may compare-exchange word 0 of a block it saw live) */
+        __atomic_store_n(&b->node.next, (struct cds_lfs_node *)w->head, __ATOMIC_RELAXED);
+        w->head = b;
+        if (++w->n == RC_BATCH)
+            rc_push(w);
+        return;
+    }
+    if (unlikely(ouro__dheap == &ouro__empty_heap)) {
+        ouro__pool_push_remote(pool, b); /* no exit of ours would flush a cache */
+        return;
+    }
+    if (w->pool != NULL)
+        rc_push(w);
+    __atomic_store_n(&b->node.next, NULL, __ATOMIC_RELAXED); /* as above */
+    w->pool = pool;
+    w->head = w->tail = b;
+    w->n = 1;
+}
+
+void ouro__pool_flush_remote(void)
+{
+    for (int i = 0; i < RC_WAYS; i++)
+        if (rcache[i].pool != NULL)
+            rc_push(&rcache[i]);
 }
 
 /* ---- misuse reports ---- */

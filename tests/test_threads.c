@@ -15,7 +15,9 @@
  * (in CK_NOFORK mode it longjmps).
  *
  * Exact accounting.  Stats count a block freed by another thread as used
- * until the pool's owner takes it back.  When the owner has exited, its
+ * until the pool's owner takes it back (and while the freeing thread holds
+ * it in a batch: a thread with a heap pushes its remote frees per pool in
+ * batches, and at the latest when it exits or calls ouro_collect).  When the owner has exited, its
  * pools are abandoned, and frees that reach them afterwards sit on their
  * remote stacks until a thread adopts the pool or ouro_collect sweeps the
  * abandoned pools (taking back their remote frees and releasing those that
@@ -600,13 +602,19 @@ END_TEST
  * bit and the heap's delayed stack), so the owner's next allocations of
  * that size get exactly those blocks back: no block from anywhere else,
  * and no new pool.  A lost notification leaves a pool unseen on the full
- * list, and the owner would claim new pools instead. */
+ * list, and the owner would claim new pools instead.  In odd rounds the
+ * freer has a heap, so it pushes in batches (3c below), each batch's first
+ * block telling the owner. */
 #define FB_N 210     /* ten pools of 21 blocks of 3 KiB, in the default mode */
 #define FB_SIZE 3000
+
+static bool fb_with_heap;
 
 static void *free_blocks_main(void *a)
 {
     blk_t *v = a;
+    if (fb_with_heap)
+        ouro_free(ouro_malloc(FB_SIZE));
     for (unsigned i = 0; i < FB_N; i++)
         blk_free(&v[i], "full pools: the other thread frees");
     return NULL;
@@ -633,6 +641,7 @@ START_TEST(test_full_pools_come_back_after_remote_frees)
         ASSERT_NO_FAILURES();
         ouro_stats_get(&filled);
         pthread_t t;
+        fb_with_heap = round % 2;
         start(&t, free_blocks_main, v);
         join(t);
         ASSERT_NO_FAILURES();
@@ -657,6 +666,93 @@ START_TEST(test_full_pools_come_back_after_remote_frees)
             blk_free(&w[i], "full pools: the owner frees");
         ASSERT_NO_FAILURES();
     }
+    settle(&after);
+    assert_back_to(&base, &after, true);
+}
+END_TEST
+
+/* ================================================================== */
+/* 3c. remote frees reach the owner in batches                          */
+/* ================================================================== */
+
+/* A thread with a heap gathers the blocks it frees to other threads'
+ * pools and pushes them per pool in batches (pool.c): at most 15 blocks of
+ * at most 8 pools wait with it, and its ouro_collect and its exit push
+ * them.  A thread that never allocated pushes each block at once. */
+#define RB_N 1000
+#define RB_HELD_MAX (8 * 15)
+
+typedef struct rb_job_s {
+    blk_t *v;
+    unsigned n;
+    bool has_heap;       /* allocate once first */
+    bool stay;           /* wait at the barrier (twice) instead of exiting */
+    pthread_barrier_t *bar;
+} rb_job_t;
+
+static void *rb_free(void *a)
+{
+    rb_job_t *j = a;
+    if (j->has_heap)
+        ouro_free(ouro_malloc(64));
+    for (unsigned i = 0; i < j->n; i++)
+        blk_free(&j->v[i], "batches: another thread frees");
+    if (j->stay) {
+        pthread_barrier_wait(j->bar); /* 1: freed, the owner looks */
+        if (j->has_heap)
+            ouro_collect(0); /* push what we hold */
+        pthread_barrier_wait(j->bar); /* 2: pushed, the owner looks again */
+    }
+    return NULL;
+}
+
+/* Blocks in use, after the owner took back what waits.  (Summed over the
+ * classes: debug mode's blocks are larger than the 64 bytes asked for.) */
+static size_t rb_used(void)
+{
+    ouro_stats_t s;
+    ouro_collect(0);
+    ouro_stats_get(&s);
+    return used_blocks(&s);
+}
+
+START_TEST(test_remote_frees_reach_the_owner_in_batches)
+{
+    reset_failures();
+    ouro_stats_t base, after;
+    settle(&base);
+    size_t before = used_blocks(&base);
+    static blk_t v[RB_N];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    /* 1. a thread with a heap, staying: holds a bounded batch until it collects;
+     * 2. a thread without one, staying: holds nothing;
+     * 3. a thread with a heap that exits: holds nothing after its exit */
+    for (int phase = 1; phase <= 3; phase++) {
+        for (unsigned i = 0; i < RB_N; i++)
+            v[i] = blk_new(64, blk_seed(10, (uint64_t)phase, i));
+        ASSERT_NO_FAILURES();
+        ck_assert_uint_eq(rb_used(), before + RB_N);
+        rb_job_t job = {v, RB_N, phase != 2, phase != 3, &bar};
+        pthread_t t;
+        start(&t, rb_free, &job);
+        if (phase == 3) {
+            join(t);
+            ck_assert_uint_eq(rb_used(), before);
+            continue;
+        }
+        pthread_barrier_wait(&bar);
+        size_t held = rb_used() - before;
+        if (phase == 1)
+            ck_assert_msg(held <= RB_HELD_MAX, "the freeing thread holds %zu of %d blocks", held, RB_N);
+        else
+            ck_assert_msg(held == 0, "a thread without a heap holds %zu blocks", held);
+        pthread_barrier_wait(&bar);
+        ck_assert_uint_eq(rb_used(), before); /* still there: it collected */
+        join(t);
+        ASSERT_NO_FAILURES();
+    }
+    pthread_barrier_destroy(&bar);
     settle(&after);
     assert_back_to(&base, &after, true);
 }
@@ -1431,6 +1527,7 @@ static Suite *threads_suite(void)
         {"thread_churn", test_thread_churn_reuses_memory},
         {"adoption", test_adoption_of_abandoned_pools},
         {"full_pools_remote", test_full_pools_come_back_after_remote_frees},
+        {"remote_batches", test_remote_frees_reach_the_owner_in_batches},
         {"classes_alignments", test_all_classes_and_alignments},
         {"realloc", test_realloc_across_threads},
         {"stress", test_random_stress},

@@ -448,10 +448,12 @@ START_TEST(per_thread_stats_match_what_each_thread_holds)
         ck_assert_uint_ge(s->pools_claimed + s->pools_adopted, 2);
         ck_assert_uint_eq(s->remote_frees, 0);
     }
-    /* frees by another thread: counted by the owner when it takes them back */
+    /* frees by another thread: counted by the owner when it takes them back,
+     * once this thread has pushed the batches it holds (ouro_collect) */
     for (int i = 0; i < STAT_THREADS; i++)
         for (int j = 0; j < counted[i].n; j++)
             ouro_free(counted[i].ptrs[j]);
+    ouro_collect(0);
     pthread_barrier_wait(&bar);
     pthread_barrier_wait(&bar);
     n = ouro_stats_threads(v, 256);
