@@ -46,6 +46,9 @@ static void *marker_main(void *arg)
         ouro_read_begin(); /* an RCU reader while traversing */
         fn(fn_arg, id);
         ouro_read_end();
+        /* the work chunks we freed are other markers' blocks: push them
+         * now, as we may sleep until the next collection */
+        ouro__pool_flush_remote_mine();
         pthread_mutex_lock(&mk_lock);
         if (--mk_pending == 0)
             pthread_cond_signal(&mk_done);

@@ -192,6 +192,8 @@ static ouro_heap_t *heap_new(int kind)
         ouro__heap_set_cur(h, c, &ouro__empty_pool);
         h->avail[c] = h->avail_last[c] = h->full[c] = NULL;
     }
+    for (int i = 0; i < OURO_RC_WAYS; i++)
+        ouro_assert(h->rcache[i].pool == NULL); /* pushed when the heap was abandoned */
     /* `delayed` is not reset: a late notifier may have handed the heap's
      * previous thread a block after it exited; our first slow path passes
      * such blocks on (delayed_take) */
@@ -336,6 +338,9 @@ static void delayed_take(ouro_heap_t *from, ouro_heap_t *mine)
  * empty).  Run by the exiting thread, or in a fork child for dead threads. */
 static void heap_abandon(ouro_heap_t *heap)
 {
+    /* 0. push the remote frees the heap gathered (pool.c; plain heaps only),
+     * some perhaps to pools of its own (adopted since), which step 4 takes */
+    ouro__pool_flush_remote(heap);
     /* 1. take back what other threads handed us, while the pools are ours */
     delayed_take(heap, heap);
     /* 2. no new notification may target this heap: clear every owner, and
@@ -397,9 +402,6 @@ static void heap_thread_done(void *arg)
     ouro_heap_t *heap = arg;
     if (exit_hook[heap->kind])
         exit_hook[heap->kind](heap);
-    /* the remote frees this thread gathered (pool.c), some perhaps to pools
-     * of this heap (adopted since), which step 4 of heap_abandon takes */
-    ouro__pool_flush_remote();
     heap_abandon(heap);
     /* frees after this point (later TLS destructors) take the remote path */
     *tls_heap(heap->kind) = sentinel(heap->kind);
@@ -608,7 +610,7 @@ static void heap_collect(ouro_heap_t *heap, bool release_empty)
 
 void ouro__heap_collect(bool release_empty)
 {
-    ouro__pool_flush_remote(); /* our own gathered remote frees first */
+    ouro__pool_flush_remote_mine(); /* our own gathered remote frees first */
     sweep_abandoned(true);
     heap_collect(ouro__dheap, release_empty);
     heap_collect(ouro__oheap, release_empty);

@@ -96,6 +96,9 @@ __attribute__((constructor)) static void ouro_ctor(void)
 
 __attribute__((destructor)) static void ouro_dtor(void)
 {
+    /* the exiting thread (usually main) runs no heap destructor: its
+     * gathered remote frees would show as used in the statistics */
+    ouro__pool_flush_remote_mine();
     ouro__trace_at_exit();
     if (ouro__options[OURO_OPTION_SHOW_STATS] == 1)
         ouro_stats_print(stderr);

@@ -228,6 +228,16 @@ typedef struct ouro_large_s {
 } ouro_large_t;
 
 /* ---- thread heaps ---- */
+/* Batched remote frees (pool.c): blocks a thread freed to one pool it does
+ * not own, waiting to be pushed on the pool's remote stack together. */
+#define OURO_RC_WAYS 8   /* pools a thread gathers for at once (direct-mapped) */
+#define OURO_RC_BATCH 16 /* blocks pushed with one CAS */
+typedef struct ouro_rc_way_s {
+    ouro_pool_t *pool;          /* NULL when the way is empty (then the rest is stale) */
+    ouro_block_t *head, *tail;  /* linked through word 0; tail's link is set at the push */
+    uint32_t n;
+} ouro_rc_way_t;
+
 typedef struct ouro_heap_s {
     ouro_pool_t *cur[OURO_NCLASSES];   /* [owner] pool to allocate from (ouro__empty_pool if none) */
     /* [owner] for requests up to OURO_DIRECT_MAX bytes, indexed by
@@ -262,6 +272,10 @@ typedef struct ouro_heap_s {
     uintptr_t dkey;                    /* [init] once, when the heap is first made: 0 in the
                                         * default mode, random in hardened mode (so a write after
                                         * free cannot forge a link it does not know the key of) */
+    /* [owner] plain heaps only: the blocks its thread freed to other threads'
+     * pools, not yet pushed (pool.c); in the heap rather than in TLS so that
+     * abandoning the heap pushes them, in a fork child too */
+    ouro_rc_way_t rcache[OURO_RC_WAYS];
 } ouro_heap_t;
 
 /* A live heap as the registry knows it (ouro__heap_list). */
@@ -370,11 +384,18 @@ bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
 bool ouro__pool_arm_notify(ouro_pool_t *pool) ouro_hidden;
 /* A block of `pool` freed by a thread that does not own it (its cookie set):
- * gathered in the thread's cache and pushed on the pool's remote stack in
- * batches (pool.c).  ouro__pool_flush_remote pushes what the calling thread
- * holds. */
+ * gathered in the thread's plain heap and pushed on the pool's remote stack
+ * in batches (pool.c).  ouro__pool_flush_remote pushes what `heap` holds:
+ * its thread calls it, or whoever abandons the heap of a dead thread. */
 void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b) ouro_hidden;
-void ouro__pool_flush_remote(void) ouro_hidden;
+void ouro__pool_flush_remote(ouro_heap_t *heap) ouro_hidden;
+/* The calling thread's: after it frees blocks that others wait for (a
+ * collector phase, a batch of deferred frees, ouro_collect, exit). */
+static inline void ouro__pool_flush_remote_mine(void)
+{
+    if (ouro__dheap != &ouro__empty_heap)
+        ouro__pool_flush_remote(ouro__dheap);
+}
 void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b) ouro_hidden;
 unsigned ouro__class_span(int cls) ouro_hidden;
 size_t ouro__class_size(int cls) ouro_hidden;

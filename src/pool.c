@@ -269,40 +269,32 @@ void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b)
  * for the freer's earlier stores (the cookie and link it just wrote into
  * the block, on a line the owner's cache may hold) to complete: on xmalloc
  * that CAS was nine tenths of free_remote.  So a thread gathers the blocks
- * it frees to pools it does not own, per pool, in a small cache of its own
- * (RC_WAYS ways, direct-mapped by pool), and pushes a way's blocks with one
- * CAS when it holds RC_BATCH of them, when another pool needs the way, and
- * when the thread exits or calls ouro_collect (ouro__pool_flush_remote).
- * snmalloc batches its remote frees the same way.
+ * it frees to pools it does not own, per pool, in its plain heap
+ * (OURO_RC_WAYS ways, direct-mapped by pool), and pushes a way's blocks
+ * with one CAS when it holds OURO_RC_BATCH of them, when another pool needs
+ * the way, and when it calls ouro_collect, ends a collector phase (marker
+ * threads), frees a batch of deferred blocks (qsbr.c), or exits; whoever
+ * abandons a heap (its thread, or a fork child for the threads that did not
+ * come along) pushes what it holds.  snmalloc batches its remote frees the
+ * same way.
  *
- * The cost: a thread that stops freeing keeps at most RC_WAYS * (RC_BATCH
- * - 1) blocks of at most RC_WAYS pools out of their owners' reach until it
- * frees again, collects or exits; those blocks count as used meanwhile.
- * They carry the free cookie from the start (double frees and heap walks
- * see them as free).  Only threads with a plain heap gather: its exit
- * flushes the cache (heap.c), and a thread without one (it never
- * allocated, or its heap is gone: frees from late TLS destructors) pushes
- * each block at once. */
-#define RC_WAYS 8
-#define RC_BATCH 16
+ * The cost: a thread that stops freeing keeps at most OURO_RC_WAYS *
+ * (OURO_RC_BATCH - 1) blocks of at most OURO_RC_WAYS pools out of their
+ * owners' reach until it frees again, collects or exits; those blocks count
+ * as used meanwhile.  They carry the free cookie from the start (double
+ * frees and heap walks see them as free).  A thread without a plain heap
+ * (it never allocated, or late in its exit, after the heap was abandoned)
+ * pushes each block at once. */
 
-typedef struct rc_way_s {
-    ouro_pool_t *pool;          /* NULL when the way is empty */
-    ouro_block_t *head, *tail;  /* the blocks, linked through word 0; tail's link is set at the push */
-    uint32_t n;
-} rc_way_t;
-
-static __thread rc_way_t rcache[RC_WAYS] __attribute__((tls_model("initial-exec")));
-
-static inline rc_way_t *rc_way(const ouro_pool_t *pool)
+static inline ouro_rc_way_t *rc_way(ouro_heap_t *heap, const ouro_pool_t *pool)
 {
     /* pool headers lie 3 lines apart in their arena's header: consecutive
      * pools take different ways */
-    return &rcache[((uintptr_t)pool >> 6) % RC_WAYS];
+    return &heap->rcache[((uintptr_t)pool >> 6) % OURO_RC_WAYS];
 }
 
 /* Push the way's blocks on its pool's remote stack, and empty the way. */
-static void rc_push(rc_way_t *w)
+static void rc_push(ouro_rc_way_t *w)
 {
     ouro_pool_t *pool = w->pool;
     w->pool = NULL;
@@ -313,10 +305,17 @@ static void rc_push(rc_way_t *w)
             /* the owner wants telling: block by block, the first one takes
              * NOTIFY to the owner and the rest follow onto the stack.
              * Exactly n of them: the tail's link may hold a value from a
-             * failed CAS below */
+             * failed CAS below.  The links were written by us, but a write
+             * after free may have changed one since: hardened mode checks
+             * each before following it, as the owner's collect does */
             ouro_block_t *b = w->head;
             for (uint32_t i = 0; i < w->n; i++) {
-                ouro_block_t *next = (ouro_block_t *)b->node.next;
+                /* relaxed atomic load: word 0, as in ouro__pool_push_remote */
+                ouro_block_t *next = (ouro_block_t *)__atomic_load_n(&b->node.next, __ATOMIC_RELAXED);
+                if (unlikely(pool->key != 0) && i + 1 < w->n &&
+                    (!ouro__pool_is_block(pool, (uintptr_t)next) ||
+                     __atomic_load_n(&next->cookie, __ATOMIC_RELAXED) != ((uintptr_t)next ^ ouro__key)))
+                    ouro__report_corrupt_link(pool, next, "a block freed by another thread (not yet pushed)");
                 ouro__pool_push_remote(pool, b);
                 b = next;
             }
@@ -327,24 +326,25 @@ static void rc_push(rc_way_t *w)
         /* release: as in ouro__pool_push_remote, for every block of the
          * way (their links and cookies were stored before this CAS) */
     } while (!atomic_compare_exchange_weak_explicit(
-        &pool->remote, &old, (uintptr_t)w->head + ((((old >> OURO_REMOTE_COUNT_SHIFT) + w->n)) << OURO_REMOTE_COUNT_SHIFT),
+        &pool->remote, &old, (uintptr_t)w->head + (((old >> OURO_REMOTE_COUNT_SHIFT) + w->n) << OURO_REMOTE_COUNT_SHIFT),
         memory_order_release, memory_order_relaxed));
 }
 
 void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b)
 {
-    rc_way_t *w = rc_way(pool);
+    ouro_heap_t *heap = ouro__dheap;
+    if (unlikely(heap == &ouro__empty_heap)) {
+        ouro__pool_push_remote(pool, b); /* no heap: nothing would push a batch */
+        return;
+    }
+    ouro_rc_way_t *w = rc_way(heap, pool);
     if (likely(w->pool == pool)) {
         /* relaxed atomic store: as in ouro__pool_push_remote (the owner,
          * exiting, may compare-exchange word 0 of a block it saw live) */
         __atomic_store_n(&b->node.next, (struct cds_lfs_node *)w->head, __ATOMIC_RELAXED);
         w->head = b;
-        if (++w->n == RC_BATCH)
+        if (++w->n == OURO_RC_BATCH)
             rc_push(w);
-        return;
-    }
-    if (unlikely(ouro__dheap == &ouro__empty_heap)) {
-        ouro__pool_push_remote(pool, b); /* no exit of ours would flush a cache */
         return;
     }
     if (w->pool != NULL)
@@ -355,11 +355,11 @@ void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b)
     w->n = 1;
 }
 
-void ouro__pool_flush_remote(void)
+void ouro__pool_flush_remote(ouro_heap_t *heap)
 {
-    for (int i = 0; i < RC_WAYS; i++)
-        if (rcache[i].pool != NULL)
-            rc_push(&rcache[i]);
+    for (int i = 0; i < OURO_RC_WAYS; i++)
+        if (heap->rcache[i].pool != NULL)
+            rc_push(&heap->rcache[i]);
 }
 
 /* ---- misuse reports ---- */

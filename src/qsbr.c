@@ -100,6 +100,9 @@ static void batch_release(defer_batch_t *b)
 {
     for (size_t i = 0; i < b->n; i++)
         block_free(b->blocks[i]);
+    /* those of other threads' pools reach them now, not with our next
+     * batch: ouro_barrier waits for this batch to be free */
+    ouro__pool_flush_remote_mine();
     ouro_tsan_release(&ouro__deferred); /* ouro_barrier acquires it */
     atomic_fetch_sub_explicit(&ouro__deferred, b->n, memory_order_relaxed);
     ouro_free(b);

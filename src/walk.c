@@ -117,8 +117,13 @@ static void walk_pool(ouro_pool_t *pool, void *arg)
      * was made) rather than from `start`, which each claim rewrites */
     ouro_arena_t *a = ouro__arena_of((uintptr_t)pool);
     uint8_t *start = (uint8_t *)a + ((size_t)pool->slot << OURO_SLOT_SHIFT);
-    /* relaxed: blocks carved after this load are new during the walk */
-    uint64_t limit = ouro__pool_limit(pool);
+    /* relaxed: blocks carved after this load are new during the walk.  The
+     * carved count times our block size, and never past the arena: a pool
+     * set up again under us may pair one life's count with another's size */
+    uint64_t limit = (uint64_t)atomic_load_explicit(&pool->carved, memory_order_relaxed) * bs;
+    uint64_t room = (uint64_t)(OURO_SLOTS - pool->slot) << OURO_SLOT_SHIFT;
+    if (limit > room)
+        limit = room;
     for (uint64_t off = 0; bs && off + bs <= limit && !w->stop; off += bs) {
         uint8_t *b = start + off;
         if (!ouro__block_is_live((ouro_block_t *)b))

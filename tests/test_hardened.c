@@ -274,6 +274,64 @@ static void corrupt_delayed_link(void *arg)
     printf("collected\n");
 }
 
+/* A thread with a heap gathers its remote frees before pushing them (pool.c,
+ * batched remote frees), linked plainly in the blocks.  It frees three
+ * blocks of a full pool; a write after free changes the link of the last
+ * one while they wait with it; when it pushes them (its ouro_collect) the
+ * pool wants its owner told, so it hands them on one by one, following the
+ * links: the changed one must be reported. */
+static pthread_barrier_t batch_bar;
+
+static void *free_three_then_collect(void *arg)
+{
+    char **x = arg;
+    ouro_free(ouro_malloc(16)); /* a heap of our own: our remote frees wait in it */
+    for (int i = 0; i < 3; i++)
+        ouro_free(x[i]);
+    pthread_barrier_wait(&batch_bar); /* 1: freed */
+    pthread_barrier_wait(&batch_bar); /* 2: one was overwritten */
+    ouro_collect(0);
+    return NULL;
+}
+
+static void corrupt_batch_link(void *arg)
+{
+    (void)arg;
+    enum { N = 40, SIZE = 8192 }; /* 8 blocks to a pool of one 64 KiB slot */
+    char *v[N];
+    for (int i = 0; i < N; i++)
+        v[i] = ouro_malloc(SIZE);
+    /* three blocks of the first pool, which went to the full list */
+    uintptr_t mask = ~(uintptr_t)0xffff, first = (uintptr_t)v[0] & mask;
+    char *x[3];
+    int nx = 0;
+    for (int i = 0; i < N && nx < 3; i++)
+        if (((uintptr_t)v[i] & mask) == first)
+            x[nx++] = v[i];
+    if (nx < 3 || ((uintptr_t)v[N - 1] & mask) == first) {
+        printf("no full pool\n");
+        exit(3);
+    }
+    pthread_barrier_init(&batch_bar, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, free_three_then_collect, x);
+    pthread_barrier_wait(&batch_bar);
+    uintptr_t garbage = 0x4242424242424240ull;
+    memcpy(x[2], &garbage, sizeof garbage); /* the last freed: the head of the batch */
+    pthread_barrier_wait(&batch_bar);
+    pthread_join(t, NULL);
+    printf("pushed\n");
+}
+
+START_TEST(corrupt_batch_link_is_reported)
+{
+    const char *msg = tu_run_death(corrupt_batch_link, NULL, SIGABRT);
+    tu_expect_in(msg, "corrupt free list");
+    tu_expect_in(msg, "a block freed by another thread (not yet pushed)");
+    tu_expect_in(msg, "0x4242424242424240");
+}
+END_TEST
+
 START_TEST(corrupt_delayed_link_is_reported)
 {
     const char *msg = tu_run_death(corrupt_delayed_link, NULL, SIGABRT);
@@ -472,6 +530,7 @@ int main(int argc, char **argv)
         garbage_link_is_reported,
         corrupt_remote_link_is_reported,
         corrupt_delayed_link_is_reported,
+        corrupt_batch_link_is_reported,
         overflow_off_the_last_pool_of_an_arena_faults,
         overflow_off_a_large_block_faults,
         large_realloc_moves_the_guard,

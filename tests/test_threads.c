@@ -686,7 +686,7 @@ typedef struct rb_job_s {
     blk_t *v;
     unsigned n;
     bool has_heap;       /* allocate once first */
-    bool stay;           /* wait at the barrier (twice) instead of exiting */
+    bool stay;           /* stay, in step with the owner at the barrier, instead of exiting */
     pthread_barrier_t *bar;
 } rb_job_t;
 
@@ -698,10 +698,12 @@ static void *rb_free(void *a)
     for (unsigned i = 0; i < j->n; i++)
         blk_free(&j->v[i], "batches: another thread frees");
     if (j->stay) {
-        pthread_barrier_wait(j->bar); /* 1: freed, the owner looks */
+        pthread_barrier_wait(j->bar); /* 1: freed */
+        pthread_barrier_wait(j->bar); /* 2: the owner looked */
         if (j->has_heap)
             ouro_collect(0); /* push what we hold */
-        pthread_barrier_wait(j->bar); /* 2: pushed, the owner looks again */
+        pthread_barrier_wait(j->bar); /* 3: pushed, the owner looks again */
+        pthread_barrier_wait(j->bar); /* 4: it looked (before our exit pushes anything) */
     }
     return NULL;
 }
@@ -725,31 +727,43 @@ START_TEST(test_remote_frees_reach_the_owner_in_batches)
     static blk_t v[RB_N];
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, 2);
-    /* 1. a thread with a heap, staying: holds a bounded batch until it collects;
-     * 2. a thread without one, staying: holds nothing;
-     * 3. a thread with a heap that exits: holds nothing after its exit */
-    for (int phase = 1; phase <= 3; phase++) {
-        for (unsigned i = 0; i < RB_N; i++)
-            v[i] = blk_new(64, blk_seed(10, (uint64_t)phase, i));
+    static const struct {
+        unsigned n;
+        bool has_heap, stay;
+        size_t held_min, held_max; /* while it stays, before it collects */
+    } phases[] = {
+        {5, true, true, 1, 5},          /* fewer than a batch: all wait with it (the last way
+                                         * it used holds 1 to 5 whatever the pools) */
+        {RB_N, true, true, 0, RB_HELD_MAX}, /* many: batches go, at most the bound waits */
+        {RB_N, false, true, 0, 0},      /* no heap: each block goes at once */
+        {RB_N, true, false, 0, 0},      /* exits: its exit pushes what it held */
+    };
+    for (unsigned ph = 0; ph < sizeof phases / sizeof *phases; ph++) {
+        unsigned n = phases[ph].n;
+        for (unsigned i = 0; i < n; i++)
+            v[i] = blk_new(64, blk_seed(10, ph, i));
         ASSERT_NO_FAILURES();
-        ck_assert_uint_eq(rb_used(), before + RB_N);
-        rb_job_t job = {v, RB_N, phase != 2, phase != 3, &bar};
+        ck_assert_uint_eq(rb_used(), before + n);
+        rb_job_t job = {v, n, phases[ph].has_heap, phases[ph].stay, &bar};
         pthread_t t;
         start(&t, rb_free, &job);
-        if (phase == 3) {
+        if (!phases[ph].stay) {
             join(t);
-            ck_assert_uint_eq(rb_used(), before);
+            ck_assert_msg(rb_used() == before, "phase %u: %zu blocks still used after the freer's exit",
+                          ph, rb_used() - before);
             continue;
         }
         pthread_barrier_wait(&bar);
         size_t held = rb_used() - before;
-        if (phase == 1)
-            ck_assert_msg(held <= RB_HELD_MAX, "the freeing thread holds %zu of %d blocks", held, RB_N);
-        else
-            ck_assert_msg(held == 0, "a thread without a heap holds %zu blocks", held);
         pthread_barrier_wait(&bar);
-        ck_assert_uint_eq(rb_used(), before); /* still there: it collected */
+        ck_assert_msg(held >= phases[ph].held_min && held <= phases[ph].held_max,
+                      "phase %u: the freeing thread holds %zu of %u blocks (expected %zu to %zu)", ph, held,
+                      n, phases[ph].held_min, phases[ph].held_max);
+        pthread_barrier_wait(&bar);
+        size_t left = rb_used() - before;
+        pthread_barrier_wait(&bar);
         join(t);
+        ck_assert_msg(left == 0, "phase %u: %zu blocks still used after the freer's ouro_collect", ph, left);
         ASSERT_NO_FAILURES();
     }
     pthread_barrier_destroy(&bar);
