@@ -360,6 +360,7 @@ awk -F, -v order="${names[*]}" -v wls="${workloads[*]}" -v thr="${threads[*]}" \
         if ($5 != "") { metric[w] = $5; lower[w] = ($5 == "elapsed_s") }
         vals[w, a, t] = vals[w, a, t] " " $6
         if ($7 != "") rss[w, a, t] = rss[w, a, t] " " $7
+        byrep[w, a, t, $4] = $6; rep[$4] = 1
     }
     END {
         for (x = 1; x <= nw; x++) {
@@ -438,23 +439,43 @@ awk -F, -v order="${names[*]}" -v wls="${workloads[*]}" -v thr="${threads[*]}" \
 
         print "## Summary at " maxt " threads"
         print ""
-        print "| workload | ouro/mimalloc throughput | ouro/glibc throughput | peak RSS ouro/mimalloc | peak RSS ouro, MiB | peak RSS mimalloc, MiB |"
-        print "|:--|--:|--:|--:|--:|--:|"
+        print "| workload | ouro/mimalloc throughput | per repetition | ouro/glibc throughput | peak RSS ouro/mimalloc | peak RSS ouro, MiB | peak RSS mimalloc, MiB |"
+        print "|:--|--:|--:|--:|--:|--:|--:|"
         n = 0; logsum = 0; minr = ""; minw = ""; ng = 0; loggsum = 0
         for (x = 1; x <= nw; x++) {
             w = wl[x]
+            # the ratio within each repetition (the two runs were back to
+            # back): its spread says how far the median can be trusted
+            lo = ""; hi = ""
+            for (r in rep) {
+                if (!((w, "ouro", maxt, r) in byrep) || !((w, "mimalloc", maxt, r) in byrep)) continue
+                rr = ratio(tput(w, byrep[w, "ouro", maxt, r]), tput(w, byrep[w, "mimalloc", maxt, r]))
+                if (rr == "" || rr <= 0) continue
+                if (lo == "" || rr < lo) lo = rr
+                if (hi == "" || rr > hi) hi = rr
+                replog[r] += log(rr); repn[r]++
+            }
             rm = ratio(tput(w, med[w, "ouro", maxt]), tput(w, med[w, "mimalloc", maxt]))
             rg = ratio(tput(w, med[w, "ouro", maxt]), tput(w, med[w, "glibc", maxt]))
             rr = ratio(mrss[w, "ouro", maxt], mrss[w, "mimalloc", maxt])
             if (rm != "" && rm > 0) { n++; logsum += log(rm); if (minr == "" || rm < minr) { minr = rm; minw = w } }
             if (rg != "" && rg > 0) { ng++; loggsum += log(rg) }
             ro = mrss[w, "ouro", maxt]; rmi = mrss[w, "mimalloc", maxt]
-            printf "| %s | %s | %s | %s | %s | %s |\n", w, fmtr(rm), fmtr(rg), fmtr(rr),
+            printf "| %s | %s | %s | %s | %s | %s | %s |\n", w, fmtr(rm), (lo == "" ? "n/a" : fmtr(lo) "–" fmtr(hi)), fmtr(rg), fmtr(rr),
                 (ro == "" ? "n/a" : sprintf("%.1f", ro / 1024)), (rmi == "" ? "n/a" : sprintf("%.1f", rmi / 1024))
         }
         print ""
         if (n > 0) {
             printf "- geometric mean of ouro/mimalloc throughput ratios over %d workloads at %d threads: **%.2f**\n", n, maxt, exp(logsum / n)
+            glo = ""; ghi = ""
+            for (r in rep)
+                if (repn[r] == n) {
+                    g = exp(replog[r] / n)
+                    if (glo == "" || g < glo) glo = g
+                    if (ghi == "" || g > ghi) ghi = g
+                }
+            if (glo != "")
+                printf "- the same over the runs of one repetition at a time (lowest–highest): %.2f–%.2f\n", glo, ghi
             printf "- lowest ouro/mimalloc throughput ratio: **%.2f** (%s)\n", minr, minw
         } else {
             print "- no ouro/mimalloc ratios (a run failed or an allocator is missing)"
