@@ -104,12 +104,13 @@ int ouro_owns(const void *p);
 
 /*
  * Give memory back to the OS now: hand on the blocks this thread freed to
- * other threads' pools and still holds (it gathers up to 15 per pool, for
- * up to 8 pools, and pushes each pool's batch at once; exiting pushes them
- * too), take back blocks other threads freed to this thread's pools and to
- * the pools of exited threads, return the empty ones to the arena layer
- * (this thread's current pools too if `force`), and purge every free pool
- * whose purge delay has passed (all of them if `force` is non-zero).
+ * other threads' pools and still holds (it gathers up to 15 per pool, less
+ * than 4 KiB, for up to 8 pools, and pushes each pool's batch at once;
+ * exiting pushes them too), take back blocks other threads freed to this
+ * thread's pools and to the pools of exited threads, return the empty ones
+ * to the arena layer (this thread's current pools too if `force`), and
+ * purge every free pool whose purge delay has passed (all of them if
+ * `force` is non-zero).
  */
 void ouro_collect(int force);
 

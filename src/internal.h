@@ -230,8 +230,9 @@ typedef struct ouro_large_s {
 /* ---- thread heaps ---- */
 /* Batched remote frees (pool.c): blocks a thread freed to one pool it does
  * not own, waiting to be pushed on the pool's remote stack together. */
-#define OURO_RC_WAYS 8   /* pools a thread gathers for at once (direct-mapped) */
-#define OURO_RC_BATCH 16 /* blocks pushed with one CAS */
+#define OURO_RC_WAYS 8      /* pools a thread gathers for at once (direct-mapped) */
+#define OURO_RC_BATCH 16    /* blocks pushed with one CAS, at most ... */
+#define OURO_RC_BYTES 4096  /* ... and fewer than this many bytes of them */
 typedef struct ouro_rc_way_s {
     ouro_pool_t *pool;          /* NULL when the way is empty (then the rest is stale) */
     ouro_block_t *head, *tail;  /* linked through word 0; tail's link is set at the push */

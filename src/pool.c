@@ -271,7 +271,8 @@ void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b)
  * that CAS was nine tenths of free_remote.  So a thread gathers the blocks
  * it frees to pools it does not own, per pool, in its plain heap
  * (OURO_RC_WAYS ways, direct-mapped by pool), and pushes a way's blocks
- * with one CAS when it holds OURO_RC_BATCH of them, when another pool needs
+ * with one CAS when it holds OURO_RC_BATCH of them (or OURO_RC_BYTES' worth:
+ * blocks above half of that go at once), when another pool needs
  * the way, and when it calls ouro_collect, ends a collector phase (marker
  * threads), frees a batch of deferred blocks (qsbr.c), or exits; whoever
  * abandons a heap (its thread, or a fork child for the threads that did not
@@ -279,8 +280,9 @@ void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b)
  * same way.
  *
  * The cost: a thread that stops freeing keeps at most OURO_RC_WAYS *
- * (OURO_RC_BATCH - 1) blocks of at most OURO_RC_WAYS pools out of their
- * owners' reach until it frees again, collects or exits; those blocks count
+ * (OURO_RC_BATCH - 1) blocks (less than OURO_RC_WAYS * OURO_RC_BYTES bytes)
+ * of at most OURO_RC_WAYS pools out of their owners' reach until it frees
+ * again, collects or exits; those blocks count
  * as used meanwhile.  They carry the free cookie from the start (double
  * frees and heap walks see them as free).  A thread without a plain heap
  * (it never allocated, or late in its exit, after the heap was abandoned)
@@ -333,8 +335,13 @@ static void rc_push(ouro_rc_way_t *w)
 void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b)
 {
     ouro_heap_t *heap = ouro__dheap;
-    if (unlikely(heap == &ouro__empty_heap)) {
-        ouro__pool_push_remote(pool, b); /* no heap: nothing would push a batch */
+    /* relaxed: [init], as every free reads it */
+    uint32_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+    /* no heap: nothing would push a batch; blocks above 2 KiB: a batch would
+     * be one block, and they are few to a pool (rptest lost 5-10% when a
+     * peer held its large blocks back) */
+    if (unlikely(heap == &ouro__empty_heap) || bs > OURO_RC_BYTES / 2) {
+        ouro__pool_push_remote(pool, b);
         return;
     }
     ouro_rc_way_t *w = rc_way(heap, pool);
@@ -343,7 +350,7 @@ void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b)
          * exiting, may compare-exchange word 0 of a block it saw live) */
         __atomic_store_n(&b->node.next, (struct cds_lfs_node *)w->head, __ATOMIC_RELAXED);
         w->head = b;
-        if (++w->n == OURO_RC_BATCH)
+        if (++w->n == OURO_RC_BATCH || (w->n + 1) * bs > OURO_RC_BYTES)
             rc_push(w);
         return;
     }

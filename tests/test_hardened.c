@@ -297,8 +297,9 @@ static void *free_three_then_collect(void *arg)
 static void corrupt_batch_link(void *arg)
 {
     (void)arg;
-    enum { N = 40, SIZE = 8192 }; /* 8 blocks to a pool of one 64 KiB slot */
-    char *v[N];
+    enum { N = 200, SIZE = 1024 }; /* 64 blocks to a pool of one 64 KiB slot; batches hold
+                                    * blocks up to 2 KiB, three of these */
+    static char *v[N];
     for (int i = 0; i < N; i++)
         v[i] = ouro_malloc(SIZE);
     /* three blocks of the first pool, which went to the full list */

@@ -603,10 +603,12 @@ END_TEST
  * that size get exactly those blocks back: no block from anywhere else,
  * and no new pool.  A lost notification leaves a pool unseen on the full
  * list, and the owner would claim new pools instead.  In odd rounds the
- * freer has a heap, so it pushes in batches (3c below), each batch's first
- * block telling the owner. */
+ * freer has a heap and the blocks are small enough to be batched (3c
+ * below): it pushes them in batches, each batch's first block telling the
+ * owner. */
 #define FB_N 210     /* ten pools of 21 blocks of 3 KiB, in the default mode */
 #define FB_SIZE 3000
+#define FB_SIZE_BATCHED 1400 /* five pools of 42 blocks of 1.5 KiB (debug mode too) */
 
 static bool fb_with_heap;
 
@@ -614,7 +616,7 @@ static void *free_blocks_main(void *a)
 {
     blk_t *v = a;
     if (fb_with_heap)
-        ouro_free(ouro_malloc(FB_SIZE));
+        ouro_free(ouro_malloc(16));
     for (unsigned i = 0; i < FB_N; i++)
         blk_free(&v[i], "full pools: the other thread frees");
     return NULL;
@@ -635,7 +637,7 @@ START_TEST(test_full_pools_come_back_after_remote_frees)
     static uintptr_t addr[FB_N];
     for (unsigned round = 0; round < 3; round++) {
         for (unsigned i = 0; i < FB_N; i++) {
-            v[i] = blk_new(FB_SIZE, blk_seed(8, round, i));
+            v[i] = blk_new(round % 2 ? FB_SIZE_BATCHED : FB_SIZE, blk_seed(8, round, i));
             addr[i] = (uintptr_t)v[i].p;
         }
         ASSERT_NO_FAILURES();
@@ -648,7 +650,7 @@ START_TEST(test_full_pools_come_back_after_remote_frees)
         qsort(addr, FB_N, sizeof addr[0], cmp_addr);
         unsigned elsewhere = 0;
         for (unsigned i = 0; i < FB_N; i++) {
-            w[i] = blk_new(FB_SIZE, blk_seed(9, round, i));
+            w[i] = blk_new(round % 2 ? FB_SIZE_BATCHED : FB_SIZE, blk_seed(9, round, i));
             uintptr_t u = (uintptr_t)w[i].p;
             elsewhere += bsearch(&u, addr, FB_N, sizeof addr[0], cmp_addr) == NULL;
         }
