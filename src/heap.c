@@ -289,8 +289,7 @@ static void check_delayed_link(ouro_block_t *b, ouro_block_t *next)
 {
     uintptr_t u = (uintptr_t)next;
     ouro_pool_t *np = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
-    if (np == NULL || !ouro__pool_is_block(np, u) ||
-        __atomic_load_n(&next->cookie, __ATOMIC_RELAXED) != (u ^ ouro__key))
+    if (np == NULL || !ouro__pool_is_free_block(np, u))
         ouro__report_corrupt_link(ouro__pool_of((uintptr_t)b), next,
                                   "a block freed by another thread to a full pool");
 }

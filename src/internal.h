@@ -546,6 +546,17 @@ static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
     return ((t >> k) | (t << ((64 - k) & 63))) < atomic_load_explicit(&pool->carved, memory_order_relaxed);
 }
 
+/* Whether `u` is a carved block of `pool` that carries the free cookie: the
+ * hardened checks of a link read from a block that waits off the owner's
+ * free list (heap.c's delayed stack, pool.c's batches).  Relaxed atomic
+ * load of the cookie: another thread may be freeing the block (free_remote
+ * stores it atomically); only the value matters. */
+static inline bool ouro__pool_is_free_block(const ouro_pool_t *pool, uintptr_t u)
+{
+    return ouro__pool_is_block(pool, u) &&
+           __atomic_load_n(&((const ouro_block_t *)u)->cookie, __ATOMIC_RELAXED) == (u ^ ouro__key);
+}
+
 /* Bytes carved so far: [start, start + this) holds the carved blocks.
  * Relaxed, as in ouro__pool_is_block. */
 static inline uint64_t ouro__pool_limit(const ouro_pool_t *pool)

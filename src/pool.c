@@ -314,9 +314,7 @@ static void rc_push(ouro_rc_way_t *w)
             for (uint32_t i = 0; i < w->n; i++) {
                 /* relaxed atomic load: word 0, as in ouro__pool_push_remote */
                 ouro_block_t *next = (ouro_block_t *)__atomic_load_n(&b->node.next, __ATOMIC_RELAXED);
-                if (unlikely(pool->key != 0) && i + 1 < w->n &&
-                    (!ouro__pool_is_block(pool, (uintptr_t)next) ||
-                     __atomic_load_n(&next->cookie, __ATOMIC_RELAXED) != ((uintptr_t)next ^ ouro__key)))
+                if (unlikely(pool->key != 0) && i + 1 < w->n && !ouro__pool_is_free_block(pool, (uintptr_t)next))
                     ouro__report_corrupt_link(pool, next, "a block freed by another thread (not yet pushed)");
                 ouro__pool_push_remote(pool, b);
                 b = next;
