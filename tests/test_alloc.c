@@ -441,6 +441,68 @@ START_TEST(idle_memory_goes_back_to_the_os)
 }
 END_TEST
 
+/* A new pool goes where a freed one left its pages in RAM before it goes
+ * to a slot whose pages were given back: reusing the clean slot would
+ * fault its pages in again while the dirty one waits for its purge. */
+START_TEST(new_pools_reuse_dirty_slots_before_purged_ones)
+{
+    if (debug_mode())
+        return; /* debug mode keeps freed blocks a while: pools do not empty */
+    long delay = ouro_option_get(OURO_OPTION_PURGE_DELAY);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 3600000), 0); /* only ouro_collect(1) purges */
+    enum { N = 1024, BS = 1024 };
+    static void *v[N];
+    for (int i = 0; i < N; i++)
+        v[i] = ouro_malloc(BS);
+    /* the pools, by 64 KiB slot, in address order: A, a full one low in
+     * the list, and B, a full one above it that is not the last (the heap's
+     * current pool, which stays when empty) */
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < N; i++) {
+        uintptr_t s = (uintptr_t)v[i] >> 16;
+        lo = s < lo ? s : lo;
+        hi = s > hi ? s : hi;
+    }
+    uintptr_t a = 0, b = 0;
+    int full = 65536 / BS;
+    for (uintptr_t s = lo; s < hi; s++) {
+        int n = 0;
+        for (int i = 0; i < N; i++)
+            n += ((uintptr_t)v[i] >> 16) == s;
+        if (n == full && a == 0)
+            a = s;
+        else if (n == full && a != 0 && s > a + 1)
+            b = s;
+    }
+    ck_assert_msg(a != 0 && b != 0, "two full pools apart: %#lx %#lx", (unsigned long)a, (unsigned long)b);
+    for (int i = 0; i < N; i++)
+        if (((uintptr_t)v[i] >> 16) == a) {
+            ouro_free(v[i]);
+            v[i] = NULL;
+        }
+    ouro_collect(1); /* A's slot is free and purged: clean */
+    for (int i = 0; i < N; i++)
+        if (((uintptr_t)v[i] >> 16) == b) {
+            ouro_free(v[i]);
+            v[i] = NULL;
+        }
+    ouro_stats_t before, after;
+    ouro_stats_get(&before); /* B's slot is free and dirty */
+    static void *w[64];
+    for (int i = 0; i < full; i++) {
+        w[i] = ouro_malloc(BS);
+        ck_assert_msg(((uintptr_t)w[i] >> 16) != a, "a new block in the purged slot");
+    }
+    ouro_stats_get(&after);
+    ck_assert_uint_eq(after.committed, before.committed); /* no slot was dirtied */
+    for (int i = 0; i < full; i++)
+        ouro_free(w[i]);
+    for (int i = 0; i < N; i++)
+        ouro_free(v[i]);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, delay), 0);
+}
+END_TEST
+
 START_TEST(options_reject_bad_values)
 {
     long old = ouro_option_get(OURO_OPTION_PURGE_DELAY);
@@ -512,6 +574,7 @@ int main(void)
         free_null_and_free_sized,
         stats_follow_allocations,
         idle_memory_goes_back_to_the_os,
+        new_pools_reuse_dirty_slots_before_purged_ones,
         options_reject_bad_values,
         options_read_at_start_are_refused_or_act_on_the_collector,
         NULL};
