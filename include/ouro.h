@@ -118,7 +118,11 @@ void ouro_collect(int force);
 typedef enum ouro_option_e {
     /* Milliseconds a free pool keeps its memory before it is purged
      * (returned to the OS with madvise).  Env: OURO_PURGE_DELAY.  Default 10;
-     * 0 purges at once; -1 never purges. */
+     * 0 purges at once; -1 never purges.  A delay above 0 is where the
+     * delay in force starts: it doubles, up to 32 times this, when a purged
+     * pool's memory is claimed again within 4 delays of its purge, and
+     * halves back after a second without that (ouro_stats_t's
+     * purge_delay_ms). */
     OURO_OPTION_PURGE_DELAY = 0,
     /* Print statistics to stderr at exit: 0 no, 1 as text, 2 as JSON.  Env: OURO_SHOW_STATS. */
     OURO_OPTION_SHOW_STATS,
@@ -245,6 +249,9 @@ typedef struct ouro_stats_s {
     size_t threads;        /* thread heaps alive */
     size_t abandoned_pools;/* pools of exited threads not yet adopted */
     ouro_class_stats_t classes[OURO_NUM_CLASSES];
+    long purge_delay_ms;   /* the purge delay in force: OURO_OPTION_PURGE_DELAY's, or up to 32
+                            * times longer while purged memory keeps being needed again soon
+                            * after its purge (it halves again after a second without that) */
 } ouro_stats_t;
 
 /* Fill `out` with a snapshot of the heap.  Safe to call from any thread at

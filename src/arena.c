@@ -210,6 +210,74 @@ static int arena_try_claim(ouro_arena_t *a, unsigned span, bool dirty_only)
     }
 }
 
+/* ---- the purge delay in force ----
+ * OURO_PURGE_DELAY is where it starts.  A purge is premature when the slot
+ * is claimed again within PURGE_PREMATURE delays of it (only when no free
+ * dirty slot was left: claims take those first): its pages were given back
+ * only to fault in again.  A program that frees and reallocates in waves
+ * longer than the delay does that at each wave (mstress: its threads end
+ * every 12 ms, and their successors fault in what they left).  Each
+ * premature purge doubles the delay, at most once per delay and up to
+ * PURGE_DELAY_MAX_MULT times the option; a second without one halves it
+ * again, so a program that settles keeps its memory for the option's
+ * delay.  Relaxed atomics: two threads racing to raise or lower it only
+ * move it one step more or less. */
+#ifndef PURGE_PREMATURE
+#define PURGE_PREMATURE 4
+#endif
+#ifndef PURGE_DELAY_MAX_MULT
+#define PURGE_DELAY_MAX_MULT 32
+#endif
+#ifndef PURGE_DECAY_MS
+#define PURGE_DECAY_MS 1000
+#endif
+static _Atomic long delay_now;       /* ms; below the option means the option */
+static _Atomic uint64_t delay_moved; /* ms when delay_now last changed */
+
+/* The delay in force: 0 purges at once, -1 never (the option's own). */
+static long purge_delay(void)
+{
+    long base = ouro__options[OURO_OPTION_PURGE_DELAY];
+    if (base <= 0)
+        return base;
+    long cur = atomic_load_explicit(&delay_now, memory_order_relaxed);
+    long max = base * PURGE_DELAY_MAX_MULT;
+    return cur < base ? base : cur > max ? max : cur;
+}
+
+long ouro__arena_purge_delay(void)
+{
+    return purge_delay();
+}
+
+/* A clean slot was claimed: if it was purged (at `purged_at`, 0 for never)
+ * a short while ago, purge later. */
+static void purge_delay_claimed(uint64_t purged_at)
+{
+    long cur = purge_delay();
+    if (purged_at == 0 || cur <= 0)
+        return;
+    uint64_t now = ouro__now_ms();
+    if (now - purged_at >= (uint64_t)cur * PURGE_PREMATURE ||
+        now - atomic_load_explicit(&delay_moved, memory_order_relaxed) < (uint64_t)cur)
+        return;
+    long max = ouro__options[OURO_OPTION_PURGE_DELAY] * PURGE_DELAY_MAX_MULT;
+    atomic_store_explicit(&delay_now, cur * 2 < max ? cur * 2 : max, memory_order_relaxed);
+    atomic_store_explicit(&delay_moved, now, memory_order_relaxed);
+}
+
+/* A purge scan at `now`: halve a raised delay that has not been raised
+ * for PURGE_DECAY_MS. */
+static void purge_delay_decay(uint64_t now)
+{
+    long cur = purge_delay();
+    if (cur <= ouro__options[OURO_OPTION_PURGE_DELAY] ||
+        now - atomic_load_explicit(&delay_moved, memory_order_relaxed) < PURGE_DECAY_MS)
+        return;
+    atomic_store_explicit(&delay_now, cur / 2, memory_order_relaxed);
+    atomic_store_explicit(&delay_moved, now, memory_order_relaxed);
+}
+
 static ouro_pool_t *pool_at(ouro_arena_t *a, int slot, unsigned span)
 {
     ouro_pool_t *p = &a->pools[slot];
@@ -225,6 +293,10 @@ static ouro_pool_t *pool_at(ouro_arena_t *a, int slot, unsigned span)
     p->start = (uint8_t *)a + ((size_t)slot << OURO_SLOT_SHIFT);
     p->span = (uint8_t)span;
     p->mem_is_zero = (was & bits) == 0;
+    if (p->mem_is_zero)
+        /* relaxed: the purge stored it before its release of `used`,
+         * which our claim's CAS acquired */
+        purge_delay_claimed(atomic_load_explicit(&a->free_at[slot], memory_order_relaxed));
     return p;
 }
 
@@ -311,7 +383,7 @@ void ouro__arena_release_pool(ouro_pool_t *pool)
     atomic_fetch_and_explicit(&a->used, ~(span_mask(span) << slot), memory_order_release);
     /* relaxed: see ouro__arena_claim_pool (a claimed slot is always dirty) */
     atomic_fetch_add_explicit(&nodes[a->node].dirty_free, (long)span, memory_order_relaxed);
-    long delay = ouro__options[OURO_OPTION_PURGE_DELAY];
+    long delay = purge_delay();
     if (delay == 0)
         ouro__arena_purge(false);
     else if (delay > 0 && now >= atomic_load_explicit(&next_purge_ms, memory_order_relaxed))
@@ -383,6 +455,12 @@ static void arena_purge_one(ouro_arena_t *a, uint64_t now, long delay, bool forc
                                   ((size_t)(j - i) << OURO_SLOT_SHIFT) - guard, memory_order_relaxed);
         i = j;
     }
+    for (unsigned i = 1; i < OURO_SLOTS; i++)
+        if (purge >> i & 1)
+            /* relaxed: the release of `used` below publishes it to the
+             * next claimer (purge_delay_claimed); a forced purge (the
+             * program asked) never counts as premature */
+            atomic_store_explicit(&a->free_at[i], force ? 0 : now, memory_order_relaxed);
     /* the slots are clean now; the claimer that next sets them dirty sees this */
     atomic_fetch_and_explicit(&a->dirty, ~purge, memory_order_release);
     /* relaxed: as in ouro__arena_claim_pool */
@@ -396,7 +474,7 @@ static void arena_purge_one(ouro_arena_t *a, uint64_t now, long delay, bool forc
  * and pool reached is seen whole. */
 void ouro__arena_purge(bool force)
 {
-    long delay = ouro__options[OURO_OPTION_PURGE_DELAY];
+    long delay = purge_delay();
     if (delay < 0 && !force)
         return;
     uint64_t now = ouro__now_ms();
@@ -409,6 +487,7 @@ void ouro__arena_purge(bool force)
                                                      now + (uint64_t)(delay > 0 ? delay : 0),
                                                      memory_order_relaxed, memory_order_relaxed))
             return;
+        purge_delay_decay(now);
     }
     unsigned budget = PURGE_BUDGET;
     for (int n = 0; n < OURO_MAX_NODES && (force || budget); n++)

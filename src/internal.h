@@ -197,7 +197,8 @@ _Static_assert(offsetof(ouro_pool_t, free) == 64 && offsetof(ouro_pool_t, remote
 typedef struct ouro_arena_s {
     _Atomic uint64_t used;       /* [shared] bit i: slot i claimed (bit 0, the header, always) */
     _Atomic uint64_t dirty;      /* [shared] bit i: slot i may hold non-zero pages (touched, not purged) */
-    _Atomic uint64_t free_at[OURO_SLOTS]; /* [shared] ms when slot i was freed, while dirty and free */
+    _Atomic uint64_t free_at[OURO_SLOTS]; /* [shared] ms when slot i was freed, while dirty and free;
+                                  * when it was purged, while clean (0: never used) */
     struct ouro_arena_s *_Atomic next; /* [shared] next arena of the node (append-only list) */
     int node;                    /* NUMA node [init] */
     uint32_t guard;              /* [init] bytes at the end of the unit made inaccessible
@@ -378,6 +379,9 @@ bool ouro__arena_numa_read(void) ouro_hidden;
 typedef void ouro_pool_visit_fn(ouro_pool_t *pool, void *arg);
 void ouro__arena_visit_pools(ouro_pool_visit_fn *fn, void *arg) ouro_hidden;
 size_t ouro__arena_dirty_bytes(void) ouro_hidden;
+/* The purge delay in force, ms (arena.c: the option's, or longer while
+ * purges turn out premature); 0 purges at once, -1 never. */
+long ouro__arena_purge_delay(void) ouro_hidden;
 
 /* ---- pool.c: one size class's blocks ---- */
 void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;

@@ -45,6 +45,7 @@ void ouro_stats_get(ouro_stats_t *out)
     out->large_bytes = atomic_load_explicit(&k->large_bytes, memory_order_relaxed);
     out->purges = atomic_load_explicit(&k->purges, memory_order_relaxed);
     out->purged_bytes = atomic_load_explicit(&k->purged_bytes, memory_order_relaxed);
+    out->purge_delay_ms = ouro__arena_purge_delay();
     out->threads = atomic_load_explicit(&k->threads, memory_order_relaxed);
     out->abandoned_pools = atomic_load_explicit(&k->abandoned, memory_order_relaxed);
     out->in_use += out->large_bytes;
@@ -280,7 +281,8 @@ void ouro_stats_print(FILE *out)
             b, c);
     fprintf(out, "  arenas %zu, pools %zu (abandoned %zu), threads %zu, large blocks %zu (%zu bytes)\n",
             st.arenas, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes);
-    fprintf(out, "  purges %zu (%zu bytes returned)\n", st.purges, st.purged_bytes);
+    fprintf(out, "  purges %zu (%zu bytes returned), purge delay %ld ms\n", st.purges, st.purged_bytes,
+            st.purge_delay_ms);
     fprintf(out, "  %5s %9s %7s %12s %12s\n", "class", "block", "pools", "used", "capacity");
     for (int i = 0; i < OURO_NCLASSES; i++) {
         const ouro_class_stats_t *k = &st.classes[i];
@@ -338,9 +340,10 @@ void ouro_stats_print_json(FILE *out)
     fprintf(out,
             "{\"version\":\"%s\",\"mode\":\"%s\",\"reserved\":%zu,\"committed\":%zu,\"in_use\":%zu,"
             "\"arenas\":%zu,\"pools\":%zu,\"abandoned_pools\":%zu,\"threads\":%zu,"
-            "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,",
+            "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,"
+            "\"purge_delay_ms\":%ld,",
             ouro_version(), mode_name(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
-            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes);
+            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes, st.purge_delay_ms);
     print_threads_json(out);
     fprintf(out,
             "\"objects\":{\"created\":%zu,\"freed\":%zu,\"merges_queued\":%zu,\"merges_done\":%zu,"

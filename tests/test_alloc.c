@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ouro.h"
@@ -503,6 +504,79 @@ START_TEST(new_pools_reuse_dirty_slots_before_purged_ones)
 }
 END_TEST
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static long delay_in_force(void)
+{
+    ouro_stats_t st;
+    ouro_stats_get(&st);
+    return st.purge_delay_ms;
+}
+
+/* A pool purged and claimed again soon after doubles the delay in force,
+ * so the next pool freed keeps its memory past the option's delay; a
+ * second without that halves it back. */
+START_TEST(purge_delay_grows_when_purged_memory_comes_back)
+{
+    const char *fork_mode = getenv("CK_FORK");
+    if (debug_mode() || (fork_mode && strcmp(fork_mode, "no") == 0))
+        return; /* needs a fresh process: slots in address order, the delay not raised yet */
+    enum { D = 100, BS = 1024, PER = 65536 / BS };
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, D), 0);
+    ck_assert_int_eq(delay_in_force(), D);
+    static void *v[3 * PER];
+    for (int i = 0; i < 3 * PER; i++)
+        v[i] = ouro_malloc(BS); /* three pools: the first two full */
+    /* the first pool freed: released, and purged once the delay passed */
+    ouro_stats_t a, b;
+    for (int i = 0; i < PER; i++)
+        ouro_free(v[i]);
+    usleep(2 * D * 1000);
+    ouro_stats_get(&a);
+    ouro_collect(0);
+    ouro_stats_get(&b);
+    ck_assert_uint_gt(b.purges, a.purges);
+    ck_assert_int_eq(b.purge_delay_ms, D);
+    /* a pool's worth again: the purged slot (the only free one below the
+     * arena's unused ones) comes back within 4 delays of its purge */
+    for (int i = 0; i < PER; i++)
+        v[i] = ouro_malloc(BS);
+    ck_assert_int_eq(delay_in_force(), 2 * D);
+    /* the second pool freed now waits for the longer delay */
+    for (int i = PER; i < 2 * PER; i++)
+        ouro_free(v[i]);
+    uint64_t freed = now_ms();
+    usleep(D * 1000 * 3 / 2);
+    ouro_stats_get(&a);
+    ouro_collect(0);
+    ouro_stats_get(&b);
+    if (now_ms() - freed < 2 * D) /* a loaded machine may oversleep: then nothing is shown */
+        ck_assert_uint_eq(b.purges, a.purges);
+    /* a second without a premature purge halves it back */
+    usleep(1100 * 1000);
+    ouro_collect(0);
+    ck_assert_int_eq(delay_in_force(), D);
+    /* memory the program had purged (ouro_collect(1)) and claims again
+     * never counts */
+    usleep(2 * D * 1000);
+    for (int i = 0; i < PER; i++)
+        ouro_free(v[i]);
+    ouro_collect(1);
+    for (int i = 0; i < PER; i++)
+        v[i] = ouro_malloc(BS);
+    ck_assert_int_eq(delay_in_force(), D);
+    for (int i = 0; i < PER; i++)
+        ouro_free(v[i]);
+    for (int i = 2 * PER; i < 3 * PER; i++)
+        ouro_free(v[i]);
+}
+END_TEST
+
 START_TEST(options_reject_bad_values)
 {
     long old = ouro_option_get(OURO_OPTION_PURGE_DELAY);
@@ -575,6 +649,7 @@ int main(void)
         stats_follow_allocations,
         idle_memory_goes_back_to_the_os,
         new_pools_reuse_dirty_slots_before_purged_ones,
+        purge_delay_grows_when_purged_memory_comes_back,
         options_reject_bad_values,
         options_read_at_start_are_refused_or_act_on_the_collector,
         NULL};
