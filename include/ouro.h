@@ -205,6 +205,15 @@ typedef enum ouro_option_e {
      * without OURO_TRACE it also starts tracing, 16 frames deep.  Env:
      * OURO_TRACE_LEAKS; read at exit. */
     OURO_OPTION_TRACE_LEAKS,
+    /* MiB of address space reserved for arenas (4 MiB each) when the first
+     * is mapped, usually before main: no memory, only addresses, so that
+     * free tells a block of an arena from anything else with one compare.
+     * Arenas beyond it, and all of them if it is 0 or the kernel refuses it
+     * (RLIMIT_AS), are mapped one by one and found through a table, a
+     * dependent load more on each free.  Default 65536 (64 GiB), 0 ..
+     * 16777216.  Env: OURO_ARENA_RESERVE.  Read when the first arena is
+     * mapped; after that ouro_option_set refuses a change (EPERM). */
+    OURO_OPTION_ARENA_RESERVE,
     OURO_OPTION_COUNT_
 } ouro_option_t;
 
@@ -213,9 +222,9 @@ long ouro_option_get(ouro_option_t option);
 
 /* Set an option; returns 0, or -1 with errno = EINVAL for an unknown option
  * or an out-of-range value, EPERM for an option fixed at start
- * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED; OURO_OPTION_NUMA once the first
- * arena is mapped) set to another value than its own; the old value is
- * kept. */
+ * (OURO_OPTION_DEBUG, OURO_OPTION_HARDENED; OURO_OPTION_NUMA and
+ * OURO_OPTION_ARENA_RESERVE once the first arena is mapped) set to another
+ * value than its own; the old value is kept. */
 int ouro_option_set(ouro_option_t option, long value);
 
 /* ------------------------------------------------------------------ */
@@ -249,6 +258,8 @@ typedef struct ouro_stats_s {
     size_t threads;        /* thread heaps alive */
     size_t abandoned_pools;/* pools of exited threads not yet adopted */
     ouro_class_stats_t classes[OURO_NUM_CLASSES];
+    size_t arena_reserve;  /* address space reserved for arenas (OURO_OPTION_ARENA_RESERVE), 0 if
+                            * none; the arenas mapped in it count in `reserved` */
     long purge_delay_ms;   /* the purge delay in force: OURO_OPTION_PURGE_DELAY's, or up to 32
                             * times longer while purged memory keeps being needed again soon
                             * after its purge (it halves again after a second without that) */

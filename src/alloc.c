@@ -161,7 +161,8 @@ static ouro_noinline void free_owner_slow(ouro_pool_t *pool)
 OURO_FAST void ouro_free(void *p)
 {
     uintptr_t u = (uintptr_t)p;
-    if (likely(ouro__unit_kind(u) == OURO_UNIT_ARENA)) {
+    /* an arena in the reserved range in one compare, others by the unit map */
+    if (likely(ouro__in_reserved_arena(u)) || ouro__unit_kind(u) == OURO_UNIT_ARENA) {
         ouro_pool_t *pool = ouro__pool_of(u);
         ouro_block_t *b = p;
         uintptr_t key = ouro__key;

@@ -20,8 +20,10 @@
 #include <errno.h>
 #include <hwloc.h>
 #include <string.h>
+#include <sys/mman.h>
 
 _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES];
+_Atomic uintptr_t ouro__arenas_lo, ouro__arenas_span;
 
 typedef struct node_arenas_s {
     ouro_arena_t *_Atomic head;   /* append-only list; acquire loads see a full header */
@@ -90,8 +92,9 @@ int ouro__hw_cores(void)
 
 /* The NUMA node of the calling thread's CPU; -1 while the topology is not
  * known yet (the caller asks again later). */
-/* Whether OURO_OPTION_NUMA has been read (the topology is loaded, or
- * being loaded, at the first arena's mapping). */
+/* Whether OURO_OPTION_NUMA and OURO_OPTION_ARENA_RESERVE have been read
+ * (the topology is loaded, or being loaded, at the first arena's mapping,
+ * before the reservation is made). */
 bool ouro__arena_numa_read(void)
 {
     /* acquire: pairs with topology_load's CAS; a load that races it may
@@ -128,20 +131,71 @@ static void arena_bind(void *base, int node)
 }
 
 /* ---- arena creation ---- */
+/* The address space reserved for arenas when the first is mapped
+ * (OURO_OPTION_ARENA_RESERVE GiB), handed out a unit at a time upwards:
+ * [resv_lo, resv_next) holds arenas, [resv_next, resv_end) is still
+ * reserved.  One compare then tells free that a pointer lies in an arena
+ * (ouro__in_reserved_arena), where the unit map costs a dependent load.
+ * Arenas beyond it, or all of them if the kernel refused the reservation
+ * (RLIMIT_AS, say) or the option is 0, are mapped one by one as before.
+ * [grow_lock] */
+static uint8_t *resv_lo, *resv_next, *resv_end;
+static bool resv_tried;
+
+static ouro_arena_t *arena_map(void)
+{
+    if (!resv_tried) {
+        resv_tried = true;
+        size_t size = ((size_t)ouro__options[OURO_OPTION_ARENA_RESERVE] << 20) & ~OURO_UNIT_MASK;
+        if (size) {
+            resv_lo = resv_next = ouro__os_reserve(size, OURO_UNIT_SIZE);
+            if (resv_lo) {
+                resv_end = resv_lo + size;
+                /* relaxed: published by the first release store of the span */
+                atomic_store_explicit(&ouro__arenas_lo, (uintptr_t)resv_lo, memory_order_relaxed);
+            } else {
+                if (ouro__options[OURO_OPTION_VERBOSE] >= 2)
+                    ouro__warn("could not reserve %ld MiB of address space for arenas: mapping them one by one",
+                               ouro__options[OURO_OPTION_ARENA_RESERVE]);
+            }
+        }
+    }
+    if (resv_next != resv_end) {
+        if (!ouro__os_commit(resv_next, OURO_UNIT_SIZE))
+            return NULL;
+        resv_next += OURO_UNIT_SIZE;
+        return (ouro_arena_t *)(resv_next - OURO_UNIT_SIZE);
+    }
+    return ouro__os_map_aligned(OURO_UNIT_SIZE, OURO_UNIT_SIZE);
+}
+
+/* Give back an arena that never held a pool (its guard was refused). */
+static void arena_unmap(ouro_arena_t *a)
+{
+    if ((uint8_t *)a + OURO_UNIT_SIZE == resv_next) {
+        /* the last unit taken from the reservation: reserved again */
+        ouro__os_purge(a, OURO_UNIT_SIZE);
+        mprotect(a, OURO_UNIT_SIZE, PROT_NONE);
+        resv_next -= OURO_UNIT_SIZE;
+        return;
+    }
+    ouro__os_unmap(a, OURO_UNIT_SIZE);
+}
+
 static ouro_arena_t *arena_new(int node)
 {
-    ouro_arena_t *a = ouro__os_map_aligned(OURO_UNIT_SIZE, OURO_UNIT_SIZE);
+    ouro_arena_t *a = arena_map();
     if (a == NULL)
         return NULL;
     /* hardened mode: the last page of the unit is a guard, so an overflow
      * running off the end of the last pool faults instead of reaching the
-     * next unit (often another arena's header: mmap hands out addresses
-     * downwards).  The end, not the start, so the header keeps offset 0
+     * next unit (often another arena's header: the reservation hands out
+     * units upwards, and mmap others downwards).  The end, not the start, so the header keeps offset 0
      * and the unit map and every fast path stay as they are; the guards
      * of the arenas and large mappings below protect the headers. */
     size_t guard = ouro__guard_size();
     if (guard && !ouro__os_guard((uint8_t *)a + OURO_UNIT_SIZE - guard, guard)) {
-        ouro__os_unmap(a, OURO_UNIT_SIZE);
+        arena_unmap(a);
         errno = ENOMEM; /* no arena without its guard: hardened mode is all or nothing */
         return NULL;
     }
@@ -161,6 +215,12 @@ static ouro_arena_t *arena_new(int node)
      * reach other threads after the release that publishes the arena */
     atomic_store_explicit(&ouro__unit_map[(uintptr_t)a >> OURO_UNIT_SHIFT], OURO_UNIT_ARENA,
                           memory_order_relaxed);
+    if ((uint8_t *)a >= resv_lo && (uint8_t *)a < resv_end)
+        /* release: pairs with the acquire in ouro__in_reserved_arena: the
+         * header is set up (slot_pool all NULL: garbage pointers into the
+         * new arena are reported) and lo was stored before */
+        atomic_store_explicit(&ouro__arenas_span, (uintptr_t)resv_next - (uintptr_t)resv_lo,
+                              memory_order_release);
     atomic_fetch_add_explicit(&ouro__counters.reserved, OURO_UNIT_SIZE, memory_order_relaxed);
     atomic_fetch_add_explicit(&ouro__counters.arenas, 1, memory_order_relaxed);
     return a;
@@ -243,6 +303,15 @@ static long purge_delay(void)
     long cur = atomic_load_explicit(&delay_now, memory_order_relaxed);
     long max = base * PURGE_DELAY_MAX_MULT;
     return cur < base ? base : cur > max ? max : cur;
+}
+
+/* Bytes of address space reserved for arenas (mapped as arenas or not). */
+size_t ouro__arena_reserve_bytes(void)
+{
+    /* relaxed: lo is stored once; a reader that misses it reads 0, as
+     * before the first arena */
+    uintptr_t lo = atomic_load_explicit(&ouro__arenas_lo, memory_order_relaxed);
+    return lo ? ((size_t)ouro__options[OURO_OPTION_ARENA_RESERVE] << 20) & ~OURO_UNIT_MASK : 0;
 }
 
 long ouro__arena_purge_delay(void)

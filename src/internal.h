@@ -296,6 +296,10 @@ static inline void ouro__heap_stat_add(_Atomic size_t *c, size_t n)
 
 /* ---- globals ---- */
 extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
+/* Arenas mapped in the address space reserved for them when the first one
+ * was (OURO_OPTION_ARENA_RESERVE; arena.c) lie in [lo, lo + span): span
+ * grows by a unit as each is mapped there, in address order. */
+extern _Atomic uintptr_t ouro__arenas_lo ouro_hidden, ouro__arenas_span ouro_hidden;
 extern uintptr_t ouro__key ouro_hidden;
 extern ouro_pool_t ouro__empty_pool ouro_hidden;
 extern ouro_heap_t ouro__empty_heap ouro_hidden;  /* sentinel: no thread heap yet (plain) */
@@ -362,6 +366,8 @@ int ouro__hw_cores(void) ouro_hidden;
 /* ---- os.c: the platform boundary ---- */
 void *ouro__os_map(size_t size) ouro_hidden;
 void *ouro__os_map_aligned(size_t size, size_t align) ouro_hidden;
+void *ouro__os_reserve(size_t size, size_t align) ouro_hidden;
+bool ouro__os_commit(void *p, size_t size) ouro_hidden;
 void ouro__os_unmap(void *p, size_t size) ouro_hidden;
 void ouro__os_purge(void *p, size_t size) ouro_hidden;
 bool ouro__os_guard(void *p, size_t size) ouro_hidden;
@@ -382,6 +388,7 @@ size_t ouro__arena_dirty_bytes(void) ouro_hidden;
 /* The purge delay in force, ms (arena.c: the option's, or longer while
  * purges turn out premature); 0 purges at once, -1 never. */
 long ouro__arena_purge_delay(void) ouro_hidden;
+size_t ouro__arena_reserve_bytes(void) ouro_hidden;
 
 /* ---- pool.c: one size class's blocks ---- */
 void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;
@@ -520,6 +527,19 @@ static inline int ouro__unit_kind(uintptr_t u)
 static inline ouro_arena_t *ouro__arena_of(uintptr_t u)
 {
     return (ouro_arena_t *)(u & ~(uintptr_t)OURO_UNIT_MASK);
+}
+
+/* Whether `u` lies in an arena mapped in the reserved range: one compare,
+ * no load from the unit map (free's fast path).  Arenas mapped elsewhere
+ * (the range used up, or none reserved) answer false: ouro__unit_kind
+ * knows them.  Acquire on span: pairs with arena.c's release store, so a
+ * span that covers an arena comes with the lo it was measured from (lo is
+ * stored once, before the first span); a stale span only sends an arena's
+ * block to the unit map.  Both compile to plain loads on x86-64. */
+static inline bool ouro__in_reserved_arena(uintptr_t u)
+{
+    uintptr_t span = atomic_load_explicit(&ouro__arenas_span, memory_order_acquire);
+    return u - atomic_load_explicit(&ouro__arenas_lo, memory_order_relaxed) < span;
 }
 
 /* The pool covering `u` in an arena unit, or NULL if its slot is free. */

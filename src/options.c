@@ -50,6 +50,8 @@ static const option_desc_t table[OURO_OPTION_COUNT_] = {
                                   "tracing: mean bytes between traced allocations (0 or 1: every one)"},
     [OURO_OPTION_TRACE_LEAKS] = {"OURO_TRACE_LEAKS", 0, 0, 1,
                                  "print the traced blocks still allocated at exit, by call site"},
+    [OURO_OPTION_ARENA_RESERVE] = {"OURO_ARENA_RESERVE", 65536, 0, 16777216,
+                                   "MiB of address space reserved for arenas at start (0: none)"},
 };
 
 long ouro__options[OURO_OPTION_COUNT_] = {
@@ -62,6 +64,7 @@ long ouro__options[OURO_OPTION_COUNT_] = {
     [OURO_OPTION_DEBUG] = DEBUG_DEFAULT,
     [OURO_OPTION_HARDENED] = HARDENED_DEFAULT,
     [OURO_OPTION_TRACE_SAMPLE] = 1,
+    [OURO_OPTION_ARENA_RESERVE] = 65536,
 };
 
 /* Option i from its variable, or its default (named in a warning if the
@@ -120,9 +123,11 @@ int ouro_option_set(ouro_option_t option, long value)
         errno = EINVAL;
         return -1;
     }
-    /* the arenas' NUMA placement is chosen once, when the first arena is
-     * mapped (usually before main): a later change would do nothing */
-    if (option == OURO_OPTION_NUMA && value != ouro__options[option] && ouro__arena_numa_read()) {
+    /* the arenas' NUMA placement and reservation are chosen once, when the
+     * first arena is mapped (usually before main): a later change would do
+     * nothing */
+    if ((option == OURO_OPTION_NUMA || option == OURO_OPTION_ARENA_RESERVE) && value != ouro__options[option] &&
+        ouro__arena_numa_read()) {
         errno = EPERM;
         return -1;
     }

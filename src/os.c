@@ -91,6 +91,37 @@ void ouro__os_unmap(void *p, size_t size)
         ouro__warn("munmap(%p, %zu) failed: errno %d", p, size, errno);
 }
 
+/* Address space only: `size` bytes aligned to `align` (a power of two, at
+ * least a page), no access and no memory behind them until committed; NULL
+ * if the kernel refuses (RLIMIT_AS, say).  Not subject to fault injection:
+ * it asks for no memory. */
+void *ouro__os_reserve(size_t size, size_t align)
+{
+    if (size + align < size)
+        return NULL;
+    uint8_t *raw = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = base - (uintptr_t)raw;
+    if (head)
+        munmap(raw, head);
+    if (align - head)
+        munmap((uint8_t *)base + size, align - head);
+    return (void *)base;
+}
+
+/* Make [p, p + size), inside a reservation and never committed before,
+ * fresh zeroed read-write memory; false with errno = ENOMEM. */
+bool ouro__os_commit(void *p, size_t size)
+{
+    if (unlikely(fault_now()) || mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+        errno = ENOMEM;
+        return false;
+    }
+    return true;
+}
+
 /* Give the pages back to the OS; they read as zero afterwards. */
 void ouro__os_purge(void *p, size_t size)
 {

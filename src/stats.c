@@ -46,6 +46,7 @@ void ouro_stats_get(ouro_stats_t *out)
     out->purges = atomic_load_explicit(&k->purges, memory_order_relaxed);
     out->purged_bytes = atomic_load_explicit(&k->purged_bytes, memory_order_relaxed);
     out->purge_delay_ms = ouro__arena_purge_delay();
+    out->arena_reserve = ouro__arena_reserve_bytes();
     out->threads = atomic_load_explicit(&k->threads, memory_order_relaxed);
     out->abandoned_pools = atomic_load_explicit(&k->abandoned, memory_order_relaxed);
     out->in_use += out->large_bytes;
@@ -279,8 +280,10 @@ void ouro_stats_print(FILE *out)
     human(c, sizeof c, st.in_use);
     fprintf(out, "ouro %s (%s mode): reserved %s, committed %s, in use %s\n", ouro_version(), mode_name(), a,
             b, c);
-    fprintf(out, "  arenas %zu, pools %zu (abandoned %zu), threads %zu, large blocks %zu (%zu bytes)\n",
-            st.arenas, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes);
+    human(a, sizeof a, st.arena_reserve);
+    fprintf(out, "  arenas %zu (address space reserved for them %s), pools %zu (abandoned %zu), threads %zu, "
+            "large blocks %zu (%zu bytes)\n",
+            st.arenas, a, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes);
     fprintf(out, "  purges %zu (%zu bytes returned), purge delay %ld ms\n", st.purges, st.purged_bytes,
             st.purge_delay_ms);
     fprintf(out, "  %5s %9s %7s %12s %12s\n", "class", "block", "pools", "used", "capacity");
@@ -341,9 +344,9 @@ void ouro_stats_print_json(FILE *out)
             "{\"version\":\"%s\",\"mode\":\"%s\",\"reserved\":%zu,\"committed\":%zu,\"in_use\":%zu,"
             "\"arenas\":%zu,\"pools\":%zu,\"abandoned_pools\":%zu,\"threads\":%zu,"
             "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,"
-            "\"purge_delay_ms\":%ld,",
+            "\"purge_delay_ms\":%ld,\"arena_reserve\":%zu,",
             ouro_version(), mode_name(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
-            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes, st.purge_delay_ms);
+            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes, st.purge_delay_ms, st.arena_reserve);
     print_threads_json(out);
     fprintf(out,
             "\"objects\":{\"created\":%zu,\"freed\":%zu,\"merges_queued\":%zu,\"merges_done\":%zu,"

@@ -577,6 +577,45 @@ START_TEST(purge_delay_grows_when_purged_memory_comes_back)
 }
 END_TEST
 
+/* Blocks of a dozen arenas or more: with a small reservation
+ * (tests/reserve.sh: OURO_ARENA_RESERVE=8) the first two lie in it and the
+ * rest were mapped one by one; free, usable_size and owns treat them alike,
+ * and a block freed twice or an interior pointer is reported in either
+ * (test_errors under the same script). */
+START_TEST(blocks_in_many_arenas_are_all_alike)
+{
+    enum { BS = 1024, N = 48 << 10 }; /* 48 MiB */
+    void **v = malloc(N * sizeof *v);
+    ouro_stats_t a, b;
+    ouro_stats_get(&a);
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < N; i++) {
+        v[i] = ouro_malloc(BS);
+        ck_assert_ptr_nonnull(v[i]);
+        memset(v[i], (int)(i & 0xff), 64);
+        lo = (uintptr_t)v[i] < lo ? (uintptr_t)v[i] : lo;
+        hi = (uintptr_t)v[i] > hi ? (uintptr_t)v[i] : hi;
+    }
+    ouro_stats_get(&b);
+    ck_assert_uint_ge(b.arenas - a.arenas, 12);
+    ck_assert_uint_ge(hi - lo, (size_t)40 << 20);
+    /* free in an order that mixes arenas: every 7th block, then the rest */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < N; i++) {
+            if ((i % 7 == 0) != (pass == 0) || v[i] == NULL)
+                continue;
+            ck_assert(ouro_owns(v[i]));
+            ck_assert_uint_eq(ouro_usable_size(v[i]), BS); /* a class of its own */
+            ck_assert_uint_eq(((unsigned char *)v[i])[63], (unsigned char)(i & 0xff));
+            ouro_free(v[i]);
+            v[i] = NULL;
+        }
+    ouro_stats_get(&b);
+    ck_assert_uint_le(b.in_use, a.in_use);
+    free(v);
+}
+END_TEST
+
 START_TEST(options_reject_bad_values)
 {
     long old = ouro_option_get(OURO_OPTION_PURGE_DELAY);
@@ -604,6 +643,14 @@ START_TEST(options_read_at_start_are_refused_or_act_on_the_collector)
     ck_assert_int_eq(errno, EPERM);
     ck_assert_int_eq(ouro_option_get(OURO_OPTION_NUMA), numa);
     ck_assert_int_eq(ouro_option_set(OURO_OPTION_NUMA, numa), 0); /* no change: accepted */
+    long reserve = ouro_option_get(OURO_OPTION_ARENA_RESERVE);
+    errno = 0;
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_ARENA_RESERVE, reserve + 4), -1);
+    ck_assert_int_eq(errno, EPERM);
+    ck_assert_int_eq(ouro_option_get(OURO_OPTION_ARENA_RESERVE), reserve);
+    ouro_stats_t st;
+    ouro_stats_get(&st); /* the reservation made, unless the kernel refused it */
+    ck_assert(st.arena_reserve == ((size_t)reserve << 20) || st.arena_reserve == 0);
 
     ck_assert_int_eq(ouro_option_set(OURO_OPTION_GC, 0), 0);
     ck_assert_int_eq(ouro_gc_is_enabled(), 0);
@@ -626,8 +673,16 @@ START_TEST(options_read_at_start_are_refused_or_act_on_the_collector)
 }
 END_TEST
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--reserve") == 0) {
+        /* for tests/reserve.sh: the address space reserved for arenas */
+        ouro_free(ouro_malloc(16));
+        ouro_stats_t st;
+        ouro_stats_get(&st);
+        printf("%zu\n", st.arena_reserve);
+        return 0;
+    }
     const TTest *const tests[] = {
         malloc_sizes_aligned_and_usable,
         size_classes_are_pymalloc_then_geometric,
@@ -650,6 +705,7 @@ int main(void)
         idle_memory_goes_back_to_the_os,
         new_pools_reuse_dirty_slots_before_purged_ones,
         purge_delay_grows_when_purged_memory_comes_back,
+        blocks_in_many_arenas_are_all_alike,
         options_reject_bad_values,
         options_read_at_start_are_refused_or_act_on_the_collector,
         NULL};

@@ -75,6 +75,15 @@ START_TEST(free_of_wild_pointers_aborts)
     char *p = ouro_malloc(32);
     char *arena_tail = (char *)(((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1)) + (4 << 20) - 4096);
     expect_abort(do_free, arena_tail, "not allocated by ouro", tu_addr(arena_tail));
+    /* the units after this arena's: other arenas' headers, then the
+     * address space reserved for more arenas (OURO_OPTION_ARENA_RESERVE),
+     * not mapped yet; and far past them */
+    for (size_t k = 1; k <= 8; k++) {
+        char *ahead = (char *)((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1)) + (k << 22) + 4096;
+        expect_abort(do_free, ahead, "not allocated by ouro", tu_addr(ahead));
+    }
+    char *far = (char *)((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1)) + ((size_t)1 << 30);
+    expect_abort(do_free, far, "not allocated by ouro", tu_addr(far));
     ouro_free(p);
 }
 END_TEST
