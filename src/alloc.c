@@ -163,10 +163,11 @@ OURO_FAST void ouro_free(void *p)
     uintptr_t u = (uintptr_t)p;
     /* an arena in the reserved range in one compare, others by the unit map */
     if (likely(ouro__in_reserved_arena(u)) || ouro__unit_kind(u) == OURO_UNIT_ARENA) {
-        ouro_pool_t *pool = ouro__pool_of(u);
+        /* &ouro__no_pool for a free slot: no address is a block of it */
+        ouro_pool_t *pool = ouro__pool_at(u);
         ouro_block_t *b = p;
         uintptr_t key = ouro__key;
-        if (likely(pool != NULL && ouro__pool_is_block(pool, u) && b->cookie != (u ^ key))) {
+        if (likely(ouro__pool_is_block(pool, u) && b->cookie != (u ^ key))) {
             /* relaxed: if the pool is ours, we wrote owner_tp ourselves */
             if (likely(atomic_load_explicit(&pool->owner_tp, memory_order_relaxed) == ouro__thread_id())) {
                 ouro__link_encode(pool, b, pool->free);

@@ -24,6 +24,7 @@
 
 _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES];
 _Atomic uintptr_t ouro__arenas_lo, ouro__arenas_span;
+ouro_pool_t ouro__no_pool; /* never written: all zero */
 
 typedef struct node_arenas_s {
     ouro_arena_t *_Atomic head;   /* append-only list; acquire loads see a full header */
@@ -210,6 +211,9 @@ static ouro_arena_t *arena_new(int node)
         cds_lfs_node_init(&p->anode);
         atomic_init(&p->owner, NULL);
         p->slot = (uint8_t)i;
+        /* published with the arena (the release stores of arena_append and
+         * of the span) */
+        atomic_init(&a->slot_pool[i], &ouro__no_pool);
     }
     /* relaxed: the entry is read only for pointers into this arena, which
      * reach other threads after the release that publishes the arena */
@@ -217,8 +221,8 @@ static ouro_arena_t *arena_new(int node)
                           memory_order_relaxed);
     if ((uint8_t *)a >= resv_lo && (uint8_t *)a < resv_end)
         /* release: pairs with the acquire in ouro__in_reserved_arena: the
-         * header is set up (slot_pool all NULL: garbage pointers into the
-         * new arena are reported) and lo was stored before */
+         * header is set up (slot_pool all &ouro__no_pool: garbage pointers
+         * into the new arena are reported) and lo was stored before */
         atomic_store_explicit(&ouro__arenas_span, (uintptr_t)resv_next - (uintptr_t)resv_lo,
                               memory_order_release);
     atomic_fetch_add_explicit(&ouro__counters.reserved, OURO_UNIT_SIZE, memory_order_relaxed);
@@ -444,7 +448,7 @@ void ouro__arena_release_pool(ouro_pool_t *pool)
     for (unsigned i = 0; i < span; i++)
         /* relaxed: nothing may use these entries once the pool is free; the
          * release on `used` below orders them before any reclaimer */
-        atomic_store_explicit(&a->slot_pool[slot + i], NULL, memory_order_relaxed);
+        atomic_store_explicit(&a->slot_pool[slot + i], &ouro__no_pool, memory_order_relaxed);
     uint64_t now = ouro__now_ms();
     for (unsigned i = 0; i < span; i++)
         atomic_store_explicit(&a->free_at[slot + i], now, memory_order_relaxed);
@@ -576,7 +580,7 @@ void ouro__arena_visit_pools(ouro_pool_visit_fn *fn, void *arg)
              a = atomic_load_explicit(&a->next, memory_order_acquire))
             for (unsigned i = 1; i < OURO_SLOTS; i++) {
                 ouro_pool_t *p = atomic_load_explicit(&a->slot_pool[i], memory_order_acquire);
-                if (p && p->slot == i)
+                if (p != &ouro__no_pool && p->slot == i)
                     fn(p, arg);
             }
 }

@@ -205,7 +205,8 @@ typedef struct ouro_arena_s {
                                   * (PROT_NONE): a page in hardened mode, else 0.  The pool
                                   * covering the last slot holds that much less, and purging
                                   * leaves the guard alone. */
-    _Atomic(ouro_pool_t *) slot_pool[OURO_SLOTS]; /* [shared] pool covering slot i, or NULL */
+    _Atomic(ouro_pool_t *) slot_pool[OURO_SLOTS]; /* [shared] pool covering slot i, or
+                                  * &ouro__no_pool (ouro__pool_of says NULL) */
     ouro_pool_t pools[OURO_SLOTS];                /* header of the pool starting at slot i */
 } ouro_arena_t;
 
@@ -302,6 +303,10 @@ extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
 extern _Atomic uintptr_t ouro__arenas_lo ouro_hidden, ouro__arenas_span ouro_hidden;
 extern uintptr_t ouro__key ouro_hidden;
 extern ouro_pool_t ouro__empty_pool ouro_hidden;
+/* What a slot no pool covers points to (arena.c): all zero, so that no
+ * address is a block of it (ouro__pool_is_block) and free's fast path
+ * needs no test for a missing pool. */
+extern ouro_pool_t ouro__no_pool ouro_hidden;
 extern ouro_heap_t ouro__empty_heap ouro_hidden;  /* sentinel: no thread heap yet (plain) */
 extern ouro_heap_t ouro__empty_oheap ouro_hidden; /* sentinel: no thread heap yet (objects) */
 extern ouro_heap_t ouro__empty_gheap ouro_hidden; /* sentinel: no thread heap yet (containers) */
@@ -542,14 +547,22 @@ static inline bool ouro__in_reserved_arena(uintptr_t u)
     return u - atomic_load_explicit(&ouro__arenas_lo, memory_order_relaxed) < span;
 }
 
-/* The pool covering `u` in an arena unit, or NULL if its slot is free. */
-static inline ouro_pool_t *ouro__pool_of(uintptr_t u)
+/* The pool covering `u` in an arena unit, or &ouro__no_pool if its slot
+ * is free (or the header's). */
+static inline ouro_pool_t *ouro__pool_at(uintptr_t u)
 {
     ouro_arena_t *a = ouro__arena_of(u);
     /* acquire pairs with the release store in arena claim: the pool's [init]
      * fields are visible before the pool is */
     return atomic_load_explicit(&a->slot_pool[(u >> OURO_SLOT_SHIFT) & (OURO_SLOTS - 1)],
                                 memory_order_acquire);
+}
+
+/* The pool covering `u` in an arena unit, or NULL if its slot is free. */
+static inline ouro_pool_t *ouro__pool_of(uintptr_t u)
+{
+    ouro_pool_t *p = ouro__pool_at(u);
+    return p == &ouro__no_pool ? NULL : p;
 }
 
 /* Whether `u` is the start of a carved block of `pool`, in one compare.

@@ -84,6 +84,26 @@ START_TEST(free_of_wild_pointers_aborts)
     }
     char *far = (char *)((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1)) + ((size_t)1 << 30);
     expect_abort(do_free, far, "not allocated by ouro", tu_addr(far));
+    /* in a slot whose pool went back to the arena: two pools' worth and
+     * more of 1536-byte blocks (42 a pool, a class no other test here
+     * uses), the first pool emptied (so released: it is not the current
+     * one), then its lowest block freed again */
+    enum { PER = 43 };
+    static char *q[2 * PER];
+    for (int i = 0; i < 2 * PER; i++)
+        q[i] = ouro_malloc(1536);
+    uintptr_t first = (uintptr_t)q[0] >> 16;
+    char *gone = NULL;
+    for (int i = 0; i < 2 * PER; i++)
+        if ((uintptr_t)q[i] >> 16 == first) {
+            gone = gone && gone < q[i] ? gone : q[i];
+            ouro_free(q[i]);
+            q[i] = NULL;
+        }
+    if (ouro_option_get(OURO_OPTION_DEBUG) == 0)
+        expect_abort(do_free, gone, "not allocated by ouro", tu_addr(gone));
+    for (int i = 0; i < 2 * PER; i++)
+        ouro_free(q[i]);
     ouro_free(p);
 }
 END_TEST
