@@ -210,7 +210,8 @@ typedef enum ouro_option_e {
      * free tells a block of an arena from anything else with one compare.
      * Arenas beyond it, and all of them if it is 0 or the kernel refuses it
      * (RLIMIT_AS), are mapped one by one and found through a table, a
-     * dependent load more on each free.  Default 65536 (64 GiB), 0 ..
+     * dependent load more on each free.  Rounded down to whole arenas
+     * (so 1 .. 3 reserve nothing).  Default 65536 (64 GiB), 0 ..
      * 16777216.  Env: OURO_ARENA_RESERVE.  Read when the first arena is
      * mapped; after that ouro_option_set refuses a change (EPERM). */
     OURO_OPTION_ARENA_RESERVE,
@@ -367,6 +368,12 @@ int ouro_heap_walk(ouro_heap_visit_fn *visit, void *arg);
  * fail the `fail` after them (ENOMEM), then succeed again.  fail <= 0 turns
  * fault injection off.  For fault tests: every API must then fail cleanly. */
 void ouro_test_fail_maps(long pass, long fail);
+
+/* Testing: check the arena layer's books against its bitmaps (each NUMA
+ * node's count of free slots still holding memory against those slots).
+ * Only meaningful while no other thread allocates, frees or purges.
+ * Returns 0 if they agree, else -1 after a warning that gives both. */
+int ouro_test_check_arenas(void);
 
 /* The version string, "MAJOR.MINOR.PATCH". */
 const char *ouro_version(void);

@@ -373,6 +373,7 @@ void *ouro__os_map(size_t size) ouro_hidden;
 void *ouro__os_map_aligned(size_t size, size_t align) ouro_hidden;
 void *ouro__os_reserve(size_t size, size_t align) ouro_hidden;
 bool ouro__os_commit(void *p, size_t size) ouro_hidden;
+bool ouro__os_decommit(void *p, size_t size) ouro_hidden;
 void ouro__os_unmap(void *p, size_t size) ouro_hidden;
 void ouro__os_purge(void *p, size_t size) ouro_hidden;
 bool ouro__os_guard(void *p, size_t size) ouro_hidden;
@@ -522,11 +523,13 @@ static inline int ouro__unit_kind(uintptr_t u)
 {
     if (unlikely(u >> OURO_USER_BITS))
         return OURO_UNIT_NONE;
-    /* relaxed: a pointer being freed or measured came to this thread through
-     * some synchronisation with the allocating thread, which set the entry
-     * before the pointer existed; for pointers ouro never handed out any
-     * value read is fine, as arena and large units are only ever mapped. */
-    return atomic_load_explicit(&ouro__unit_map[u >> OURO_UNIT_SHIFT], memory_order_relaxed);
+    /* acquire: pairs with the release store of an arena's entry (arena.c),
+     * so ARENA comes with the header set up, even for a garbage pointer
+     * read while the arena is being made (a plain load on x86-64).  A
+     * pointer ouro handed out came through some synchronisation with the
+     * allocating thread, which set the entry before the pointer existed;
+     * for others any value read is fine, as units are only ever mapped. */
+    return atomic_load_explicit(&ouro__unit_map[u >> OURO_UNIT_SHIFT], memory_order_acquire);
 }
 
 static inline ouro_arena_t *ouro__arena_of(uintptr_t u)

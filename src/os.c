@@ -111,12 +111,25 @@ void *ouro__os_reserve(size_t size, size_t align)
     return (void *)base;
 }
 
-/* Make [p, p + size), inside a reservation and never committed before,
- * fresh zeroed read-write memory; false with errno = ENOMEM. */
+/* Make [p, p + size), inside a reservation and not committed (never, or
+ * decommitted since), fresh zeroed read-write memory; false with errno =
+ * ENOMEM. */
 bool ouro__os_commit(void *p, size_t size)
 {
     if (unlikely(fault_now()) || mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
         errno = ENOMEM;
+        return false;
+    }
+    return true;
+}
+
+/* Return committed [p, p + size) to the reservation: its memory to the OS,
+ * no access.  False if the kernel refused (the range stays as it was). */
+bool ouro__os_decommit(void *p, size_t size)
+{
+    ouro__os_purge(p, size);
+    if (mprotect(p, size, PROT_NONE) != 0) {
+        ouro__warn("mprotect(%p, %zu, PROT_NONE) failed: errno %d", p, size, errno);
         return false;
     }
     return true;

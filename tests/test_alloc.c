@@ -496,6 +496,7 @@ START_TEST(new_pools_reuse_dirty_slots_before_purged_ones)
     }
     ouro_stats_get(&after);
     ck_assert_uint_eq(after.committed, before.committed); /* no slot was dirtied */
+    ck_assert_int_eq(ouro_test_check_arenas(), 0);
     for (int i = 0; i < full; i++)
         ouro_free(w[i]);
     for (int i = 0; i < N; i++)
@@ -567,9 +568,11 @@ START_TEST(purge_delay_grows_when_purged_memory_comes_back)
     for (int i = 0; i < PER; i++)
         ouro_free(v[i]);
     ouro_collect(1);
+    ck_assert_int_eq(ouro_test_check_arenas(), 0);
     for (int i = 0; i < PER; i++)
         v[i] = ouro_malloc(BS);
     ck_assert_int_eq(delay_in_force(), D);
+    ck_assert_int_eq(ouro_test_check_arenas(), 0);
     for (int i = 0; i < PER; i++)
         ouro_free(v[i]);
     for (int i = 2 * PER; i < 3 * PER; i++)
