@@ -208,8 +208,9 @@ typedef enum ouro_option_e {
     /* MiB of address space reserved for arenas (4 MiB each) when the first
      * is mapped, usually before main: no memory, only addresses, so that
      * free tells a block of an arena from anything else with one compare.
-     * Arenas beyond it, and all of them if it is 0 or the kernel refuses it
-     * (RLIMIT_AS), are mapped one by one and found through a table, a
+     * If the kernel refuses it (RLIMIT_AS; valgrind), half as much is
+     * tried, down to 256 MiB.  Arenas beyond it, and all of them if it is
+     * 0 or refused, are mapped one by one and found through a table, a
      * dependent load more on each free.  Rounded down to whole arenas
      * (so 1 .. 3 reserve nothing).  Default 65536 (64 GiB), 0 ..
      * 16777216.  Env: OURO_ARENA_RESERVE.  Read when the first arena is

@@ -143,6 +143,7 @@ static void arena_bind(void *base, int node)
  * Arenas beyond it, or all of them if the kernel refused the reservation
  * (RLIMIT_AS, say) or the option is 0, are mapped one by one as before.
  * [grow_lock] */
+#define RESERVE_MIN ((size_t)256 << 20) /* 64 arenas */
 static uint8_t *resv_lo, *resv_next, *resv_end;
 static bool resv_tried;
 static _Atomic size_t resv_bytes; /* resv_end - resv_lo, for statistics */
@@ -153,7 +154,11 @@ static ouro_arena_t *arena_map(void)
         resv_tried = true;
         size_t size = ((size_t)ouro__options[OURO_OPTION_ARENA_RESERVE] << 20) & ~OURO_UNIT_MASK;
         if (size) {
-            resv_lo = resv_next = ouro__os_reserve(size, OURO_UNIT_SIZE);
+            /* refused (RLIMIT_AS, or valgrind, which takes no 64 GiB
+             * mapping): half as much, down to RESERVE_MIN */
+            while ((resv_lo = ouro__os_reserve(size, OURO_UNIT_SIZE)) == NULL && size / 2 >= RESERVE_MIN)
+                size = (size / 2) & ~OURO_UNIT_MASK;
+            resv_next = resv_lo;
             if (resv_lo) {
                 resv_end = resv_lo + size;
                 /* relaxed: statistics only */

@@ -33,4 +33,17 @@ for mib in 0 8; do
         rm -f "$t/reserve-$prog.out"
     done
 done
+# a reservation the kernel refuses (RLIMIT_AS) is tried again smaller:
+# under a 16 GiB limit, the 64 GiB default gives way to 8 GiB (halving
+# from 64 until it fits), not to none.  Sanitizers need more address space
+# than any such limit leaves them: plain builds only.
+if [ -z "${OURO_SANITIZED:-}" ]; then
+    got=$(ulimit -v 16777216 && "$t/test_alloc" --reserve) || { echo "FAIL: test_alloc --reserve under ulimit -v"; exit 1; }
+    if [ "$got" -ge $((256 * 1048576)) ] && [ "$got" -lt $((16384 * 1048576)) ]; then
+        echo "PASS: under a 16 GiB address space limit, $got bytes reserved"
+    else
+        echo "FAIL: under a 16 GiB address space limit, $got bytes reserved"
+        fail=1
+    fi
+fi
 exit $fail
