@@ -136,9 +136,9 @@ static void arena_bind(void *base, int node)
 
 /* ---- arena creation ---- */
 /* The address space reserved for arenas when the first is mapped
- * (OURO_OPTION_ARENA_RESERVE MiB, rounded down to whole arenas), handed out a unit at a time upwards:
- * [resv_lo, resv_next) holds arenas, [resv_next, resv_end) is still
- * reserved.  One compare then tells free that a pointer lies in an arena
+ * (OURO_OPTION_ARENA_RESERVE MiB, rounded down to whole arenas), handed
+ * out a unit at a time upwards: [resv_lo, resv_next) holds arenas,
+ * [resv_next, resv_end) is still reserved.  One compare then tells free that a pointer lies in an arena
  * (ouro__in_reserved_arena), where the unit map costs a dependent load.
  * Arenas beyond it, or all of them if the kernel refused the reservation
  * (RLIMIT_AS, say) or the option is 0, are mapped one by one as before.
@@ -181,6 +181,14 @@ static ouro_arena_t *arena_map(void)
     return ouro__os_map_aligned(OURO_UNIT_SIZE, OURO_UNIT_SIZE);
 }
 
+/* Bytes of address space reserved for arenas (mapped as arenas or not). */
+size_t ouro__arena_reserve_bytes(void)
+{
+    /* relaxed: stored once; a reader that misses it reads 0, as before
+     * the first arena */
+    return atomic_load_explicit(&resv_bytes, memory_order_relaxed);
+}
+
 /* Give back an arena that never held a pool (its guard was refused). */
 static void arena_unmap(ouro_arena_t *a)
 {
@@ -202,9 +210,10 @@ static ouro_arena_t *arena_new(int node)
     /* hardened mode: the last page of the unit is a guard, so an overflow
      * running off the end of the last pool faults instead of reaching the
      * next unit (often another arena's header: the reservation hands out
-     * units upwards, and mmap others downwards).  The end, not the start, so the header keeps offset 0
-     * and the unit map and every fast path stay as they are; the guards
-     * of the arenas and large mappings below protect the headers. */
+     * units upwards, and mmap others downwards).  The end, not the start,
+     * so the header keeps offset 0 and the unit map and every fast path
+     * stay as they are; the guards of the arenas and large mappings below
+     * protect the headers. */
     size_t guard = ouro__guard_size();
     if (guard && !ouro__os_guard((uint8_t *)a + OURO_UNIT_SIZE - guard, guard)) {
         arena_unmap(a);
@@ -290,8 +299,9 @@ static int arena_try_claim(ouro_arena_t *a, unsigned span, bool dirty_only)
  * OURO_PURGE_DELAY is where it starts.  A purge is premature when the slot
  * is claimed again within PURGE_PREMATURE delays of it (claims take free
  * dirty slots first, so mostly when none was left, or none fitted the
- * pool's span): its pages were given back only to fault in again.  A program that frees and reallocates in waves
- * longer than the delay does that at each wave (mstress: its threads end
+ * pool's span): its pages were given back only to fault in again.  A
+ * program that frees and reallocates in waves longer than the delay does
+ * that at each wave (mstress: its threads end
  * every 12 ms, and their successors fault in what they left).  Each
  * premature purge doubles the delay, at most once per delay and up to
  * PURGE_DELAY_MAX_MULT times the option; a second without one halves it
@@ -300,15 +310,9 @@ static int arena_try_claim(ouro_arena_t *a, unsigned span, bool dirty_only)
  * move it one step more or less.  Times are compared as signed
  * differences: another thread may have stored a later delay_moved than
  * the `now` we read. */
-#ifndef PURGE_PREMATURE
 #define PURGE_PREMATURE 4
-#endif
-#ifndef PURGE_DELAY_MAX_MULT
-#define PURGE_DELAY_MAX_MULT 32
-#endif
-#ifndef PURGE_DECAY_MS
+#define PURGE_DELAY_MAX_MULT 32 /* 4 did as well on mstress; 32 leaves room for slower waves */
 #define PURGE_DECAY_MS 1000
-#endif
 static _Atomic long delay_now;       /* ms; below the option means the option */
 static _Atomic uint64_t delay_moved; /* ms when delay_now last changed */
 
@@ -321,14 +325,6 @@ static long purge_delay(void)
     long cur = atomic_load_explicit(&delay_now, memory_order_relaxed);
     long max = base * PURGE_DELAY_MAX_MULT;
     return cur < base ? base : cur > max ? max : cur;
-}
-
-/* Bytes of address space reserved for arenas (mapped as arenas or not). */
-size_t ouro__arena_reserve_bytes(void)
-{
-    /* relaxed: stored once; a reader that misses it reads 0, as before
-     * the first arena */
-    return atomic_load_explicit(&resv_bytes, memory_order_relaxed);
 }
 
 long ouro__arena_purge_delay(void)

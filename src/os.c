@@ -64,6 +64,20 @@ void *ouro__os_map(size_t size)
     return p;
 }
 
+/* The `size` bytes aligned to `align` inside `raw`, a mapping of size +
+ * align bytes: unmap what lies before and after them. */
+static void *trim_aligned(uint8_t *raw, size_t size, size_t align)
+{
+    uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = base - (uintptr_t)raw;
+    size_t tail = align - head;
+    if (head)
+        munmap(raw, head);
+    if (tail)
+        munmap((uint8_t *)base + size, tail);
+    return (void *)base;
+}
+
 /* Fresh zeroed memory aligned to `align` (a power of two, at least a page):
  * map more and trim both ends. */
 void *ouro__os_map_aligned(size_t size, size_t align)
@@ -75,14 +89,7 @@ void *ouro__os_map_aligned(size_t size, size_t align)
     uint8_t *raw = ouro__os_map(size + align);
     if (raw == NULL)
         return NULL;
-    uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
-    size_t head = base - (uintptr_t)raw;
-    size_t tail = align - head;
-    if (head)
-        munmap(raw, head);
-    if (tail)
-        munmap((uint8_t *)base + size, tail);
-    return (void *)base;
+    return trim_aligned(raw, size, align);
 }
 
 void ouro__os_unmap(void *p, size_t size)
@@ -102,13 +109,7 @@ void *ouro__os_reserve(size_t size, size_t align)
     uint8_t *raw = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED)
         return NULL;
-    uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
-    size_t head = base - (uintptr_t)raw;
-    if (head)
-        munmap(raw, head);
-    if (align - head)
-        munmap((uint8_t *)base + size, align - head);
-    return (void *)base;
+    return trim_aligned(raw, size, align);
 }
 
 /* Make [p, p + size), inside a reservation and not committed (never, or
