@@ -97,7 +97,7 @@ static inline __attribute__((always_inline)) void *malloc_inline(size_t size)
         if (likely(ouro__pool_head_ok(pool, b))) {
             pool->free = ouro__link_decode(pool, b);
             b->cookie = 0;
-            ouro__pool_used_add(pool, 1);
+            ouro__pool_used_inc(pool);
             return b;
         }
         return alloc_slow(heap, ouro__size_class(size), size, 16, NULL, CALLER());
@@ -173,9 +173,8 @@ OURO_FAST void ouro_free(void *p)
                 ouro__link_encode(pool, b, pool->free);
                 b->cookie = u ^ key;
                 pool->free = b;
-                uint32_t used = ouro__pool_used_add(pool, -1);
                 /* one branch for "now empty" and "on the full list" */
-                if (unlikely((int32_t)used <= 0))
+                if (unlikely(ouro__pool_used_dec_ends(pool)))
                     free_owner_slow(pool);
                 return;
             }

@@ -554,11 +554,14 @@ static inline bool ouro__in_reserved_arena(uintptr_t u)
  * is free (or the header's). */
 static inline ouro_pool_t *ouro__pool_at(uintptr_t u)
 {
-    ouro_arena_t *a = ouro__arena_of(u);
+    /* &arena->slot_pool[slot], with the slot's byte offset taken from `u`
+     * in one shift and mask, and slot_pool's offset folded into the load
+     * (written as &a->slot_pool[i], gcc 12 adds it to the index apart) */
+    char *slots = (char *)ouro__arena_of(u)->slot_pool;
+    size_t off = (u >> (OURO_SLOT_SHIFT - 3)) & ((OURO_SLOTS - 1) * sizeof(ouro_pool_t *));
     /* acquire pairs with the release store in arena claim: the pool's [init]
      * fields are visible before the pool is */
-    return atomic_load_explicit(&a->slot_pool[(u >> OURO_SLOT_SHIFT) & (OURO_SLOTS - 1)],
-                                memory_order_acquire);
+    return atomic_load_explicit((_Atomic(ouro_pool_t *) *)(slots + off), memory_order_acquire);
 }
 
 /* The pool covering `u` in an arena unit, or NULL if its slot is free. */
@@ -613,6 +616,38 @@ static inline uint32_t ouro__pool_used_add(ouro_pool_t *pool, int32_t d)
     uint32_t u = atomic_load_explicit(&pool->used, memory_order_relaxed) + (uint32_t)d;
     atomic_store_explicit(&pool->used, u, memory_order_relaxed);
     return u;
+}
+
+/* The fast paths' steps of one.  Only the owner writes `used`, so one
+ * unlocked x86 `add`/`sub` on memory is exactly the relaxed load and store
+ * of ouro__pool_used_add (its load and its store are each single-copy
+ * atomic, and no other thread writes in between), in one instruction where
+ * the compiler emits three for the atomic pair (it never fuses atomics).
+ * ThreadSanitizer cannot see into asm, so its builds keep the pair. */
+static inline void ouro__pool_used_inc(ouro_pool_t *pool)
+{
+#if defined(__x86_64__) && !defined(OURO_TSAN)
+    __asm__("addl $1, %0" : "+m"(pool->used) : : "cc");
+#else
+    ouro__pool_used_add(pool, 1);
+#endif
+}
+
+/* Take one from `used`; true if the pool is now empty or on the full list
+ * (the new value is <= 0 as a signed number, FULL being the sign bit). */
+static inline bool ouro__pool_used_dec_ends(ouro_pool_t *pool)
+{
+#if defined(__x86_64__) && !defined(OURO_TSAN)
+    bool le;
+    /* "le" after sub: the old value, as a signed number, is <= 1.  It
+     * differs from testing (int32_t)(old - 1) <= 0 only for old ==
+     * FULL | 0, which a free of a live block never meets (its block is
+     * counted), and then it takes the slow path */
+    __asm__("subl $1, %0" : "+m"(pool->used), "=@ccle"(le));
+    return le;
+#else
+    return (int32_t)ouro__pool_used_add(pool, -1) <= 0;
+#endif
 }
 
 /* Blocks handed out and not taken back. */
@@ -712,7 +747,7 @@ static inline void *ouro__heap_pop(ouro_heap_t *heap, size_t cls)
         return NULL;
     pool->free = ouro__link_decode(pool, b);
     b->cookie = 0;
-    ouro__pool_used_add(pool, 1);
+    ouro__pool_used_inc(pool);
     return b;
 }
 
