@@ -2,6 +2,7 @@
  * alignment, calloc, realloc, bad sizes, ownership, statistics, purging. */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -591,6 +592,50 @@ static int cmp_uintptr(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Pools of the classes above 2 KiB span enough slots for 32 blocks (pool.c,
+ * POOL_MIN_BLOCKS): a new thread that allocates 32 blocks of each of three
+ * such sizes claims one pool for each.  At 8 blocks to a pool (before) it
+ * claimed 2, 4 and 4. */
+typedef struct {
+    void *v[3 * 32];
+    size_t pools, claimed;
+} span_probe_t;
+
+static void *alloc_32_of_each(void *arg)
+{
+    static const size_t sizes[3] = {3000, 6000, 12000};
+    span_probe_t *p = arg;
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 32; i++)
+            p->v[k * 32 + i] = ouro_malloc(sizes[k]);
+    static ouro_thread_stats_t st[64];
+    size_t n = ouro_stats_threads(st, 64);
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (st[i].thread == (uintptr_t)pthread_self()) {
+            p->pools = st[i].pools;
+            p->claimed = st[i].pools_claimed;
+        }
+    return NULL;
+}
+
+START_TEST(pools_above_2k_hold_32_blocks)
+{
+    if (debug_mode())
+        return; /* debug mode's blocks come from pools of its own */
+    static span_probe_t p;
+    p.pools = p.claimed = 99;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, alloc_32_of_each, &p), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_uint_eq(p.pools, 3);
+    ck_assert_uint_eq(p.claimed, 3);
+    for (int i = 0; i < 3 * 32; i++) {
+        ck_assert_ptr_nonnull(p.v[i]);
+        ouro_free(p.v[i]);
+    }
+}
+END_TEST
+
 START_TEST(blocks_in_many_arenas_are_all_alike)
 {
     enum { BS = 1024, N = 48 << 10 }; /* 48 MiB */
@@ -721,6 +766,7 @@ int main(int argc, char **argv)
         new_pools_reuse_dirty_slots_before_purged_ones,
         purge_delay_grows_when_purged_memory_comes_back,
         blocks_in_many_arenas_are_all_alike,
+        pools_above_2k_hold_32_blocks,
         options_reject_bad_values,
         options_read_at_start_are_refused_or_act_on_the_collector,
         NULL};

@@ -243,7 +243,8 @@ END_TEST
 static void corrupt_delayed_link(void *arg)
 {
     (void)arg;
-    enum { N = 40, SIZE = 8192 }; /* 8 blocks to a pool of one 64 KiB slot */
+    enum { N = 100, SIZE = 2048 }; /* 32 blocks to a pool of one 64 KiB slot, the
+                                     * largest class whose pools are one slot */
     char *v[N];
     for (int i = 0; i < N; i++)
         v[i] = ouro_malloc(SIZE);
@@ -338,7 +339,7 @@ START_TEST(corrupt_delayed_link_is_reported)
     const char *msg = tu_run_death(corrupt_delayed_link, NULL, SIGABRT);
     tu_expect_in(msg, "corrupt free list");
     tu_expect_in(msg, "a block freed by another thread to a full pool");
-    tu_expect_in(msg, "(8192-byte blocks");
+    tu_expect_in(msg, "(2048-byte blocks");
 }
 END_TEST
 
