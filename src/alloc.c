@@ -112,15 +112,6 @@ OURO_FAST void *ouro_malloc(size_t size)
     return malloc_inline(size);
 }
 
-/* A block freed by a thread that does not own its pool: on to the pool's
- * remote stack, in batches (telling the owner only if it asked: pool.c). */
-static ouro_noinline void free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
-{
-    /* relaxed atomic: the owner's heap walk may read the word meanwhile */
-    __atomic_store_n(&b->cookie, (uintptr_t)b ^ key, __ATOMIC_RELAXED);
-    ouro__pool_free_remote(pool, b);
-}
-
 /* Everything but a valid small block: NULL, large blocks, and misuse.
  * Not noreturn, so ouro_free reaches it by a plain tail call. */
 static ouro_noinline void free_generic(void *p)
@@ -178,7 +169,8 @@ OURO_FAST void ouro_free(void *p)
                     free_owner_slow(pool);
                 return;
             }
-            free_remote(pool, b, key);
+            /* not ours: on to the pool's remote stack, in batches (pool.c) */
+            ouro__pool_free_remote(pool, b, key);
             return;
         }
     }

@@ -401,11 +401,12 @@ void ouro__pool_init(ouro_pool_t *pool, int cls, bool mem_is_zero) ouro_hidden;
 bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
 bool ouro__pool_arm_notify(ouro_pool_t *pool) ouro_hidden;
-/* A block of `pool` freed by a thread that does not own it (its cookie set):
- * gathered in the thread's plain heap and pushed on the pool's remote stack
- * in batches (pool.c).  ouro__pool_flush_remote pushes what `heap` holds:
- * its thread calls it, or whoever abandons the heap of a dead thread. */
-void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b) ouro_hidden;
+/* Block `b` of `pool` freed by a thread that does not own it (free's fast
+ * path checked it; `key` is ouro__key): its cookie set, it is gathered in
+ * the thread's plain heap and pushed on the pool's remote stack in batches
+ * (pool.c).  ouro__pool_flush_remote pushes what `heap` holds: its thread
+ * calls it, or whoever abandons the heap of a dead thread. */
+void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key) ouro_hidden;
 void ouro__pool_flush_remote(ouro_heap_t *heap) ouro_hidden;
 /* The calling thread's: after it frees blocks that others wait for (a
  * collector phase, a batch of deferred frees, ouro_collect, exit). */

@@ -341,8 +341,11 @@ static void rc_push(ouro_rc_way_t *w)
         memory_order_release, memory_order_relaxed));
 }
 
-void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b)
+void ouro__pool_free_remote(ouro_pool_t *pool, ouro_block_t *b, uintptr_t key)
 {
+    /* relaxed atomic: the owner's heap walk may read the word meanwhile.
+     * Here, not in ouro_free, so that a remote free is one call deep */
+    __atomic_store_n(&b->cookie, (uintptr_t)b ^ key, __ATOMIC_RELAXED);
     ouro_heap_t *heap = ouro__dheap;
     /* relaxed: [init], as every free reads it */
     uint32_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
