@@ -157,7 +157,7 @@ static bool head_sane(const dbg_head_t *h, size_t bs)
 static bool is_freed(const uint8_t *block)
 {
     /* relaxed atomic: a racing (double) free by another thread may be
-     * storing the cookie right now (free_remote stores it atomically) */
+     * storing the cookie right now (ouro__pool_free_remote stores it atomically) */
     return __atomic_load_n(&((const dbg_head_t *)block)->cookie, __ATOMIC_RELAXED) ==
            ((uintptr_t)block ^ ouro__key);
 }

@@ -593,7 +593,7 @@ static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
 /* Whether `u` is a carved block of `pool` that carries the free cookie: the
  * hardened checks of a link read from a block that waits off the owner's
  * free list (heap.c's delayed stack, pool.c's batches).  Relaxed atomic
- * load of the cookie: another thread may be freeing the block (free_remote
+ * load of the cookie: another thread may be freeing the block (ouro__pool_free_remote
  * stores it atomically); only the value matters. */
 static inline bool ouro__pool_is_free_block(const ouro_pool_t *pool, uintptr_t u)
 {
@@ -685,7 +685,8 @@ static inline uintptr_t ouro__thread_id(void)
 
 /* Whether the carved block `b` is handed out: it carries neither the free
  * cookie nor the fresh one.  Relaxed atomic load: heap walks read blocks
- * other threads may be freeing (free_remote stores the cookie atomically). */
+ * other threads may be freeing (ouro__pool_free_remote stores the cookie
+ * atomically). */
 static inline bool ouro__block_is_live(const ouro_block_t *b)
 {
     uintptr_t c = __atomic_load_n(&b->cookie, __ATOMIC_RELAXED), free_c = (uintptr_t)b ^ ouro__key;

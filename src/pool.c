@@ -279,7 +279,7 @@ void ouro__pool_notify(ouro_pool_t *pool, ouro_block_t *b)
  * Each CAS on a pool's `remote` word is a locked instruction, which waits
  * for the freer's earlier stores (the cookie and link it just wrote into
  * the block, on a line the owner's cache may hold) to complete: on xmalloc
- * that CAS was nine tenths of free_remote.  So a thread gathers the blocks
+ * that CAS was nine tenths of a remote free.  So a thread gathers the blocks
  * it frees to pools it does not own, per pool, in its plain heap
  * (OURO_RC_WAYS ways, direct-mapped by pool), and pushes a way's blocks
  * with one CAS when it holds OURO_RC_BATCH of them (or OURO_RC_BYTES' worth:
