@@ -322,7 +322,7 @@ static void delayed_take(ouro_heap_t *from, ouro_heap_t *mine)
             ouro__link_encode(pool, b, pool->free);
             pool->free = b;
             n++;
-            if ((int32_t)ouro__pool_used_add(pool, -1) <= 0)
+            if (ouro__pool_used_dec_ends(pool))
                 ouro__heap_free_slow(mine, pool);
         } else {
             ouro__pool_push_remote(pool, b);
@@ -519,7 +519,7 @@ static inline void *pool_pop(ouro_pool_t *pool, bool *zero)
     if (zero)
         *zero = ouro__block_is_fresh(pool, b);
     b->cookie = 0;
-    ouro__pool_used_add(pool, 1);
+    ouro__pool_used_inc(pool);
     return b;
 }
 

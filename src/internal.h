@@ -619,8 +619,10 @@ static inline uint32_t ouro__pool_used_add(ouro_pool_t *pool, int32_t d)
     return u;
 }
 
-/* The fast paths' steps of one.  Only the owner writes `used`, so one
- * unlocked x86 `add`/`sub` on memory is exactly the relaxed load and store
+/* Steps of one, for the owner's mallocs and frees, fast and slow paths
+ * alike (one test of "now empty or on the full list").  Only the owner
+ * writes `used`, so one unlocked x86 `add`/`sub` on memory is exactly the
+ * relaxed load and store
  * of ouro__pool_used_add (its load and its store are each single-copy
  * atomic, and no other thread writes in between), in one instruction where
  * the compiler emits three for the atomic pair (it never fuses atomics).
