@@ -28,7 +28,7 @@ static inline ouro_pool_t *checked_pool(uintptr_t u, const char *fn)
     ouro_pool_t *pool = ouro__pool_of(u);
     if (unlikely(pool == NULL || !ouro__pool_is_block(pool, u)))
         ouro__report_invalid(fn, (void *)u);
-    if (unlikely(((ouro_block_t *)u)->cookie == (u ^ ouro__key)))
+    if (unlikely(((ouro_block_t *)u)->cookie == (u ^ ouro__hot.key)))
         ouro__report_double_free((void *)u, pool);
     return pool;
 }
@@ -157,7 +157,7 @@ OURO_FAST void ouro_free(void *p)
         /* &ouro__no_pool for a free slot: no address is a block of it */
         ouro_pool_t *pool = ouro__pool_at(u);
         ouro_block_t *b = p;
-        uintptr_t key = ouro__key;
+        uintptr_t key = ouro__hot.key;
         if (likely(ouro__pool_is_block(pool, u) && b->cookie != (u ^ key))) {
             /* relaxed: if the pool is ours, we wrote owner_tp ourselves */
             if (likely(atomic_load_explicit(&pool->owner_tp, memory_order_relaxed) == ouro__thread_id())) {
@@ -181,7 +181,7 @@ OURO_FAST void ouro_free(void *p)
 static inline ouro_pool_t *live_pool(uintptr_t u)
 {
     ouro_pool_t *pool = ouro__pool_of(u);
-    if (likely(pool != NULL && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__key)))
+    if (likely(pool != NULL && ouro__pool_is_block(pool, u) && ((ouro_block_t *)u)->cookie != (u ^ ouro__hot.key)))
         return pool;
     return NULL;
 }

@@ -23,8 +23,6 @@
 #include <sys/mman.h>
 
 _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES];
-/* read by every free: a line of their own, away from the counters below */
-_Atomic uintptr_t ouro__arenas_lo __attribute__((aligned(64))), ouro__arenas_span;
 ouro_pool_t ouro__no_pool; /* never written: all zero */
 
 typedef struct node_arenas_s {
@@ -164,7 +162,7 @@ static ouro_arena_t *arena_map(void)
                 /* relaxed: statistics only */
                 atomic_store_explicit(&resv_bytes, size, memory_order_relaxed);
                 /* relaxed: published by the first release store of the span */
-                atomic_store_explicit(&ouro__arenas_lo, (uintptr_t)resv_lo, memory_order_relaxed);
+                atomic_store_explicit(&ouro__hot.arenas_lo, (uintptr_t)resv_lo, memory_order_relaxed);
             } else {
                 if (ouro__options[OURO_OPTION_VERBOSE] >= 2)
                     ouro__warn("could not reserve %ld MiB of address space for arenas: mapping them one by one",
@@ -244,7 +242,7 @@ static ouro_arena_t *arena_new(int node)
         /* release: pairs with the acquire in ouro__in_reserved_arena: the
          * header is set up (slot_pool all &ouro__no_pool: garbage pointers
          * into the new arena are reported) and lo was stored before */
-        atomic_store_explicit(&ouro__arenas_span, (uintptr_t)resv_next - (uintptr_t)resv_lo,
+        atomic_store_explicit(&ouro__hot.arenas_span, (uintptr_t)resv_next - (uintptr_t)resv_lo,
                               memory_order_release);
     atomic_fetch_add_explicit(&ouro__counters.reserved, OURO_UNIT_SIZE, memory_order_relaxed);
     atomic_fetch_add_explicit(&ouro__counters.arenas, 1, memory_order_relaxed);

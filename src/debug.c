@@ -135,7 +135,7 @@ static size_t find_not(const uint8_t *b, size_t from, size_t to, uint8_t byte)
 
 static uint64_t freed_mark(const uint8_t *block, const ouro_pool_t *pool)
 {
-    return (uintptr_t)block ^ ouro__key ^ ((uint64_t)pool->nonce * 0x9e3779b97f4a7c15ull);
+    return (uintptr_t)block ^ ouro__hot.key ^ ((uint64_t)pool->nonce * 0x9e3779b97f4a7c15ull);
 }
 
 /* The block of `pool` holding address `u`, or NULL if `u` lies beyond the
@@ -159,7 +159,7 @@ static bool is_freed(const uint8_t *block)
     /* relaxed atomic: a racing (double) free by another thread may be
      * storing the cookie right now (ouro__pool_free_remote stores it atomically) */
     return __atomic_load_n(&((const dbg_head_t *)block)->cookie, __ATOMIC_RELAXED) ==
-           ((uintptr_t)block ^ ouro__key);
+           ((uintptr_t)block ^ ouro__hot.key);
 }
 
 /* The live debug block at user pointer `p`, its guards checked; reports

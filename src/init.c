@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-uintptr_t ouro__key;
+ouro_hot_t ouro__hot;
 ouro_counters_t ouro__counters;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -75,7 +75,7 @@ static void init_once(void)
         if (ouro__hardened_on())
             ouro__warn("hardened mode: getrandom failed, keys are seeded from the clock");
     }
-    ouro__key = (uintptr_t)rnd[0] | 1; /* never 0: a zero cookie means "allocated" */
+    ouro__hot.key = (uintptr_t)rnd[0] | 1; /* never 0: a zero cookie means "allocated" */
     ouro__hardened_init(rnd[1]);
     ouro__heap_global_init();
     ouro__trace_init();

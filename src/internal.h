@@ -120,7 +120,7 @@ enum { OURO_UNIT_NONE = 0, OURO_UNIT_ARENA = 1, OURO_UNIT_LARGE = 2, OURO_UNIT_L
  * the block is already free (a double free), barring a 2^-64 coincidence. */
 typedef struct ouro_block_s {
     struct cds_lfs_node node;  /* next free block */
-    uintptr_t cookie;          /* ouro__key ^ address while free, 0 while allocated */
+    uintptr_t cookie;          /* ouro__hot.key ^ address while free, 0 while allocated */
 } ouro_block_t;
 
 struct ouro_heap_s;
@@ -297,11 +297,16 @@ static inline void ouro__heap_stat_add(_Atomic size_t *c, size_t n)
 
 /* ---- globals ---- */
 extern _Atomic uint8_t ouro__unit_map[OURO_MAP_ENTRIES] ouro_hidden;
-/* Arenas mapped in the address space reserved for them when the first one
- * was (OURO_OPTION_ARENA_RESERVE; arena.c) lie in [lo, lo + span): span
- * grows by a unit as each is mapped there, in address order. */
-extern _Atomic uintptr_t ouro__arenas_lo ouro_hidden, ouro__arenas_span ouro_hidden;
-extern uintptr_t ouro__key ouro_hidden;
+/* What every free reads before it reaches the pool, on one line of its own
+ * (init.c) that is written at start-up and when the reservation grows. */
+typedef struct __attribute__((aligned(64))) ouro_hot_s {
+    /* Arenas mapped in the address space reserved for them when the first
+     * one was (OURO_OPTION_ARENA_RESERVE; arena.c) lie in [lo, lo + span):
+     * span grows by a unit as each is mapped there, in address order. */
+    _Atomic uintptr_t arenas_lo, arenas_span;
+    uintptr_t key; /* random and odd, set once at start-up: a free block's cookie is its address ^ key */
+} ouro_hot_t;
+extern ouro_hot_t ouro__hot ouro_hidden;
 extern ouro_pool_t ouro__empty_pool ouro_hidden;
 /* What a slot no pool covers points to (arena.c): all zero, so that no
  * address is a block of it (ouro__pool_is_block) and free's fast path
@@ -402,7 +407,7 @@ bool ouro__pool_extend(ouro_pool_t *pool) ouro_hidden;
 uint32_t ouro__pool_collect_remote(ouro_pool_t *pool) ouro_hidden;
 bool ouro__pool_arm_notify(ouro_pool_t *pool) ouro_hidden;
 /* Block `b` of `pool` freed by a thread that does not own it (free's fast
- * path checked it; `key` is ouro__key): its cookie set, it is gathered in
+ * path checked it; `key` is ouro__hot.key): its cookie set, it is gathered in
  * the thread's plain heap and pushed on the pool's remote stack in batches
  * (pool.c).  ouro__pool_flush_remote pushes what `heap` holds: its thread
  * calls it, or whoever abandons the heap of a dead thread. */
@@ -547,8 +552,8 @@ static inline ouro_arena_t *ouro__arena_of(uintptr_t u)
  * block to the unit map.  Both compile to plain loads on x86-64. */
 static inline bool ouro__in_reserved_arena(uintptr_t u)
 {
-    uintptr_t span = atomic_load_explicit(&ouro__arenas_span, memory_order_acquire);
-    return u - atomic_load_explicit(&ouro__arenas_lo, memory_order_relaxed) < span;
+    uintptr_t span = atomic_load_explicit(&ouro__hot.arenas_span, memory_order_acquire);
+    return u - atomic_load_explicit(&ouro__hot.arenas_lo, memory_order_relaxed) < span;
 }
 
 /* The pool covering `u` in an arena unit, or &ouro__no_pool if its slot
@@ -598,7 +603,7 @@ static inline bool ouro__pool_is_block(const ouro_pool_t *pool, uintptr_t u)
 static inline bool ouro__pool_is_free_block(const ouro_pool_t *pool, uintptr_t u)
 {
     return ouro__pool_is_block(pool, u) &&
-           __atomic_load_n(&((const ouro_block_t *)u)->cookie, __ATOMIC_RELAXED) == (u ^ ouro__key);
+           __atomic_load_n(&((const ouro_block_t *)u)->cookie, __ATOMIC_RELAXED) == (u ^ ouro__hot.key);
 }
 
 /* Bytes carved so far: [start, start + this) holds the carved blocks.
@@ -691,7 +696,7 @@ static inline uintptr_t ouro__thread_id(void)
  * atomically). */
 static inline bool ouro__block_is_live(const ouro_block_t *b)
 {
-    uintptr_t c = __atomic_load_n(&b->cookie, __ATOMIC_RELAXED), free_c = (uintptr_t)b ^ ouro__key;
+    uintptr_t c = __atomic_load_n(&b->cookie, __ATOMIC_RELAXED), free_c = (uintptr_t)b ^ ouro__hot.key;
     return c != free_c && c != (free_c ^ OURO_FRESH_SALT);
 }
 
@@ -738,7 +743,7 @@ static inline bool ouro__pool_head_ok(const ouro_pool_t *pool, const ouro_block_
 static inline bool ouro__block_is_fresh(const ouro_pool_t *pool, const ouro_block_t *b)
 {
     return pool->mem_is_zero && ouro__pool_head_ok(pool, b) &&
-           b->cookie == ((uintptr_t)b ^ ouro__key ^ OURO_FRESH_SALT);
+           b->cookie == ((uintptr_t)b ^ ouro__hot.key ^ OURO_FRESH_SALT);
 }
 
 /* Pop a block of class `cls`; NULL if the heap's current pool has nothing

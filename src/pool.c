@@ -153,7 +153,7 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     uint8_t *first = pool->start + (size_t)pool->capacity * bs;
     /* each block gets the fresh cookie (internal.h), on the line its link
      * is written to anyway: heap walks then skip blocks never handed out */
-    uintptr_t fresh = ouro__key ^ OURO_FRESH_SALT;
+    uintptr_t fresh = ouro__hot.key ^ OURO_FRESH_SALT;
     if (pool->key != 0) {
         extend_shuffled(pool, first, bs, n, fresh);
     } else {

@@ -112,7 +112,7 @@ void ouro__trace_internal_end(void)
 static uint64_t rng_next(void)
 {
     if (rng == 0)
-        rng = (ouro__thread_id() ^ ouro__key ^ ouro__now_ms()) | 1;
+        rng = (ouro__thread_id() ^ ouro__hot.key ^ ouro__now_ms()) | 1;
     uint64_t x = rng; /* xorshift64* */
     x ^= x >> 12;
     x ^= x << 25;
@@ -331,7 +331,7 @@ static void *traced_small(size_t size, size_t align, bool *zero, trace_site_t *s
     h->offset = (uint32_t)(user - (uintptr_t)b);
     h->weight = w;
     /* relaxed atomic: heap walks read the cookie word of live blocks */
-    __atomic_store_n(&h->tag, (uintptr_t)b ^ ouro__key ^ TRACE_SALT, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->tag, (uintptr_t)b ^ ouro__hot.key ^ TRACE_SALT, __ATOMIC_RELAXED);
     if (zero)
         *zero = fresh; /* a fresh block is zero past its first two words */
     count(s, 1, size, w);
@@ -399,7 +399,7 @@ static trace_head_t *traced_head(const void *p)
     }
     trace_head_t *h = (trace_head_t *)b;
     /* relaxed atomic: a racing (double) free may store the cookie now */
-    if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)b ^ ouro__key ^ TRACE_SALT) ||
+    if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)b ^ ouro__hot.key ^ TRACE_SALT) ||
         (uintptr_t)b + h->offset != u)
         return NULL;
     return h;
@@ -440,7 +440,7 @@ bool ouro__trace_block_user(uint8_t *block, size_t bs, void **user, size_t *size
     trace_head_t *h = (trace_head_t *)block;
     /* relaxed atomics: a walk may read a header its owner writes right now
      * (it then reports the block or not, either is allowed) */
-    if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)block ^ ouro__key ^ TRACE_SALT))
+    if (__atomic_load_n(&h->tag, __ATOMIC_RELAXED) != ((uintptr_t)block ^ ouro__hot.key ^ TRACE_SALT))
         return false;
     uint32_t off = __atomic_load_n(&h->offset, __ATOMIC_RELAXED);
     if (off < TRACE_HDR || off >= bs)
