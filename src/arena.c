@@ -457,6 +457,15 @@ ouro_pool_t *ouro__arena_claim_pool(int node, unsigned span)
 /* ---- release and purge ---- */
 static _Atomic uint64_t next_purge_ms;
 
+/* Whether a purge scan is due at `now` (next_purge_ms read as `next`) under
+ * `delay` (>= 0).  A scan set for later than a delay from now was set under
+ * a longer delay that ouro_option_set has since lowered: due now, or the
+ * new delay would not act until the old one had passed. */
+static bool purge_due(uint64_t now, uint64_t next, long delay)
+{
+    return now >= next || next - now > (uint64_t)delay;
+}
+
 void ouro__arena_release_pool(ouro_pool_t *pool)
 {
     ouro_arena_t *a = ouro__arena_of((uintptr_t)pool->start);
@@ -475,7 +484,7 @@ void ouro__arena_release_pool(ouro_pool_t *pool)
     long delay = purge_delay();
     if (delay == 0)
         ouro__arena_purge(false);
-    else if (delay > 0 && now >= atomic_load_explicit(&next_purge_ms, memory_order_relaxed))
+    else if (delay > 0 && purge_due(now, atomic_load_explicit(&next_purge_ms, memory_order_relaxed), delay))
         ouro__arena_purge(false);
 }
 
@@ -569,7 +578,7 @@ void ouro__arena_purge(bool force)
     uint64_t now = ouro__now_ms();
     uint64_t next = atomic_load_explicit(&next_purge_ms, memory_order_relaxed);
     if (!force) {
-        if (now < next)
+        if (!purge_due(now, next, delay))
             return;
         /* relaxed: only rate-limits scans; a lost race just skips one */
         if (!atomic_compare_exchange_strong_explicit(&next_purge_ms, &next,

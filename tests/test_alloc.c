@@ -581,6 +581,31 @@ START_TEST(purge_delay_grows_when_purged_memory_comes_back)
 }
 END_TEST
 
+/* Lowering the purge delay acts at once: a purge scan that the old, longer
+ * delay set for later runs by the new one's time. */
+START_TEST(lowered_purge_delay_acts_at_once)
+{
+    if (debug_mode())
+        return; /* debug mode keeps freed blocks a while: pools do not empty */
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 3600000), 0);
+    enum { BS = 1024, PER = 65536 / BS };
+    static void *v[2 * PER];
+    for (int i = 0; i < 2 * PER; i++)
+        v[i] = ouro_malloc(BS); /* two pools, the first full */
+    for (int i = 0; i < PER; i++)
+        ouro_free(v[i]); /* released: a scan now, the next in an hour */
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 10), 0);
+    usleep(32 * 10 * 1000 + 100 * 1000); /* past the longest delay in force: 32 times the option */
+    ouro_stats_t a, b;
+    ouro_stats_get(&a);
+    ouro_collect(0);
+    ouro_stats_get(&b);
+    ck_assert_uint_gt(b.purges, a.purges);
+    for (int i = PER; i < 2 * PER; i++)
+        ouro_free(v[i]);
+}
+END_TEST
+
 /* Blocks of a dozen arenas or more: with a small reservation
  * (tests/reserve.sh: OURO_ARENA_RESERVE=8) the first two lie in it and the
  * rest were mapped one by one; free, usable_size and owns treat them alike,
@@ -765,6 +790,7 @@ int main(int argc, char **argv)
         idle_memory_goes_back_to_the_os,
         new_pools_reuse_dirty_slots_before_purged_ones,
         purge_delay_grows_when_purged_memory_comes_back,
+        lowered_purge_delay_acts_at_once,
         blocks_in_many_arenas_are_all_alike,
         pools_above_2k_hold_32_blocks,
         options_reject_bad_values,
