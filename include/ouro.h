@@ -110,15 +110,18 @@ int ouro_owns(const void *p);
  * exiting pushes them too), take back blocks other threads freed to this
  * thread's pools and to the pools of exited threads, return the empty ones
  * to the arena layer (this thread's current pools too if `force`), and
- * purge every free pool whose purge delay has passed (all of them if
- * `force` is non-zero).
+ * purge every free pool, and unmap every freed large block's mapping kept
+ * for reuse, whose purge delay has passed (all of them if `force` is
+ * non-zero).
  */
 void ouro_collect(int force);
 
 /* Options, each also settable by environment variable (read once at start). */
 typedef enum ouro_option_e {
     /* Milliseconds a free pool keeps its memory before it is purged
-     * (returned to the OS with madvise).  Env: OURO_PURGE_DELAY.  Default 10;
+     * (returned to the OS with madvise), and a freed large block's mapping
+     * waits for the next large block before it is unmapped (at most 16 such
+     * mappings; not in debug or hardened mode).  Env: OURO_PURGE_DELAY.  Default 10;
      * 0 purges at once; -1 never purges.  A delay above 0 is where the
      * delay in force starts: it doubles, up to 32 times this, when a purged
      * pool's memory is claimed again within 4 delays of its purge, and
@@ -266,6 +269,9 @@ typedef struct ouro_stats_s {
     long purge_delay_ms;   /* the purge delay in force: OURO_OPTION_PURGE_DELAY's, or up to 32
                             * times longer while purged memory keeps being needed again soon
                             * after its purge (it halves again after a second without that) */
+    size_t large_cached;   /* mappings of freed large blocks kept for the next large blocks, until
+                            * they have waited the purge delay: their address space counts in
+                            * `reserved`, the pages their blocks touched in `committed` */
 } ouro_stats_t;
 
 /* Fill `out` with a snapshot of the heap.  Safe to call from any thread at

@@ -587,6 +587,7 @@ void ouro__arena_purge(bool force)
             return;
         purge_delay_decay(now);
     }
+    ouro__large_trim(force); /* freed large mappings age by the same delay */
     unsigned budget = PURGE_BUDGET;
     for (int n = 0; n < OURO_MAX_NODES && (force || budget); n++)
         for (ouro_arena_t *a = atomic_load_explicit(&nodes[n].head, memory_order_acquire); a && (force || budget);

@@ -221,6 +221,8 @@ typedef struct ouro_large_s {
     size_t map_size;
     size_t usable;       /* bytes usable at `user` (to the end of the mapping) */
     size_t size;         /* bytes last requested */
+    size_t resident;     /* bytes from map_base that may be backed by RAM: the most any block
+                          * in this mapping reached, page-rounded (the cache counts them) */
     size_t dbg_size;     /* debug mode: bytes the user requested (size holds the guard too) */
     const void *dbg_site;/* debug mode: return address of the allocating call */
     struct ouro_large_s *next, *prev; /* [large lock] the list of live large blocks (heap walks) */
@@ -335,8 +337,8 @@ static inline ouro_heap_t *ouro__heap_front(void)
 
 /* counters kept by the arena layer, relaxed atomics: only summed for stats */
 typedef struct ouro_counters_s {
-    _Atomic size_t reserved, arenas, large_count, large_bytes, large_mapped, purges, purged_bytes,
-        threads, abandoned;
+    _Atomic size_t reserved, arenas, large_count, large_bytes, large_mapped, large_cached, purges,
+        purged_bytes, threads, abandoned;
 } ouro_counters_t;
 extern ouro_counters_t ouro__counters ouro_hidden;
 
@@ -456,6 +458,10 @@ ouro_large_t *ouro__large_find(const void *p, int kind) ouro_hidden;
 /* Call fn on every live large block, holding the large lock: fn must not
  * allocate or free large blocks. */
 void ouro__large_visit(void (*fn)(ouro_large_t *l, void *arg), void *arg) ouro_hidden;
+/* Unmap the cached freed mappings (large.c) that waited longer than the
+ * purge delay, or all of them if `force`. */
+void ouro__large_trim(bool force) ouro_hidden;
+size_t ouro__large_cached(void) ouro_hidden; /* freed mappings in the cache */
 void ouro__large_fork_prepare(void) ouro_hidden;
 void ouro__large_fork_parent(void) ouro_hidden; /* also the child's: the child is the forking thread */
 

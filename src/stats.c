@@ -50,7 +50,9 @@ void ouro_stats_get(ouro_stats_t *out)
     out->threads = atomic_load_explicit(&k->threads, memory_order_relaxed);
     out->abandoned_pools = atomic_load_explicit(&k->abandoned, memory_order_relaxed);
     out->in_use += out->large_bytes;
-    out->committed = ouro__arena_dirty_bytes() + atomic_load_explicit(&k->large_mapped, memory_order_relaxed);
+    out->large_cached = ouro__large_cached();
+    out->committed = ouro__arena_dirty_bytes() + atomic_load_explicit(&k->large_mapped, memory_order_relaxed) +
+                     atomic_load_explicit(&k->large_cached, memory_order_relaxed);
 }
 
 /* ouro_gc_phase_t's names, as the text and JSON reports print them */
@@ -282,8 +284,8 @@ void ouro_stats_print(FILE *out)
             b, c);
     human(a, sizeof a, st.arena_reserve);
     fprintf(out, "  arenas %zu (address space reserved for them %s), pools %zu (abandoned %zu), threads %zu, "
-            "large blocks %zu (%zu bytes)\n",
-            st.arenas, a, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes);
+            "large blocks %zu (%zu bytes; %zu freed mappings kept)\n",
+            st.arenas, a, st.pools, st.abandoned_pools, st.threads, st.large_count, st.large_bytes, st.large_cached);
     fprintf(out, "  purges %zu (%zu bytes returned), purge delay %ld ms\n", st.purges, st.purged_bytes,
             st.purge_delay_ms);
     fprintf(out, "  %5s %9s %7s %12s %12s\n", "class", "block", "pools", "used", "capacity");
@@ -344,9 +346,10 @@ void ouro_stats_print_json(FILE *out)
             "{\"version\":\"%s\",\"mode\":\"%s\",\"reserved\":%zu,\"committed\":%zu,\"in_use\":%zu,"
             "\"arenas\":%zu,\"pools\":%zu,\"abandoned_pools\":%zu,\"threads\":%zu,"
             "\"large_count\":%zu,\"large_bytes\":%zu,\"purges\":%zu,\"purged_bytes\":%zu,"
-            "\"purge_delay_ms\":%ld,\"arena_reserve\":%zu,",
+            "\"purge_delay_ms\":%ld,\"arena_reserve\":%zu,\"large_cached\":%zu,",
             ouro_version(), mode_name(), st.reserved, st.committed, st.in_use, st.arenas, st.pools, st.abandoned_pools,
-            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes, st.purge_delay_ms, st.arena_reserve);
+            st.threads, st.large_count, st.large_bytes, st.purges, st.purged_bytes, st.purge_delay_ms, st.arena_reserve,
+            st.large_cached);
     print_threads_json(out);
     fprintf(out,
             "\"objects\":{\"created\":%zu,\"freed\":%zu,\"merges_queued\":%zu,\"merges_done\":%zu,"

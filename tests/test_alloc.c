@@ -443,6 +443,84 @@ START_TEST(idle_memory_goes_back_to_the_os)
 }
 END_TEST
 
+/* A freed large block's mapping waits for the next large block of its
+ * mapping size (the newest first), at most 16 of them; calloc takes a fresh
+ * one; ouro_collect(1) unmaps them, as does the purge delay passing.  Debug
+ * and hardened modes keep none: an access to a freed large block must fault
+ * there. */
+START_TEST(freed_large_mappings_are_reused_then_unmapped)
+{
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 3600000), 0); /* no aging here */
+    ouro_collect(1);
+    ouro_stats_t a, b;
+    ouro_stats_get(&a);
+    ck_assert_uint_eq(a.large_cached, 0);
+    unsigned char *p = ouro_malloc(1 << 20);
+    fill(p, 1 << 20, 5);
+    ouro_free(p);
+    ouro_stats_get(&b);
+    if (debug_mode() || ouro_option_get(OURO_OPTION_HARDENED) == 1) {
+        ck_assert_uint_eq(b.large_cached, 0);
+        ck_assert_uint_eq(b.reserved, a.reserved);
+        return;
+    }
+    ck_assert_uint_eq(b.large_cached, 1);
+    ck_assert_uint_eq(b.large_count, a.large_count);
+    ck_assert_uint_ge(b.reserved, a.reserved + (1 << 20)); /* still mapped ... */
+    ck_assert_uint_ge(b.committed, a.committed + (1 << 20)); /* ... and its pages in RAM */
+    /* a block of the same mapping size (a unit, 4 MiB) takes it: same address */
+    unsigned char *q = ouro_malloc(3 << 20);
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_ge(ouro_usable_size(q), 3 << 20);
+    fill(q, 3 << 20, 6);
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 0);
+    ck_assert_uint_eq(b.large_count, a.large_count + 1);
+    ouro_free(q);
+    /* calloc does not: its block is zero although the cached one was not */
+    unsigned char *z = ouro_calloc(1, 1 << 20);
+    ck_assert_ptr_ne(z, q);
+    for (size_t i = 0; i < 1 << 20; i += 4093)
+        ck_assert_uint_eq(z[i], 0);
+    ck_assert_uint_eq(z[(1 << 20) - 1], 0);
+    ouro_free(z);
+    /* the newest first, and at most 16 kept: the oldest go back to the OS */
+    enum { N = 20 };
+    unsigned char *v[N];
+    for (int i = 0; i < N; i++)
+        v[i] = ouro_malloc(1 << 20);
+    for (int i = 0; i < N; i++)
+        ouro_free(v[i]);
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 16);
+    unsigned char *w = ouro_malloc(1 << 20);
+    ck_assert_ptr_eq(w, v[N - 1]);
+    ouro_free(w);
+    /* ouro_collect(1) unmaps them all */
+    ouro_collect(1);
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 0);
+    ck_assert_uint_eq(b.reserved, a.reserved);
+    ck_assert_uint_eq(b.committed, a.committed);
+    /* and a mapping that waited longer than the purge delay goes at the next scan */
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 20), 0);
+    ouro_free(ouro_malloc(1 << 20));
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 1);
+    usleep(32 * 20 * 1000 + 50 * 1000); /* past the longest delay in force: 32 times the option */
+    ouro_collect(0);
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 0);
+    ck_assert_uint_eq(b.reserved, a.reserved);
+    /* with a purge delay of 0 nothing waits */
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 0), 0);
+    ouro_free(ouro_malloc(1 << 20));
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 0);
+    ck_assert_int_eq(ouro_option_set(OURO_OPTION_PURGE_DELAY, 10), 0);
+}
+END_TEST
+
 /* A new pool goes where a freed one left its pages in RAM before it goes
  * to a slot whose pages were given back: reusing the clean slot would
  * fault its pages in again while the dirty one waits for its purge. */
@@ -789,6 +867,7 @@ int main(int argc, char **argv)
         stats_follow_allocations,
         idle_memory_goes_back_to_the_os,
         new_pools_reuse_dirty_slots_before_purged_ones,
+        freed_large_mappings_are_reused_then_unmapped,
         purge_delay_grows_when_purged_memory_comes_back,
         lowered_purge_delay_acts_at_once,
         blocks_in_many_arenas_are_all_alike,
