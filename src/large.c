@@ -161,6 +161,13 @@ void ouro__large_trim(bool force)
     lcache_unmap(gone, n);
 }
 
+/* Count the first `end` bytes of l's mapping (page-rounded) as resident. */
+static void resident_cover(ouro_large_t *l, size_t end, size_t page)
+{
+    if (round_up(end, page) > l->resident)
+        l->resident = round_up(end, page);
+}
+
 static void unit_set(const void *user, int kind)
 {
     /* relaxed: see ouro__unit_kind; the entry is set before the pointer exists */
@@ -215,7 +222,8 @@ void *ouro__large_alloc(size_t size, size_t align, bool *zero)
     l->map_size = map_size;
     l->usable = map_size - off - guard;
     l->size = size;
-    l->resident = round_up(off + size, page) > resident ? round_up(off + size, page) : resident;
+    l->resident = resident; /* what the mapping's earlier blocks left in RAM */
+    resident_cover(l, off + size, page);
     l->dbg_size = size;
     l->dbg_site = NULL;
     l->trace_site = NULL;
@@ -293,8 +301,7 @@ void *ouro__large_realloc(ouro_large_t *l, size_t size)
         atomic_fetch_add_explicit(&ouro__counters.large_mapped,
                                   round_up(off + size, page) - round_up(off + l->size, page),
                                   memory_order_relaxed);
-        if (round_up(off + size, page) > l->resident)
-            l->resident = round_up(off + size, page);
+        resident_cover(l, off + size, page);
         l->size = size;
         return l->user;
     }
@@ -335,8 +342,7 @@ void *ouro__large_realloc(ouro_large_t *l, size_t size)
     nl->map_size = new_map;
     nl->usable = new_map - off - guard;
     nl->size = size;
-    if (round_up(off + size, page) > nl->resident)
-        nl->resident = round_up(off + size, page);
+    resident_cover(nl, off + size, page);
     unit_set(nl->user, OURO_UNIT_LARGE);
     unit_set(old_user, OURO_UNIT_NONE);
     atomic_fetch_add_explicit(&ouro__counters.reserved, new_map - old_map, memory_order_relaxed);
