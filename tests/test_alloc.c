@@ -444,8 +444,9 @@ START_TEST(idle_memory_goes_back_to_the_os)
 END_TEST
 
 /* A freed large block's mapping waits for the next large block of its
- * mapping size (the newest first), at most 16 of them; calloc takes a fresh
- * one; ouro_collect(1) unmaps them, as does the purge delay passing.  Debug
+ * mapping size (the newest first), at most 16 of them; calloc takes one up
+ * to 1 MiB and clears it; ouro_collect(1) unmaps them, as does the purge
+ * delay passing.  Debug
  * and hardened modes keep none: an access to a freed large block must fault
  * there. */
 START_TEST(freed_large_mappings_are_reused_then_unmapped)
@@ -477,13 +478,24 @@ START_TEST(freed_large_mappings_are_reused_then_unmapped)
     ck_assert_uint_eq(b.large_cached, 0);
     ck_assert_uint_eq(b.large_count, a.large_count + 1);
     ouro_free(q);
-    /* calloc does not: its block is zero although the cached one was not */
+    /* calloc up to 1 MiB takes it too, and clears what the last block wrote */
     unsigned char *z = ouro_calloc(1, 1 << 20);
-    ck_assert_ptr_ne(z, q);
+    ck_assert_ptr_eq(z, q);
     for (size_t i = 0; i < 1 << 20; i += 4093)
         ck_assert_uint_eq(z[i], 0);
     ck_assert_uint_eq(z[(1 << 20) - 1], 0);
+    ck_assert_uint_ge(ouro_usable_size(z), 2 << 20); /* the mapping's rest is the block's */
+    fill(z, 2 << 20, 7);
     ouro_free(z);
+    /* a larger calloc maps afresh (zero until touched) and leaves it */
+    z = ouro_calloc(1, 2 << 20);
+    ck_assert_ptr_ne(z, q);
+    ck_assert_uint_eq(z[0], 0);
+    ck_assert_uint_eq(z[(2 << 20) - 1], 0);
+    ouro_stats_get(&b);
+    ck_assert_uint_eq(b.large_cached, 1);
+    ouro_free(z);
+    ouro_collect(1);
     /* the newest first, and at most 16 kept: the oldest go back to the OS */
     enum { N = 20 };
     unsigned char *v[N];
