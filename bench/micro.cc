@@ -238,6 +238,31 @@ static void BM_MallocFree(benchmark::State &st)
 }
 BENCHMARK(BM_MallocFree)->Arg(16)->Arg(64)->Arg(256)->Arg(512)->Arg(1024)->Arg(4096)->Arg(32768)->Arg(131072)->Arg(1 << 20);
 
+// a large block used and given back: the mapping waits for the next one (large.c)
+static void BM_LargeTouchFree(benchmark::State &st)
+{
+    size_t n = (size_t)st.range(0);
+    for (auto _ : st) {
+        char *p = (char *)ouro_malloc(n);
+        p[0] = p[n / 2] = p[n - 1] = 1;
+        benchmark::DoNotOptimize(p);
+        ouro_free(p);
+    }
+}
+BENCHMARK(BM_LargeTouchFree)->Arg(256 << 10)->Arg(4000000);
+
+static void BM_CallocFree(benchmark::State &st)
+{
+    size_t n = (size_t)st.range(0);
+    for (auto _ : st) {
+        char *p = (char *)ouro_calloc(1, n);
+        p[n - 1] = 1;
+        benchmark::DoNotOptimize(p);
+        ouro_free(p);
+    }
+}
+BENCHMARK(BM_CallocFree)->Arg(4096)->Arg(512 << 10)->Arg(2 << 20);
+
 static void BM_AlignedAlloc(benchmark::State &st)
 {
     size_t a = (size_t)st.range(0);
