@@ -484,6 +484,7 @@ void ouro__arena_release_pool(ouro_pool_t *pool)
     long delay = purge_delay();
     if (delay == 0)
         ouro__arena_purge(false);
+    /* relaxed: a peek to skip the call; ouro__arena_purge decides with its CAS */
     else if (delay > 0 && purge_due(now, atomic_load_explicit(&next_purge_ms, memory_order_relaxed), delay))
         ouro__arena_purge(false);
 }
