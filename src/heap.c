@@ -542,7 +542,10 @@ void *ouro__heap_alloc_slow(ouro_heap_t *heap, int cls, bool *zero)
     for (int attempt = 0;; attempt++) {
         ouro_pool_t *pool = heap->avail[cls];
         while (pool) {
-            if (pool->free == NULL)
+            /* a pool about to become the current one takes what waits on
+             * its remote stack even if it has free blocks of its own: if
+             * that is all it handed out, it is carved afresh (pool.c) */
+            if (pool->free == NULL || heap->cur[cls] != pool)
                 ouro__heap_stat_add(&heap->st_remote, ouro__pool_collect_remote(pool));
             if (pool->free == NULL)
                 ouro__pool_extend(pool);

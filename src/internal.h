@@ -151,8 +151,9 @@ typedef struct ouro_pool_s {
     uint32_t reserved;           /* [init] blocks the pool can hold */
     uint8_t bshift;              /* [init] its power of two: ouro__pool_is_block */
     uint8_t cls;                 /* [init] size class */
-    uint8_t mem_is_zero;         /* [init] the pool's memory was zero when claimed (fresh from the
-                                  * OS or purged): then a block on `free` whose cookie is not set
+    uint8_t mem_is_zero;         /* [init, owner] the pool's memory was zero when claimed (fresh
+                                  * from the OS or purged), and the pool has not been carved
+                                  * afresh since: then a block on `free` with the fresh cookie
                                   * was never handed out, and is zero but for its link word */
     uint8_t span;                /* [init] slots covered */
     uint8_t slot;                /* [arena] index of the first slot in the arena */
@@ -689,10 +690,12 @@ static inline uintptr_t ouro__thread_id(void)
     return (uintptr_t)__builtin_thread_pointer();
 }
 
-/* A block carved but never handed out carries the fresh cookie (pool.c's
- * extend writes it): address ^ key ^ this salt.  It tells such blocks from
- * handed-out ones in heap walks, which the free cookie alone cannot (a
- * carved block has not been freed).  Allocation clears it as it clears the
+/* A block carved but never handed out, in a pool whose memory is zero,
+ * carries the fresh cookie (pool.c's extend writes it): address ^ key ^
+ * this salt.  It tells calloc that the block is still zero, which a freed
+ * block's cookie cannot.  Heap walks skip blocks with either cookie.
+ * Allocation clears it as it clears the free cookie.  In any other pool
+ * (its memory was not zero, or it was carved afresh), extend writes the
  * free cookie. */
 #define OURO_FRESH_SALT 0x6672657368626c6bull /* "freshblk" */
 

@@ -152,8 +152,12 @@ bool ouro__pool_extend(ouro_pool_t *pool)
         n = pool->reserved - pool->capacity;
     uint8_t *first = pool->start + (size_t)pool->capacity * bs;
     /* each block gets the fresh cookie (internal.h), on the line its link
-     * is written to anyway: heap walks then skip blocks never handed out */
-    uintptr_t fresh = ouro__hot.key ^ OURO_FRESH_SALT;
+     * is written to anyway: heap walks then skip blocks never handed out.
+     * Only calloc needs to tell it from the free cookie, and only in a pool
+     * whose memory is zero; in any other the free cookie serves, so that
+     * freeing a block before it is handed out (after pool_recarve: a
+     * second free of a block handed out before) is caught as a double free */
+    uintptr_t fresh = ouro__hot.key ^ (pool->mem_is_zero ? OURO_FRESH_SALT : 0);
     if (pool->key != 0) {
         extend_shuffled(pool, first, bs, n, fresh);
     } else {
@@ -172,6 +176,37 @@ bool ouro__pool_extend(ouro_pool_t *pool)
     atomic_store_explicit(&pool->carved, pool->capacity, memory_order_relaxed);
     pool->head_len = (uint64_t)pool->capacity * bs / 16;
     return true;
+}
+
+/* Every block the pool handed out is free again, and other threads freed
+ * the last of them: forget its free blocks and carve it afresh, from its
+ * start, a page at a time.  Taking those blocks back one by one costs a read
+ * of each block's line twice: once to walk the stack, once more when malloc
+ * hands it out, the walk's lines long gone from the cache by then when the
+ * pool is large (xmalloc's consumer frees a whole producer's pool).  Carved
+ * afresh, each block costs a write, where the line is already in the
+ * cache when malloc hands the block out, as mimalloc's pages do (they are
+ * set up again once all their blocks are free).
+ *
+ * Safe for every reader of the pool: no block of it is live, so no free of
+ * one can be under way (every one of them is counted in `used` until it is
+ * on the stack we took), and the heap walk skips a pool with no live block
+ * whatever its carved count.  A second free of a block handed out before
+ * is still caught: carved again, the block carries the free cookie (extend
+ * writes it, the pool's memory no longer being zero); not carved again
+ * yet, it lies past the carved blocks (ouro__report_invalid says it is not
+ * in use).  Hardened mode: the links on the stack are dropped unread, so a
+ * forged one leads nowhere. */
+static void pool_recarve(ouro_pool_t *pool)
+{
+    pool->free = NULL;
+    pool->capacity = 0;
+    /* relaxed, as in ouro__pool_extend: a block handed out from here on
+     * reaches another thread only through a synchronisation of the user's,
+     * which orders this store (and the extension's after it) too */
+    atomic_store_explicit(&pool->carved, 0, memory_order_relaxed);
+    pool->head_len = 0;
+    pool->mem_is_zero = false;
 }
 
 /* Move the blocks other threads freed onto the free list; returns how many.
@@ -193,6 +228,11 @@ uint32_t ouro__pool_collect_remote(ouro_pool_t *pool)
     ouro_block_t *head = OURO_REMOTE_BLOCK(top);
     uint32_t n = OURO_REMOTE_COUNT(top);
     ouro_assert(n >= 1 && ouro__pool_used(pool) >= n);
+    if (ouro__pool_used(pool) == n) {
+        pool_recarve(pool);
+        ouro__pool_used_add(pool, -(int32_t)n);
+        return n;
+    }
     /* Find the last block, to link the free list after it.  The walk reads
      * every block's line once, in a tight loop, into our cache ahead of the
      * mallocs that hand the blocks out (the hardware prefetcher can run
@@ -390,5 +430,16 @@ void ouro__report_double_free(const void *p, const ouro_pool_t *pool)
 
 void ouro__report_invalid(const char *fn, const void *p)
 {
+    uintptr_t u = (uintptr_t)p;
+    ouro_pool_t *pool = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
+    if (pool != NULL) {
+        size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
+        uintptr_t off = u - (uintptr_t)pool->start;
+        /* past the blocks carved since the pool was last emptied */
+        if (bs != 0 && u >= (uintptr_t)pool->start && off % bs == 0 && off / bs < pool->reserved)
+            ouro__fatal("%s(%p): pointer is a block not in use: its pool emptied and has not handed it "
+                        "out since (a double free?)",
+                        fn, p);
+    }
     ouro__fatal("%s(%p): pointer was not allocated by ouro (or is not the start of a block)", fn, p);
 }

@@ -9,7 +9,8 @@
  * other threads allocate and free: its pool stays claimed (its used count
  * is not zero, so it is neither released nor set up again), so the arena
  * walk meets the pool once, at its first slot; the carved limit only grows
- * while the pool lives; and the block's cookie word holds neither the free
+ * while the pool holds a live block (a pool is carved afresh only when it
+ * holds none: pool.c); and the block's cookie word holds neither the free
  * nor the fresh cookie (either would mean it was free).  Blocks that change
  * during the walk may be seen either way; a pool released and set up again
  * for another class under the walk is left at once (its block size or its

@@ -674,6 +674,102 @@ START_TEST(test_full_pools_come_back_after_remote_frees)
 END_TEST
 
 /* ================================================================== */
+/* 3b'. a pool another thread freed whole is carved afresh               */
+/* ================================================================== */
+
+/* Once other threads have freed every block the owner handed out of a
+ * pool, the owner carves the pool afresh from its start (pool.c,
+ * pool_recarve) instead of taking the blocks back one by one.  So, in the
+ * default mode, the blocks it hands out next come in address order within
+ * each pool, however the other thread freed them (here in address order,
+ * which the blocks' stack would give back reversed); and calloc clears
+ * them, because the pool's memory is no longer zero as it was when the
+ * pool was new.  The owner is a thread of its own, so that no pool an
+ * earlier test left to the main thread (CK_FORK=no) is in the way. */
+#define RC_N 256 /* four pools of 64 blocks of 1 KiB */
+#define RC_SIZE 1000
+
+static void *rc_free_all(void *a)
+{
+    void **v = a;
+    for (unsigned i = 0; i < RC_N; i++)
+        ouro_free(v[i]);
+    return NULL;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct rc_result_s {
+    unsigned dirty, up, down, failed;
+} rc_result_t;
+
+static void *rc_owner(void *a)
+{
+    rc_result_t *r = a;
+    static void *v[RC_N];
+    for (unsigned i = 0; i < RC_N; i++) {
+        v[i] = ouro_malloc(RC_SIZE);
+        if (v[i] == NULL) {
+            r->failed++;
+            return NULL;
+        }
+        memset(v[i], 0xab, RC_SIZE);
+    }
+    qsort(v, RC_N, sizeof v[0], cmp_ptr);
+    pthread_t t;
+    if (pthread_create(&t, NULL, rc_free_all, v) != 0 || pthread_join(t, NULL) != 0) {
+        r->failed++;
+        return NULL;
+    }
+    unsigned char *prev = NULL;
+    for (unsigned i = 0; i < RC_N; i++) {
+        unsigned char *p = ouro_calloc(1, RC_SIZE);
+        if (p == NULL) {
+            r->failed++;
+            return NULL;
+        }
+        for (unsigned k = 0; k < RC_SIZE; k++)
+            if (p[k] != 0) {
+                r->dirty++;
+                break;
+            }
+        /* pairs in one 64 KiB slot: one pool of this class */
+        if (prev != NULL && (uintptr_t)prev >> 16 == (uintptr_t)p >> 16) {
+            if (p > prev)
+                r->up++;
+            else
+                r->down++;
+        }
+        prev = p;
+        v[i] = p;
+    }
+    for (unsigned i = 0; i < RC_N; i++)
+        ouro_free(v[i]);
+    return NULL;
+}
+
+START_TEST(test_pool_freed_whole_by_others_is_carved_afresh)
+{
+    reset_failures();
+    rc_result_t r = {0};
+    pthread_t t;
+    start(&t, rc_owner, &r);
+    join(t);
+    ck_assert_uint_eq(r.failed, 0);
+    ck_assert_msg(r.dirty == 0, "%u of %d calloc blocks were not cleared", r.dirty, RC_N);
+    if (ouro_option_get(OURO_OPTION_DEBUG) == 0 && ouro_option_get(OURO_OPTION_HARDENED) == 0)
+        /* (hardened mode shuffles each page's blocks; debug mode has pools of its own) */
+        ck_assert_msg(r.down == 0 && r.up >= RC_N / 2,
+                      "blocks handed out after the pools were freed whole: %u pairs up, %u down "
+                      "(carved afresh, every pair in a pool goes up)", r.up, r.down);
+}
+END_TEST
+
+/* ================================================================== */
 /* 3c. remote frees reach the owner in batches                          */
 /* ================================================================== */
 
@@ -1578,6 +1674,7 @@ static Suite *threads_suite(void)
         {"thread_churn", test_thread_churn_reuses_memory},
         {"adoption", test_adoption_of_abandoned_pools},
         {"full_pools_remote", test_full_pools_come_back_after_remote_frees},
+        {"freed_whole", test_pool_freed_whole_by_others_is_carved_afresh},
         {"remote_batches", test_remote_frees_reach_the_owner_in_batches},
         {"classes_alignments", test_all_classes_and_alignments},
         {"realloc", test_realloc_across_threads},
