@@ -525,7 +525,7 @@ if command -v gnuplot > /dev/null; then
         echo "set xtics 1"
         echo "set xrange [0.5:$max_threads.5]"
         echo "set yrange [0:*]"
-        echo "set key inside top left horizontal maxcols 3 font ',8' samplen 1.5 width -1 opaque"
+        echo "set key inside top left horizontal maxcols 3 font ',8' samplen 1.5 reverse Left width 1 opaque"
         echo "set offsets 0, 0, graph 0.3, 0" # headroom for the key
         x=0
         for w in "${workloads[@]}"; do
