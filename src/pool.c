@@ -433,6 +433,8 @@ void ouro__report_invalid(const char *fn, const void *p)
     uintptr_t u = (uintptr_t)p;
     ouro_pool_t *pool = ouro__unit_kind(u) == OURO_UNIT_ARENA ? ouro__pool_of(u) : NULL;
     if (pool != NULL) {
+        /* relaxed, and plain reads of the [init] fields: only the message
+         * depends on them, and the pool may be another thread's */
         size_t bs = atomic_load_explicit(&pool->block_size, memory_order_relaxed);
         uintptr_t off = u - (uintptr_t)pool->start;
         /* past the blocks carved since the pool was last emptied */
