@@ -691,16 +691,10 @@ END_TEST
 
 static void *rc_free_all(void *a)
 {
-    void **v = a;
+    uintptr_t *v = a;
     for (unsigned i = 0; i < RC_N; i++)
-        ouro_free(v[i]);
+        ouro_free((void *)v[i]);
     return NULL;
-}
-
-static int cmp_ptr(const void *a, const void *b)
-{
-    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
-    return x < y ? -1 : x > y;
 }
 
 typedef struct rc_result_s {
@@ -710,16 +704,17 @@ typedef struct rc_result_s {
 static void *rc_owner(void *a)
 {
     rc_result_t *r = a;
-    static void *v[RC_N];
+    static uintptr_t v[RC_N];
     for (unsigned i = 0; i < RC_N; i++) {
-        v[i] = ouro_malloc(RC_SIZE);
-        if (v[i] == NULL) {
+        void *p = ouro_malloc(RC_SIZE);
+        if (p == NULL) {
             r->failed++;
             return NULL;
         }
-        memset(v[i], 0xab, RC_SIZE);
+        memset(p, 0xab, RC_SIZE);
+        v[i] = (uintptr_t)p;
     }
-    qsort(v, RC_N, sizeof v[0], cmp_ptr);
+    qsort(v, RC_N, sizeof v[0], cmp_addr);
     pthread_t t;
     if (pthread_create(&t, NULL, rc_free_all, v) != 0 || pthread_join(t, NULL) != 0) {
         r->failed++;
@@ -745,10 +740,10 @@ static void *rc_owner(void *a)
                 r->down++;
         }
         prev = p;
-        v[i] = p;
+        v[i] = (uintptr_t)p;
     }
     for (unsigned i = 0; i < RC_N; i++)
-        ouro_free(v[i]);
+        ouro_free((void *)v[i]);
     return NULL;
 }
 
